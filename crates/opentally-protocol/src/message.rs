@@ -1,0 +1,278 @@
+//! Segment v1 messages: typed where OpenTally reads a field, a JSON map for everything else.
+//!
+//! Parsing is lenient in the ways real clients need (JSON `null` is the same as an absent field,
+//! numeric ids become strings, unknown fields are kept) and strict about what would corrupt data
+//! (a timestamp that does not parse, an object where an id belongs). Every failure names the
+//! field, so a client author can fix it from the response alone.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::reject::{Reason, Rejection};
+use crate::timestamp::Timestamp;
+
+/// A JSON object, as held in `properties`, `traits`, `context` and unknown fields.
+pub type Map = serde_json::Map<String, Value>;
+
+/// The six Segment message types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl MessageType {
+    pub const ALL: [MessageType; 6] = [
+        MessageType::Track,
+        MessageType::Identify,
+        MessageType::Page,
+        MessageType::Screen,
+        MessageType::Group,
+        MessageType::Alias,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Track => "track",
+            MessageType::Identify => "identify",
+            MessageType::Page => "page",
+            MessageType::Screen => "screen",
+            MessageType::Group => "group",
+            MessageType::Alias => "alias",
+        }
+    }
+
+    /// Reads a type name as sent on the wire; `None` for anything else.
+    pub fn from_name(name: &str) -> Option<MessageType> {
+        MessageType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for MessageType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One Segment message. Fields that a type does not use stay `None` or empty.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_timestamp: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+    /// `track`: the event name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// `page` and `screen`: the page or screen name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `page`: the page category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// `group`: the group id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    /// `alias`: the previous id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_id: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub properties: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub traits: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub context: Map,
+    /// Every field OpenTally does not read (`integrations`, vendor fields…), kept as sent.
+    #[serde(flatten)]
+    pub extra: Map,
+}
+
+/// The wire names of the fields that [`Message`] reads; all others go to `extra`.
+pub const KNOWN_FIELDS: [&str; 16] = [
+    "type",
+    "messageId",
+    "userId",
+    "anonymousId",
+    "timestamp",
+    "originalTimestamp",
+    "sentAt",
+    "event",
+    "name",
+    "category",
+    "groupId",
+    "previousId",
+    "properties",
+    "traits",
+    "context",
+    // Sent inside single messages by some clients; read by the envelope, never kept per message.
+    "writeKey",
+];
+
+impl Message {
+    /// An empty message of the given type.
+    pub fn new(kind: MessageType) -> Message {
+        Message {
+            kind,
+            message_id: None,
+            user_id: None,
+            anonymous_id: None,
+            timestamp: None,
+            original_timestamp: None,
+            sent_at: None,
+            event: None,
+            name: None,
+            category: None,
+            group_id: None,
+            previous_id: None,
+            properties: Map::new(),
+            traits: Map::new(),
+            context: Map::new(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Parses one message from its JSON value.
+    ///
+    /// `implied` is the type named by the endpoint (`/v1/track`); a message without `type` takes
+    /// it, and one whose `type` differs is rejected.
+    pub fn from_value(value: Value, implied: Option<MessageType>) -> Result<Message, Rejection> {
+        match value {
+            Value::Object(map) => Message::from_map(map, implied),
+            other => Err(Rejection::new(
+                Reason::NotAnObject,
+                format!("a message must be a JSON object, not {}", json_kind(&other)),
+            )),
+        }
+    }
+
+    /// Parses one message from a JSON object; see [`Message::from_value`].
+    pub fn from_map(mut map: Map, implied: Option<MessageType>) -> Result<Message, Rejection> {
+        let kind = match (take_string(&mut map, "type")?, implied) {
+            (None, Some(t)) => t,
+            (None, None) => {
+                return Err(Rejection::new(Reason::MissingType, "`type` is required"));
+            }
+            (Some(name), implied) => {
+                let Some(t) = MessageType::from_name(&name) else {
+                    return Err(Rejection::new(
+                        Reason::UnknownType,
+                        format!(
+                            "`type` is {name:?}; expected one of track, identify, page, screen, group, alias"
+                        ),
+                    ));
+                };
+                if let Some(i) = implied.filter(|i| *i != t) {
+                    return Err(Rejection::new(
+                        Reason::TypeMismatch,
+                        format!("`type` is {t} but the message was sent to the {i} endpoint"),
+                    ));
+                }
+                t
+            }
+        };
+        // The envelope reads `writeKey`; a copy inside a message is a credential, never data.
+        map.remove("writeKey");
+        let mut m = Message::new(kind);
+        m.message_id = take_id(&mut map, "messageId")?;
+        m.user_id = take_id(&mut map, "userId")?;
+        m.anonymous_id = take_id(&mut map, "anonymousId")?;
+        m.timestamp = take_timestamp(&mut map, "timestamp")?;
+        m.original_timestamp = take_timestamp(&mut map, "originalTimestamp")?;
+        m.sent_at = take_timestamp(&mut map, "sentAt")?;
+        m.event = take_string(&mut map, "event")?;
+        m.name = take_string(&mut map, "name")?;
+        m.category = take_string(&mut map, "category")?;
+        m.group_id = take_id(&mut map, "groupId")?;
+        m.previous_id = take_id(&mut map, "previousId")?;
+        m.properties = take_object(&mut map, "properties")?;
+        m.traits = take_object(&mut map, "traits")?;
+        m.context = take_object(&mut map, "context")?;
+        m.extra = map;
+        Ok(m)
+    }
+
+    /// The id that identifies the sender: `anonymousId` when present, else `userId`.
+    pub fn install_id(&self) -> Option<&str> {
+        self.anonymous_id.as_deref().or(self.user_id.as_deref())
+    }
+
+    /// Fills context keys that the message lacks from a batch-level `context`; the message's own
+    /// keys win, as in Segment's batch API.
+    pub fn merge_context(&mut self, batch_context: &Map) {
+        for (k, v) in batch_context {
+            if !self.context.contains_key(k) {
+                self.context.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The JSON type of a value, as a noun for error messages.
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(field: &str, expected: &str, got: &Value) -> Rejection {
+    Rejection::new(
+        Reason::InvalidType,
+        format!("`{field}` must be {expected}, not {}", json_kind(got)),
+    )
+}
+
+fn take_string(map: &mut Map, field: &str) -> Result<Option<String>, Rejection> {
+    match map.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(field, "a string", &other)),
+    }
+}
+
+/// Ids may arrive as numbers from clients that use database keys; they are kept as their text.
+fn take_id(map: &mut Map, field: &str) -> Result<Option<String>, Rejection> {
+    match map.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(wrong_type(field, "a string or a number", &other)),
+    }
+}
+
+fn take_timestamp(map: &mut Map, field: &str) -> Result<Option<Timestamp>, Rejection> {
+    match take_string(map, field)? {
+        None => Ok(None),
+        Some(s) => Timestamp::parse(&s)
+            .map(Some)
+            .map_err(|e| Rejection::new(Reason::InvalidTimestamp, format!("`{field}` {s:?}: {e}"))),
+    }
+}
+
+fn take_object(map: &mut Map, field: &str) -> Result<Map, Rejection> {
+    match map.remove(field) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(o)) => Ok(o),
+        Some(other) => Err(wrong_type(field, "an object", &other)),
+    }
+}
