@@ -14,6 +14,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Rust: unit, integration and property tests of every crate, then the doc tests.
-cargo test --workspace --locked --all-targets
-cargo test --workspace --locked --doc
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# Rust: doc tests, then unit, integration and property tests of every crate.
+cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
+cargo test --workspace --locked --all-targets 2>&1 | tee -a "$log"
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
