@@ -1,12 +1,16 @@
 //! The `opentally` binary: the only place that prints to stdout or picks exit codes.
 
+mod admin;
+mod bench;
+
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use opentally_protocol::Catalog;
+use opentally_server::config::{self, RawConfig};
 
 /// Privacy-first usage telemetry for open-source software.
 #[derive(Debug, Parser)]
@@ -18,9 +22,51 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the collector: the Segment-compatible ingest API with durable acks.
+    Serve(ServeArgs),
+    /// Create and manage projects, their keys and catalogs.
+    #[command(subcommand)]
+    Project(admin::ProjectCommand),
+    /// Print every stored event, one JSON object per line.
+    Dump {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this project's events.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Measure the collector under load (on this machine).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Work with event catalogs, the published list of what a project collects.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+/// Where the data lives; shared by every command that opens it.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Data directory [default: ./opentally-data, or `data` in the config file, or OPENTALLY_DATA]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Config file [default: ./opentally.toml if present, or OPENTALLY_CONFIG]
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Acknowledge before the log is synced to disk (measurement only: a crash loses acked events).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Start with a demo project (created on first use) and print its write key and a ready curl line.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,8 +92,113 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Project(cmd) => admin::project(cmd),
+        Command::Dump { data, project } => dump(&data, project.as_deref()),
+        Command::Bench(cmd) => bench::bench(cmd),
         Command::Catalog(CatalogCommand::Check { file }) => catalog_check(&file),
     }
+}
+
+/// Resolves the settings: flags > environment > config file > defaults.
+pub fn resolve_config(data: &DataArgs, mut flags: RawConfig) -> anyhow::Result<config::Config> {
+    flags.data = data.data.clone().or(flags.data);
+    let env = |k: &str| std::env::var(k).ok();
+    let file_path = data
+        .config
+        .clone()
+        .or_else(|| env("OPENTALLY_CONFIG").map(PathBuf::from));
+    let file = match file_path {
+        Some(p) => RawConfig::from_file(&p)?,
+        None if Path::new("opentally.toml").exists() => {
+            RawConfig::from_file(Path::new("opentally.toml"))?
+        }
+        None => RawConfig::default(),
+    };
+    Ok(config::resolve(file, RawConfig::from_env(env)?, flags)?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENTALLY_LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .init();
+}
+
+/// The example catalog, used by the demo project.
+const DEMO_CATALOG: &str = include_str!("../../../examples/catalog.toml");
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let flags = RawConfig {
+        listen: args.listen.clone(),
+        fsync: args.no_fsync.then_some(false),
+        ..RawConfig::default()
+    };
+    let cfg = resolve_config(&args.data, flags)?;
+    let collector = opentally_server::Collector::open(cfg.clone())
+        .with_context(|| format!("cannot open the data dir {}", cfg.data.display()))?;
+    let r = &collector.report;
+    tracing::info!(
+        segments = r.recovery.segments,
+        truncated_bytes = r.recovery.truncated_bytes,
+        replayed_records = r.replayed_records,
+        dedup_ids_in_memory = r.ids_in_memory,
+        "log recovered"
+    );
+    let demo = if args.demo {
+        Some(admin::demo_project(&collector.state.meta, DEMO_CATALOG)?)
+    } else {
+        None
+    };
+    collector.state.keys.clear();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "opentally serve: listening on http://{addr} (data: {})", cfg.data.display())?;
+        if !cfg.fsync {
+            writeln!(out, "warning: fsync is off; a crash can lose acknowledged events")?;
+        }
+        if let Some(d) = demo {
+            writeln!(out, "demo project: {}", d.name)?;
+            writeln!(out, "  write key:   {}", d.write_key)?;
+            writeln!(out, "  admin token: {}", d.admin_token)?;
+            writeln!(out, "send an event:")?;
+            writeln!(
+                out,
+                "  curl -sS http://{addr}/v1/batch -u '{}:' -H 'content-type: application/json' \\\n    -d '{{\"batch\":[{{\"type\":\"track\",\"event\":\"fit\",\"anonymousId\":\"demo-install\",\"properties\":{{\"method\":\"cbpe\",\"duration_ms\":812.4}}}}]}}'",
+                d.write_key
+            )?;
+            writeln!(out, "see it stored:\n  opentally dump --data {} --project {}", cfg.data.display(), d.name)?;
+        }
+        drop(out);
+        opentally_server::serve::serve(collector, listener, opentally_server::serve::shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dump(data: &DataArgs, project: Option<&str>) -> anyhow::Result<ExitCode> {
+    let cfg = resolve_config(data, RawConfig::default())?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    opentally_server::dump::dump(&cfg.data, project, &mut out)
+        .with_context(|| format!("cannot read the log in {}", cfg.data.display()))?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn catalog_check(file: &PathBuf) -> anyhow::Result<ExitCode> {

@@ -223,6 +223,14 @@ impl Message {
     }
 }
 
+impl<'de> Deserialize<'de> for Message {
+    /// The same lenient reading as [`Message::from_value`], for stored messages.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Message, D::Error> {
+        let v = Value::deserialize(d)?;
+        Message::from_value(v, None).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The JSON type of a value, as a noun for error messages.
 pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {

@@ -1,0 +1,180 @@
+//! `opentally project …`: projects, keys and catalogs. Works while a server runs on the same
+//! data dir (SQLite in WAL mode; the server notices changes within a second).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use opentally_server::config::RawConfig;
+use opentally_server::meta::{MetaError, MetaStore};
+
+use crate::{DataArgs, resolve_config};
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project; prints its write key (send-only) and admin token (read), once.
+    Create {
+        /// Lowercase letters, digits, `-` and `_`.
+        name: String,
+        /// The project's event catalog; without one the project accepts any event (open mode).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Print {"project","write_key","admin_token"} as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List projects.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Replace a project's write key; the old key stops working within a second.
+    RotateKey {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Set a project's catalog (or remove it with --none: open mode).
+    SetCatalog {
+        name: String,
+        /// The catalog's TOML file.
+        #[arg(required_unless_present = "none")]
+        file: Option<PathBuf>,
+        /// Remove the catalog: the project accepts any event.
+        #[arg(long, conflicts_with = "file")]
+        none: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+fn open(data: &DataArgs) -> anyhow::Result<MetaStore> {
+    let cfg = resolve_config(data, RawConfig::default())?;
+    MetaStore::open(&cfg.data)
+        .with_context(|| format!("cannot open the data dir {}", cfg.data.display()))
+}
+
+fn read_catalog(path: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    path.map(|p| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read catalog {}", p.display()))
+    })
+    .transpose()
+}
+
+pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ProjectCommand::Create {
+            name,
+            catalog,
+            json,
+            data,
+        } => {
+            let src = read_catalog(catalog.as_ref())?;
+            let created = open(&data)?.create_project(&name, src.as_deref())?;
+            if json {
+                let v = serde_json::json!({
+                    "project": created.project.name,
+                    "write_key": created.write_key.expose(),
+                    "admin_token": created.admin_token.expose(),
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "created project {name}")?;
+                writeln!(out, "write key:   {}", created.write_key.expose())?;
+                writeln!(out, "admin token: {}", created.admin_token.expose())?;
+                writeln!(
+                    out,
+                    "keys are stored hashed: copy them now, they cannot be shown again"
+                )?;
+            }
+        }
+        ProjectCommand::List { json, data } => {
+            let projects = open(&data)?.list_projects()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&projects)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<24} {:<26} {:>9} {:>10}",
+                    "NAME", "CREATED", "CATALOG", "RETENTION"
+                )?;
+                for p in projects {
+                    let catalog = if p.catalog.is_some() {
+                        format!("{} events", p.events_in_catalog)
+                    } else {
+                        "open".to_owned()
+                    };
+                    writeln!(
+                        out,
+                        "{:<24} {:<26} {:>9} {:>9}d",
+                        p.name, p.created_at, catalog, p.retention_days
+                    )?;
+                }
+            }
+        }
+        ProjectCommand::RotateKey { name, json, data } => {
+            let key = open(&data)?.rotate_write_key(&name)?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"project": name, "write_key": key.expose()})
+                )?;
+            } else {
+                writeln!(out, "new write key for {name}: {}", key.expose())?;
+            }
+        }
+        ProjectCommand::SetCatalog {
+            name,
+            file,
+            none: _,
+            data,
+        } => {
+            let src = read_catalog(file.as_ref())?;
+            open(&data)?.set_catalog(&name, src.as_deref())?;
+            match &file {
+                Some(f) => writeln!(out, "catalog of {name} set from {}", f.display())?,
+                None => writeln!(
+                    out,
+                    "catalog of {name} removed: the project accepts any event"
+                )?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo project's secrets, for the `serve --demo` banner.
+pub struct Demo {
+    pub name: String,
+    pub write_key: String,
+    pub admin_token: String,
+}
+
+/// Creates the demo project on first use; later starts give it a fresh write key (keys are stored
+/// hashed, so the old one cannot be shown again).
+pub fn demo_project(meta: &MetaStore, catalog: &str) -> anyhow::Result<Demo> {
+    let name = "demo";
+    match meta.create_project(name, Some(catalog)) {
+        Ok(p) => Ok(Demo {
+            name: name.into(),
+            write_key: p.write_key.expose().to_owned(),
+            admin_token: p.admin_token.expose().to_owned(),
+        }),
+        Err(MetaError::Exists(_)) => Ok(Demo {
+            name: name.into(),
+            write_key: meta.rotate_write_key(name)?.expose().to_owned(),
+            admin_token: "(shown when the demo project was created)".into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,302 @@
+//! Exact deduplication on `(project, messageId)` over a window of days.
+//!
+//! Ids are 128-bit hashes, bucketed by the day they were received. Today's and yesterday's
+//! buckets live in memory; older days are sorted files on disk with a Bloom filter in memory, so
+//! memory grows with one day's traffic, not with the window. Checkpoints write the in-memory
+//! buckets and the log position they cover; on start the index loads the checkpoint and replays
+//! the log after it. Only the writer thread touches the index, so it needs no locks.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::wal::LogPos;
+
+/// The dedup key of a message.
+pub fn message_hash(project_id: i64, message_id: &str) -> u128 {
+    let mut buf = Vec::with_capacity(8 + message_id.len());
+    buf.extend_from_slice(&project_id.to_le_bytes());
+    buf.extend_from_slice(message_id.as_bytes());
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
+/// The values are already uniform hashes; hashing them again would only cost time.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            self.0 = v as u64;
+        }
+    }
+}
+
+type IdSet = HashSet<u128, BuildHasherDefault<IdentityHasher>>;
+
+const BLOOM_BITS_PER_ID: usize = 10;
+const BLOOM_PROBES: u32 = 7;
+
+/// A day on disk: a sorted file of ids and a Bloom filter over them.
+#[derive(Debug)]
+struct SealedDay {
+    path: PathBuf,
+    count: u64,
+    bloom: Vec<u64>,
+}
+
+fn bloom_positions(h: u128, bits: usize) -> impl Iterator<Item = usize> {
+    #[allow(clippy::cast_possible_truncation)]
+    let (a, b) = (h as u64, (h >> 64) as u64 | 1);
+    (0..u64::from(BLOOM_PROBES)).map(move |i| {
+        #[allow(clippy::cast_possible_truncation)]
+        let p = (a.wrapping_add(i.wrapping_mul(b)) % bits as u64) as usize;
+        p
+    })
+}
+
+impl SealedDay {
+    fn load(path: PathBuf) -> io::Result<SealedDay> {
+        let bytes = fs::read(&path)?;
+        let n = bytes.len() / 16;
+        let bits = (n * BLOOM_BITS_PER_ID).max(64);
+        let mut bloom = vec![0u64; bits.div_ceil(64)];
+        for chunk in bytes.chunks_exact(16) {
+            let h = u128::from_le_bytes(chunk.try_into().expect("16 bytes"));
+            for p in bloom_positions(h, bloom.len() * 64) {
+                bloom[p / 64] |= 1 << (p % 64);
+            }
+        }
+        Ok(SealedDay {
+            path,
+            count: n as u64,
+            bloom,
+        })
+    }
+
+    fn contains(&self, h: u128) -> io::Result<bool> {
+        let bits = self.bloom.len() * 64;
+        if !bloom_positions(h, bits).all(|p| self.bloom[p / 64] & (1 << (p % 64)) != 0) {
+            return Ok(false);
+        }
+        // Binary search in the file, reading one id per probe.
+        let mut file = File::open(&self.path)?;
+        let (mut lo, mut hi) = (0u64, self.count);
+        let mut buf = [0u8; 16];
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            file.seek(SeekFrom::Start(mid * 16))?;
+            file.read_exact(&mut buf)?;
+            let v = u128::from_le_bytes(buf);
+            match v.cmp(&h) {
+                std::cmp::Ordering::Equal => return Ok(true),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The dedup index.
+#[derive(Debug)]
+pub struct DedupIndex {
+    dir: PathBuf,
+    window_days: i64,
+    memory: BTreeMap<i64, IdSet>,
+    sealed: BTreeMap<i64, SealedDay>,
+    /// The log position that the files on disk cover.
+    checkpoint: LogPos,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    pos: LogPos,
+}
+
+fn day_path(dir: &Path, day: i64) -> PathBuf {
+    dir.join(format!("{day}.ids"))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(path.parent().expect("inside the dedup dir"))?.sync_all()
+}
+
+impl DedupIndex {
+    /// Loads the index from `dir`; the caller then replays the log from [`Self::checkpoint`].
+    pub fn open(dir: &Path, window_days: u32, today: i64) -> io::Result<DedupIndex> {
+        fs::create_dir_all(dir)?;
+        let checkpoint = match fs::read(dir.join("checkpoint.json")) {
+            Ok(b) => serde_json::from_slice::<Checkpoint>(&b)
+                .map(|c| c.pos)
+                .unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => LogPos::default(),
+            Err(e) => return Err(e),
+        };
+        let mut index = DedupIndex {
+            dir: dir.to_owned(),
+            window_days: i64::from(window_days),
+            memory: BTreeMap::new(),
+            sealed: BTreeMap::new(),
+            checkpoint,
+        };
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(day) = name
+                .to_string_lossy()
+                .strip_suffix(".ids")
+                .and_then(|d| d.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if day >= today - 1 {
+                let bytes = fs::read(day_path(dir, day))?;
+                let set = index.memory.entry(day).or_default();
+                set.extend(
+                    bytes
+                        .chunks_exact(16)
+                        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))),
+                );
+            } else {
+                index
+                    .sealed
+                    .insert(day, SealedDay::load(day_path(dir, day))?);
+            }
+        }
+        index.expire(today)?;
+        Ok(index)
+    }
+
+    /// The log position after which records must be replayed into the index.
+    pub fn checkpoint(&self) -> LogPos {
+        self.checkpoint
+    }
+
+    pub fn contains(&self, h: u128) -> io::Result<bool> {
+        if self.memory.values().any(|s| s.contains(&h)) {
+            return Ok(true);
+        }
+        for day in self.sealed.values() {
+            if day.contains(h)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn insert(&mut self, day: i64, h: u128) {
+        self.memory.entry(day).or_default().insert(h);
+    }
+
+    /// Ids held in memory (today and yesterday, plus any day not yet sealed).
+    pub fn ids_in_memory(&self) -> usize {
+        self.memory.values().map(HashSet::len).sum()
+    }
+
+    /// Seals days older than yesterday to disk and forgets days that left the window.
+    pub fn expire(&mut self, today: i64) -> io::Result<()> {
+        let old: Vec<i64> = self.memory.range(..today - 1).map(|(d, _)| *d).collect();
+        for day in old {
+            let set = self.memory.remove(&day).expect("listed above");
+            let path = day_path(&self.dir, day);
+            write_atomically(&path, &sorted_bytes(&set))?;
+            self.sealed.insert(day, SealedDay::load(path)?);
+        }
+        let gone: Vec<i64> = self
+            .sealed
+            .range(..today - self.window_days)
+            .map(|(d, _)| *d)
+            .collect();
+        for day in gone {
+            if let Some(s) = self.sealed.remove(&day) {
+                fs::remove_file(&s.path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the in-memory days and `pos` (the log position they cover) to disk.
+    pub fn write_checkpoint(&mut self, pos: LogPos) -> io::Result<()> {
+        for (day, set) in &self.memory {
+            write_atomically(&day_path(&self.dir, *day), &sorted_bytes(set))?;
+        }
+        let body = serde_json::to_vec(&Checkpoint { pos }).expect("serialisable");
+        write_atomically(&self.dir.join("checkpoint.json"), &body)?;
+        self.checkpoint = pos;
+        Ok(())
+    }
+}
+
+fn sorted_bytes(set: &IdSet) -> Vec<u8> {
+    let mut ids: Vec<u128> = set.iter().copied().collect();
+    ids.sort_unstable();
+    ids.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_found_in_memory_in_sealed_days_and_not_after_the_window() {
+        let dir = std::env::temp_dir().join(format!("opentally-dedup-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut idx = DedupIndex::open(&dir, 7, 100).unwrap();
+        let ids: Vec<u128> = (0..1000)
+            .map(|i| message_hash(1, &format!("m{i}")))
+            .collect();
+        for h in &ids[..500] {
+            idx.insert(100, *h);
+        }
+        assert!(idx.contains(ids[3]).unwrap());
+        assert!(!idx.contains(ids[700]).unwrap());
+        // Three days later, day 100 is sealed to disk and still found.
+        idx.expire(103).unwrap();
+        assert_eq!(idx.ids_in_memory(), 0);
+        assert!(ids[..500].iter().all(|h| idx.contains(*h).unwrap()));
+        assert!(ids[500..].iter().all(|h| !idx.contains(*h).unwrap()));
+        // A reopened index finds it too.
+        idx.write_checkpoint(LogPos {
+            segment: 2,
+            offset: 40,
+        })
+        .unwrap();
+        let idx = DedupIndex::open(&dir, 7, 103).unwrap();
+        assert_eq!(
+            idx.checkpoint(),
+            LogPos {
+                segment: 2,
+                offset: 40
+            }
+        );
+        assert!(idx.contains(ids[10]).unwrap());
+        // Past the window the day is dropped.
+        let mut idx = DedupIndex::open(&dir, 7, 108).unwrap();
+        idx.expire(108).unwrap();
+        assert!(!idx.contains(ids[10]).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_same_message_id_in_two_projects_is_two_keys() {
+        assert_ne!(message_hash(1, "m"), message_hash(2, "m"));
+    }
+}

@@ -1,0 +1,276 @@
+//! The ingest path: read the body (capped), decompress (capped), parse, authenticate, check
+//! each message, normalise it, and hand the accepted ones to the writer. The 200 goes out only
+//! once the writer says they are durable.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
+use opentally_protocol::catalog::NEVER_KEPT_CONTEXT;
+use opentally_protocol::{
+    BatchResponse, ItemRejection, Message, MessageType, ParsedRequest, Reason, Rejection,
+    Timestamp, check_message, effective_timestamp, parse_batch, parse_single,
+};
+use sha2::Sha256;
+use tokio::sync::oneshot;
+
+use crate::AppState;
+use crate::error::IngestError;
+use crate::meta::Project;
+use crate::metrics::ReasonLabels;
+use crate::stored::StoredEvent;
+use crate::writer::{Submission, SubmitError, WriteError};
+
+/// Reads the body, refusing it as soon as it passes `limit` bytes.
+async fn read_capped(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            // `to_bytes` reports the limit through the error's source chain.
+            let text = format!("{e}");
+            let over = std::error::Error::source(&e)
+                .is_some_and(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>)
+                || text.contains("length limit");
+            if over {
+                Err(IngestError::BodyTooLarge { limit })
+            } else {
+                Err(IngestError::BodyRead(text))
+            }
+        }
+    }
+}
+
+/// Decompresses a gzip body into at most `limit` bytes; a bomb stops at the cap.
+fn gunzip_capped(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::MultiGzDecoder::new(body)
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::BadGzip(e.to_string()))?;
+    if out.len() > limit {
+        return Err(IngestError::BodyTooLarge { limit });
+    }
+    Ok(out)
+}
+
+fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, IngestError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => Ok(raw),
+        Some("gzip" | "x-gzip") => gunzip_capped(&raw, limit).map(Bytes::from),
+        Some(other) => Err(IngestError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+/// Keyed hash of an install id: stable per project and server, meaningless without the server's
+/// secret, so a leaked store cannot be joined with machines or other projects.
+pub fn install_hash(secret: &[u8; 32], project_id: i64, install_id: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("any key length works");
+    mac.update(&project_id.to_le_bytes());
+    mac.update(install_id.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    crate::secret::hex(&digest[..16])
+}
+
+/// Per-request facts that every message of the request shares.
+struct RequestCtx<'a> {
+    state: &'a AppState,
+    project: &'a Project,
+    received_at: Timestamp,
+    envelope_sent_at: Option<Timestamp>,
+    batch_context: &'a opentally_protocol::Map,
+}
+
+impl RequestCtx<'_> {
+    /// Checks one message and turns it into what is stored.
+    fn normalise(&self, mut m: Message) -> Result<StoredEvent, Rejection> {
+        m.merge_context(self.batch_context);
+        if m.message_id.as_deref().is_none_or(str::is_empty) {
+            m.message_id = Some(uuid::Uuid::now_v7().to_string());
+        }
+        let limits = &self.state.config.limits;
+        check_message(&m, limits)?;
+        let timestamp = effective_timestamp(&m, self.envelope_sent_at, self.received_at, limits)?;
+        match &self.project.catalog {
+            Some(catalog) => {
+                catalog.apply(&mut m)?;
+            }
+            // Open mode keeps everything a catalog could keep, never what none may.
+            None => {
+                for k in NEVER_KEPT_CONTEXT {
+                    m.context.remove(k);
+                }
+            }
+        }
+        let install_id = m
+            .install_id()
+            .expect("check_message requires one")
+            .to_owned();
+        let install = install_hash(&self.state.install_secret, self.project.id, &install_id);
+        let limiter_key = xxhash_rust::xxh3::xxh3_128(install.as_bytes());
+        if self.state.install_limiter.check_key(&limiter_key).is_err() {
+            return Err(Rejection::new(
+                Reason::RateLimited,
+                "this install sends more events than its rate allows",
+            ));
+        }
+        // The raw ids never reach the log: the keyed hash stands in for them.
+        m.anonymous_id = None;
+        m.user_id = None;
+        m.timestamp = Some(timestamp);
+        m.sent_at = None;
+        Ok(StoredEvent {
+            message_id: m.message_id.clone().expect("filled above"),
+            install,
+            timestamp,
+            message: m,
+        })
+    }
+}
+
+/// `POST /v1/batch` and the single-message endpoints (`kind` is the endpoint's type).
+pub async fn ingest(
+    State(state): State<Arc<AppState>>,
+    kind: Option<MessageType>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let route = kind.map_or("batch", MessageType::as_str);
+    let response = match ingest_inner(&state, kind, &headers, body).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(error = %e, route, "ingest refused");
+            }
+            e.into_response()
+        }
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn ingest_inner(
+    state: &AppState,
+    kind: Option<MessageType>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<BatchResponse, IngestError> {
+    let received_at = Timestamp::now();
+    if state.disk_low.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(IngestError::DiskLow);
+    }
+    let limits = &state.config.limits;
+    let raw = read_capped(body, limits.max_body_bytes).await?;
+    let header_key = crate::auth::header_write_key(headers);
+    // An unauthenticated request is refused before any decompression or parsing work, unless
+    // its key can only be in the body.
+    let mut project = match &header_key {
+        Some(k) => Some(state.project_for_write_key(k)?),
+        None => None,
+    };
+    let decoded = decode_body(headers, raw, limits.max_body_bytes)?;
+    let parsed = match kind {
+        None => parse_batch(&decoded, limits)?,
+        Some(k) => parse_single(&decoded, k, limits)?,
+    };
+    if project.is_none() {
+        let key = parsed.write_key.as_ref().ok_or(IngestError::MissingKey)?;
+        project = Some(state.project_for_write_key(key.expose())?);
+    }
+    let project = project.expect("set above");
+    if state.key_limiter.check_key(&project.id).is_err() {
+        return Err(IngestError::RateLimited);
+    }
+    let ParsedRequest {
+        items,
+        sent_at,
+        context,
+        ..
+    } = parsed;
+    let ctx = RequestCtx {
+        state,
+        project: &project,
+        received_at,
+        envelope_sent_at: sent_at,
+        batch_context: &context,
+    };
+    let mut events = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match item.message.and_then(|m| ctx.normalise(m)) {
+            Ok(e) => {
+                positions.push(index);
+                events.push(e);
+            }
+            Err(r) => {
+                state
+                    .metrics
+                    .events_rejected
+                    .get_or_create(&ReasonLabels {
+                        reason: r.reason.as_str(),
+                    })
+                    .inc();
+                rejected.push(ItemRejection {
+                    index,
+                    message_id: item.message_id,
+                    reason: r.reason,
+                    detail: r.detail,
+                });
+            }
+        }
+    }
+    let mut response = BatchResponse {
+        ok: true,
+        accepted: 0,
+        duplicates: 0,
+        rejected,
+    };
+    if events.is_empty() {
+        return Ok(response);
+    }
+    let (reply, wait) = oneshot::channel();
+    let submission = Submission {
+        project: Arc::from(project.name.as_str()),
+        project_id: project.id,
+        received_at,
+        events,
+        reply,
+    };
+    state.writer.submit(submission).map_err(|e| match e {
+        SubmitError::Busy => IngestError::Busy,
+        SubmitError::Closed => IngestError::Unavailable("the log writer has stopped".into()),
+    })?;
+    let committed = wait
+        .await
+        .map_err(|_| IngestError::Unavailable("the log writer stopped before answering".into()))?
+        .map_err(|e| match e {
+            WriteError::DiskFull => IngestError::DiskFull,
+            WriteError::Io(msg) => IngestError::Unavailable(msg),
+        })?;
+    let new = committed.new.iter().filter(|n| **n).count();
+    response.accepted = positions.len();
+    response.duplicates = positions.len() - new;
+    state.metrics.events_accepted.inc_by(new as u64);
+    state
+        .metrics
+        .events_duplicate
+        .inc_by(response.duplicates as u64);
+    Ok(response)
+}

@@ -1,0 +1,185 @@
+//! OpenTally's collector: the Segment-compatible ingest API with durable acknowledgements.
+//!
+//! The server is a value: [`Collector::open`] prepares the data dir (project database, durable
+//! log, dedup index) and [`app`] builds the router over it, so tests can drive it with no socket.
+//! It knows nothing of SQL dialects or storage engines: what it accepts goes to the durable log,
+//! which the store reads.
+
+pub mod auth;
+pub mod config;
+pub mod dedup;
+pub mod dump;
+pub mod error;
+pub mod ingest;
+pub mod loadgen;
+pub mod meta;
+pub mod metrics;
+pub mod secret;
+pub mod serve;
+pub mod stored;
+pub mod wal;
+pub mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use opentally_protocol::MessageType;
+
+pub use config::Config;
+use error::IngestError;
+use meta::{MetaStore, Project};
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub meta: Arc<MetaStore>,
+    pub keys: auth::KeyCache,
+    pub writer: writer::WriterHandle,
+    pub metrics: Arc<metrics::Metrics>,
+    pub install_secret: [u8; 32],
+    /// Set by the disk watcher while free space is below the low-water mark.
+    pub disk_low: AtomicBool,
+    pub key_limiter: DefaultKeyedRateLimiter<i64>,
+    pub install_limiter: DefaultKeyedRateLimiter<u128>,
+}
+
+impl AppState {
+    fn project_for_write_key(&self, key: &str) -> Result<Arc<Project>, IngestError> {
+        match self.keys.project_for_write_key(key) {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(IngestError::BadKey),
+            Err(e) => Err(IngestError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// A collector over an open data dir; dropping it (after the server stops) lets the writer
+/// finish and checkpoint.
+#[derive(Debug)]
+pub struct Collector {
+    pub state: Arc<AppState>,
+    pub writer_thread: std::thread::JoinHandle<()>,
+    pub report: writer::StartReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error("cannot open the log in {path}: {source}")]
+    Log {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n.max(1)).expect("at least one")
+}
+
+impl Collector {
+    /// Opens the data dir: project database, durable log (recovering its tail) and dedup index.
+    pub fn open(config: Config) -> Result<Collector, StartError> {
+        let meta = Arc::new(MetaStore::open(&config.data)?);
+        let install_secret = meta.server_secret()?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let wcfg = writer::WriterConfig {
+            log_dir: config.data.join("log"),
+            dedup_dir: config.data.join("dedup"),
+            dedup_window_days: config.dedup_window_days,
+            max_segment_bytes: config.segment_bytes,
+            fsync: config.fsync,
+            queue: config.writer_queue,
+            checkpoint_every: std::time::Duration::from_secs(60),
+        };
+        let (writer, writer_thread, report) =
+            writer::start(&wcfg, metrics.clone()).map_err(|source| StartError::Log {
+                path: wcfg.log_dir.clone(),
+                source,
+            })?;
+        let key_quota = Quota::per_second(nonzero(config.key_requests_per_sec))
+            .allow_burst(nonzero(config.key_requests_per_sec.saturating_mul(2)));
+        let install_quota = Quota::per_second(nonzero(config.install_events_per_sec))
+            .allow_burst(nonzero(config.install_events_burst));
+        let state = Arc::new(AppState {
+            keys: auth::KeyCache::new(meta.clone()),
+            meta,
+            writer,
+            metrics,
+            install_secret,
+            disk_low: AtomicBool::new(false),
+            key_limiter: RateLimiter::keyed(key_quota),
+            install_limiter: RateLimiter::keyed(install_quota),
+            config,
+        });
+        Ok(Collector {
+            state,
+            writer_thread,
+            report,
+        })
+    }
+}
+
+/// The router: ingest, health and metrics.
+pub fn app(state: Arc<AppState>) -> Router {
+    let single = |kind: MessageType| post(move |s, h, b| ingest::ingest(s, Some(kind), h, b));
+    Router::new()
+        .route("/v1/batch", post(|s, h, b| ingest::ingest(s, None, h, b)))
+        .route("/v1/b", post(|s, h, b| ingest::ingest(s, None, h, b)))
+        .route("/v1/track", single(MessageType::Track))
+        .route("/v1/t", single(MessageType::Track))
+        .route("/v1/identify", single(MessageType::Identify))
+        .route("/v1/i", single(MessageType::Identify))
+        .route("/v1/page", single(MessageType::Page))
+        .route("/v1/p", single(MessageType::Page))
+        .route("/v1/screen", single(MessageType::Screen))
+        .route("/v1/s", single(MessageType::Screen))
+        .route("/v1/group", single(MessageType::Group))
+        .route("/v1/g", single(MessageType::Group))
+        .route("/v1/alias", single(MessageType::Alias))
+        .route("/v1/a", single(MessageType::Alias))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        // Bodies are read with their own cap in the handler, which answers in JSON.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if !state.writer.is_alive() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the log writer has stopped\n",
+        );
+    }
+    if state.disk_low.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "free disk space is below the low-water mark\n",
+        );
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    #[allow(clippy::cast_possible_wrap)]
+    state
+        .metrics
+        .queue_depth
+        .set(state.writer.queue_depth() as i64);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

@@ -1,0 +1,231 @@
+//! `opentally bench ingest`: a load generator for the ingest API, on loopback.
+//!
+//! Each of `concurrency` workers sends batches of `batch` track events, each batch waiting for
+//! its answer before the next, until `events` have been sent. Latency is the time from sending a
+//! request to its whole answer: with durable acks, the time to get events onto disk.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub url: String,
+    pub write_key: String,
+    pub events: u64,
+    pub batch: usize,
+    pub concurrency: usize,
+    pub gzip: bool,
+    /// Distinct install ids the events are spread over.
+    pub installs: u64,
+    /// Appends the messageId of every acknowledged event here, one per line.
+    pub acked_log: Option<PathBuf>,
+    pub event_name: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub requests: u64,
+    pub events_acked: u64,
+    pub events_rejected: u64,
+    /// Failed requests by status (0: no answer).
+    pub failures: std::collections::BTreeMap<u16, u64>,
+    pub elapsed: Duration,
+    /// Latencies of acknowledged requests, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadReport {
+    /// The `q` quantile (0–1) of acknowledged requests' latency.
+    pub fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        Some(self.latencies[i])
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    pub fn events_per_sec(&self) -> f64 {
+        self.events_acked as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Shared {
+    cfg: LoadConfig,
+    next_event: AtomicU64,
+    done: AtomicU64,
+    report: Mutex<LoadReport>,
+    acked: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+    seq: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bad URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("cannot open {0}: {1}")]
+    AckedLog(PathBuf, std::io::Error),
+}
+
+/// Runs the load; `progress` is called with the number of events answered so far.
+pub async fn run(
+    cfg: LoadConfig,
+    progress: impl Fn(u64) + Send + Sync + 'static,
+) -> Result<LoadReport, LoadError> {
+    let _: hyper::Uri = cfg.url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+        LoadError::Url(cfg.url.clone(), e.to_string())
+    })?;
+    let acked = match &cfg.acked_log {
+        Some(p) => Some(Mutex::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| LoadError::AckedLog(p.clone(), e))?,
+        ))),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        next_event: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        report: Mutex::new(LoadReport::default()),
+        acked,
+        seq: AtomicU64::new(0),
+    });
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let progress = Arc::new(progress);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..cfg.concurrency.max(1) {
+        let shared = shared.clone();
+        let client = client.clone();
+        let progress = progress.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let first = shared
+                    .next_event
+                    .fetch_add(shared.cfg.batch as u64, Ordering::Relaxed);
+                if first >= shared.cfg.events {
+                    break;
+                }
+                let n = (shared.cfg.events - first).min(shared.cfg.batch as u64);
+                send_one(&shared, &client, n).await;
+                progress(shared.done.fetch_add(n, Ordering::Relaxed) + n);
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let mut report = std::mem::take(&mut *shared.report.lock().expect("not poisoned"));
+    report.elapsed = started.elapsed();
+    report.latencies.sort_unstable();
+    if let Some(a) = &shared.acked {
+        let _ = a.lock().expect("not poisoned").flush();
+    }
+    Ok(report)
+}
+
+fn batch_body(shared: &Shared, n: u64) -> (Vec<u8>, Vec<String>) {
+    let now = opentally_protocol::Timestamp::now().to_string();
+    let mut ids = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut batch = Vec::with_capacity(ids.capacity());
+    for _ in 0..n {
+        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+        let id = uuid::Uuid::now_v7().to_string();
+        batch.push(serde_json::json!({
+            "type": "track",
+            "event": shared.cfg.event_name,
+            "messageId": id,
+            "anonymousId": format!("install-{}", seq % shared.cfg.installs.max(1)),
+            "timestamp": now,
+            "properties": {"duration_ms": f64::from(u32::try_from(seq % 1000).expect("below 1000")) / 10.0, "outcome": if seq % 17 == 0 { "error" } else { "ok" }},
+            "context": {
+                "library": {"name": "opentally-bench", "version": env!("CARGO_PKG_VERSION")},
+                "os": {"name": "linux", "version": "6.1"},
+                "runtime": {"name": "python", "version": "3.11.7"}
+            }
+        }));
+        ids.push(id);
+    }
+    let body = serde_json::to_vec(&serde_json::json!({"batch": batch, "sentAt": now}))
+        .expect("serialisable");
+    (body, ids)
+}
+
+async fn send_one(
+    shared: &Shared,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    n: u64,
+) {
+    let (mut body, ids) = batch_body(shared, n);
+    let mut req = hyper::Request::post(shared.cfg.url.as_str())
+        .header("content-type", "application/json")
+        .header("x-write-key", shared.cfg.write_key.as_str());
+    if shared.cfg.gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&body).expect("writing to memory");
+        body = enc.finish().expect("writing to memory");
+        req = req.header("content-encoding", "gzip");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid request");
+    let started = Instant::now();
+    let result = match client.request(req).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .ok();
+            Some((status, body))
+        }
+        Err(_) => None,
+    };
+    let latency = started.elapsed();
+    let mut report = shared.report.lock().expect("not poisoned");
+    report.requests += 1;
+    match result {
+        Some((200, Some(body))) => {
+            let parsed: opentally_protocol::BatchResponse =
+                serde_json::from_slice(&body).unwrap_or_default();
+            let rejected: std::collections::HashSet<usize> =
+                parsed.rejected.iter().map(|r| r.index).collect();
+            report.events_acked += n - rejected.len() as u64;
+            report.events_rejected += rejected.len() as u64;
+            report.latencies.push(latency);
+            drop(report);
+            if let Some(a) = &shared.acked {
+                let mut a = a.lock().expect("not poisoned");
+                for (i, id) in ids.iter().enumerate() {
+                    if !rejected.contains(&i) {
+                        let _ = writeln!(a, "{id}");
+                    }
+                }
+                // The acknowledgement must reach the file before the process may be killed.
+                let _ = a.flush();
+            }
+        }
+        Some((status, _)) => *report.failures.entry(status).or_default() += 1,
+        None => *report.failures.entry(0).or_default() += 1,
+    }
+}

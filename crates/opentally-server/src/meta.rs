@@ -1,0 +1,288 @@
+//! Project metadata: projects, hashed keys, catalogs. A small SQLite database in the data dir,
+//! in WAL mode so that admin commands can change it while a server runs on the same dir; the
+//! server notices changes through `PRAGMA data_version`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use opentally_protocol::{Catalog, CatalogError};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::secret::{Secret, SecretKind, hash_secret};
+
+/// A project as the collector uses it.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    /// `None`: open mode, any event accepted.
+    pub catalog: Option<Arc<Catalog>>,
+    pub retention_days: u32,
+}
+
+/// A row of `project list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectSummary {
+    pub name: String,
+    pub created_at: String,
+    pub catalog: Option<String>,
+    pub events_in_catalog: usize,
+    pub retention_days: u32,
+}
+
+/// The secrets of a new project, shown once.
+#[derive(Debug)]
+pub struct NewProject {
+    pub project: Project,
+    pub write_key: Secret,
+    pub admin_token: Secret,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("project {0:?} already exists")]
+    Exists(String),
+    #[error("no project named {0:?}")]
+    NotFound(String),
+    #[error(
+        "project name {0:?} is not usable: use 1 to 63 lowercase letters, digits, `-` or `_`, starting with a letter or digit"
+    )]
+    BadName(String),
+    #[error("the catalog has {} error(s):\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Catalog(Vec<CatalogError>),
+    #[error("metadata database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot create the data dir: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The metadata database.
+#[derive(Debug)]
+pub struct MetaStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    write_key_hash BLOB NOT NULL UNIQUE,
+    admin_token_hash BLOB NOT NULL UNIQUE,
+    catalog TEXT,
+    retention_days INTEGER NOT NULL DEFAULT 365
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+";
+
+fn check_name(name: &str) -> Result<(), MetaError> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(MetaError::BadName(name.to_owned()))
+    }
+}
+
+fn parse_catalog(src: Option<&str>) -> Result<Option<Arc<Catalog>>, MetaError> {
+    src.map(|s| {
+        Catalog::from_toml_str(s)
+            .map(Arc::new)
+            .map_err(MetaError::Catalog)
+    })
+    .transpose()
+}
+
+impl MetaStore {
+    /// Opens (creating when needed) `meta.sqlite3` in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<MetaStore, MetaError> {
+        std::fs::create_dir_all(data_dir)?;
+        let conn = Connection::open(data_dir.join("meta.sqlite3"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(MetaStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (every change is one
+        // statement or transaction), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates a project; `catalog` is the TOML source, or `None` for open mode.
+    pub fn create_project(
+        &self,
+        name: &str,
+        catalog: Option<&str>,
+    ) -> Result<NewProject, MetaError> {
+        check_name(name)?;
+        let parsed = parse_catalog(catalog)?;
+        let write_key = Secret::generate(SecretKind::WriteKey);
+        let admin_token = Secret::generate(SecretKind::AdminToken);
+        let conn = self.conn();
+        let exists: bool = conn
+            .query_row("SELECT 1 FROM projects WHERE name = ?1", [name], |_| {
+                Ok(true)
+            })
+            .optional()?
+            .unwrap_or(false);
+        if exists {
+            return Err(MetaError::Exists(name.to_owned()));
+        }
+        conn.execute(
+            "INSERT INTO projects (name, created_at, write_key_hash, admin_token_hash, catalog)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                name,
+                opentally_protocol::Timestamp::now().to_string(),
+                hash_secret(write_key.expose()).as_slice(),
+                hash_secret(admin_token.expose()).as_slice(),
+                catalog
+            ],
+        )?;
+        let project = Project {
+            id: conn.last_insert_rowid(),
+            name: name.to_owned(),
+            catalog: parsed,
+            retention_days: 365,
+        };
+        Ok(NewProject {
+            project,
+            write_key,
+            admin_token,
+        })
+    }
+
+    pub fn list_projects(&self) -> Result<Vec<ProjectSummary>, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, created_at, catalog, retention_days FROM projects ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let catalog: Option<String> = r.get(2)?;
+            Ok(ProjectSummary {
+                name: r.get(0)?,
+                created_at: r.get(1)?,
+                events_in_catalog: catalog
+                    .as_deref()
+                    .and_then(|c| Catalog::from_toml_str(c).ok())
+                    .map_or(0, |c| c.events.len()),
+                catalog,
+                retention_days: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replaces a project's write key; the old one stops working at once.
+    pub fn rotate_write_key(&self, name: &str) -> Result<Secret, MetaError> {
+        let key = Secret::generate(SecretKind::WriteKey);
+        let n = self.conn().execute(
+            "UPDATE projects SET write_key_hash = ?1 WHERE name = ?2",
+            params![hash_secret(key.expose()).as_slice(), name],
+        )?;
+        if n == 0 {
+            return Err(MetaError::NotFound(name.to_owned()));
+        }
+        Ok(key)
+    }
+
+    /// Sets (or with `None`, removes: open mode) a project's catalog.
+    pub fn set_catalog(&self, name: &str, catalog: Option<&str>) -> Result<(), MetaError> {
+        parse_catalog(catalog)?;
+        let n = self.conn().execute(
+            "UPDATE projects SET catalog = ?1 WHERE name = ?2",
+            params![catalog, name],
+        )?;
+        if n == 0 {
+            return Err(MetaError::NotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn project_where(
+        &self,
+        clause: &str,
+        arg: &dyn rusqlite::ToSql,
+    ) -> Result<Option<Project>, MetaError> {
+        let conn = self.conn();
+        let row: Option<(i64, String, Option<String>, u32)> = conn
+            .query_row(
+                &format!("SELECT id, name, catalog, retention_days FROM projects WHERE {clause}"),
+                [arg],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((id, name, catalog, retention_days)) = row else {
+            return Ok(None);
+        };
+        // A catalog is validated when stored, so a stored one that fails now means the file was
+        // edited by hand; refuse the project rather than run it in open mode by accident.
+        let catalog = parse_catalog(catalog.as_deref())?;
+        Ok(Some(Project {
+            id,
+            name,
+            catalog,
+            retention_days,
+        }))
+    }
+
+    pub fn project_by_write_key(&self, key: &str) -> Result<Option<Project>, MetaError> {
+        self.project_where("write_key_hash = ?1", &hash_secret(key).as_slice())
+    }
+
+    pub fn project_by_admin_token(&self, token: &str) -> Result<Option<Project>, MetaError> {
+        self.project_where("admin_token_hash = ?1", &hash_secret(token).as_slice())
+    }
+
+    pub fn project_by_name(&self, name: &str) -> Result<Option<Project>, MetaError> {
+        self.project_where("name = ?1", &name)
+    }
+
+    /// Changes whenever another connection (an admin command) commits a change.
+    pub fn data_version(&self) -> Result<i64, MetaError> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// The server's secret for hashing install ids, created once per data dir.
+    pub fn server_secret(&self) -> Result<[u8; 32], MetaError> {
+        let conn = self.conn();
+        let existing: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'install_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(v) = existing.and_then(|v| <[u8; 32]>::try_from(v).ok()) {
+            return Ok(v);
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random source is available");
+        conn.execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('install_secret', ?1)",
+            [secret.as_slice()],
+        )?;
+        // Another process may have won the race; read back whichever secret was stored.
+        let stored: Vec<u8> = conn.query_row(
+            "SELECT value FROM settings WHERE key = 'install_secret'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(<[u8; 32]>::try_from(stored).unwrap_or(secret))
+    }
+}

@@ -1,0 +1,301 @@
+//! The one writer: group commit of accepted events to the durable log.
+//!
+//! Handlers parse and validate on their own tasks, then hand a [`Submission`] to this thread.
+//! It drains everything queued, filters duplicates, appends one record per request, syncs once
+//! for the whole group, and only then marks the ids as seen and answers every handler. If the
+//! append or the sync fails, nothing is marked seen and every handler in the group gets an
+//! error, so the clients' retries are not mistaken for duplicates.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentally_protocol::Timestamp;
+use tokio::sync::oneshot;
+
+use crate::dedup::{DedupIndex, message_hash};
+use crate::metrics::Metrics;
+use crate::stored::{LogRecord, StoredEvent, day_of};
+use crate::wal::{self, LogWriter};
+
+/// Accepted events of one request, waiting to be made durable.
+#[derive(Debug)]
+pub struct Submission {
+    pub project: Arc<str>,
+    pub project_id: i64,
+    pub received_at: Timestamp,
+    pub events: Vec<StoredEvent>,
+    pub reply: oneshot::Sender<Result<Committed, WriteError>>,
+}
+
+/// The outcome of a durable write: for each submitted event, whether it was new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub new: Vec<bool>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("the disk is full")]
+    DiskFull,
+    #[error("the log could not be written: {0}")]
+    Io(String),
+}
+
+/// Why a submission was not queued.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The queue is full: the writer is behind.
+    Busy,
+    /// The writer has stopped.
+    Closed,
+}
+
+/// Settings of the writer thread.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub log_dir: std::path::PathBuf,
+    pub dedup_dir: std::path::PathBuf,
+    pub dedup_window_days: u32,
+    pub max_segment_bytes: u64,
+    pub fsync: bool,
+    pub queue: usize,
+    pub checkpoint_every: Duration,
+}
+
+/// The handlers' side of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Submission>,
+    depth: Arc<AtomicUsize>,
+    alive: Arc<AtomicBool>,
+}
+
+impl WriterHandle {
+    /// Queues a submission without waiting.
+    pub fn submit(&self, s: Submission) -> Result<(), SubmitError> {
+        match self.tx.try_send(s) {
+            Ok(()) => {
+                self.depth.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+/// What starting the writer found on disk.
+#[derive(Debug, Clone)]
+pub struct StartReport {
+    pub recovery: wal::Recovery,
+    pub replayed_records: usize,
+    pub ids_in_memory: usize,
+}
+
+/// Opens the log and the dedup index (replaying the log after the last checkpoint) and starts
+/// the writer thread. The thread ends when every handle is dropped, after a last checkpoint.
+pub fn start(
+    cfg: &WriterConfig,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>, StartReport)> {
+    let (log, recovery) = LogWriter::open(&cfg.log_dir, cfg.max_segment_bytes, cfg.fsync)?;
+    let today = day_of(Timestamp::now());
+    let mut index = DedupIndex::open(&cfg.dedup_dir, cfg.dedup_window_days, today)?;
+    let mut replayed_records = 0;
+    let mut bad_records = 0;
+    wal::read_from(
+        &cfg.log_dir,
+        index.checkpoint(),
+        |_, payload| match serde_json::from_slice::<LogRecord>(payload) {
+            Ok(rec) => {
+                replayed_records += 1;
+                let day = day_of(rec.received_at);
+                for e in &rec.events {
+                    index.insert(day, message_hash(rec.project_id, &e.message_id));
+                }
+            }
+            Err(_) => bad_records += 1,
+        },
+    )?;
+    if bad_records > 0 {
+        tracing::error!(
+            bad_records,
+            "log records with a valid checksum but unreadable content"
+        );
+    }
+    index.expire(today)?;
+    let report = StartReport {
+        recovery,
+        replayed_records,
+        ids_in_memory: index.ids_in_memory(),
+    };
+    let (tx, rx) = sync_channel(cfg.queue);
+    let depth = Arc::new(AtomicUsize::new(0));
+    let alive = Arc::new(AtomicBool::new(true));
+    let mut state = WriterState {
+        log,
+        index,
+        metrics,
+        depth: depth.clone(),
+        checkpoint_every: cfg.checkpoint_every,
+        last_checkpoint: Instant::now(),
+        today,
+    };
+    let alive_thread = alive.clone();
+    let join = std::thread::Builder::new()
+        .name("opentally-writer".into())
+        .spawn(move || {
+            state.run(&rx);
+            alive_thread.store(false, Ordering::Relaxed);
+        })?;
+    Ok((WriterHandle { tx, depth, alive }, join, report))
+}
+
+struct WriterState {
+    log: LogWriter,
+    index: DedupIndex,
+    metrics: Arc<Metrics>,
+    depth: Arc<AtomicUsize>,
+    checkpoint_every: Duration,
+    last_checkpoint: Instant,
+    today: i64,
+}
+
+/// The most requests committed as one group; bounds the latency of the first in the group.
+const MAX_GROUP: usize = 512;
+
+impl WriterState {
+    fn run(&mut self, rx: &Receiver<Submission>) {
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(s) => s,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.housekeeping(false);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(s) => group.push(s),
+                    Err(_) => break,
+                }
+            }
+            self.depth.fetch_sub(group.len(), Ordering::Relaxed);
+            self.commit(group);
+            self.housekeeping(false);
+        }
+        self.housekeeping(true);
+    }
+
+    fn commit(&mut self, group: Vec<Submission>) {
+        let mut seen_in_group: HashSet<u128> = HashSet::new();
+        let mut framed = Vec::new();
+        let mut results = Vec::with_capacity(group.len());
+        let mut new_ids: Vec<(i64, u128)> = Vec::new();
+        let mut lookup_failed = None;
+        for s in &group {
+            let mut new = Vec::with_capacity(s.events.len());
+            let mut fresh = Vec::new();
+            for e in &s.events {
+                let h = message_hash(s.project_id, &e.message_id);
+                let is_new = match self.index.contains(h) {
+                    Ok(found) => !found && seen_in_group.insert(h),
+                    Err(err) => {
+                        lookup_failed = Some(err.to_string());
+                        false
+                    }
+                };
+                new.push(is_new);
+                if is_new {
+                    fresh.push(e.clone());
+                    new_ids.push((day_of(s.received_at), h));
+                }
+            }
+            if !fresh.is_empty() {
+                let record = LogRecord {
+                    project: s.project.to_string(),
+                    project_id: s.project_id,
+                    received_at: s.received_at,
+                    events: fresh,
+                };
+                wal::frame(
+                    &mut framed,
+                    &serde_json::to_vec(&record).expect("serialisable"),
+                );
+            }
+            results.push(new);
+        }
+        let outcome = match lookup_failed {
+            Some(e) => Err(WriteError::Io(format!("dedup index: {e}"))),
+            None if framed.is_empty() => Ok(()),
+            None => {
+                let started = Instant::now();
+                let r = self.log.append_durable(&framed);
+                self.metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                r.map_err(|e| {
+                    if e.raw_os_error() == Some(28) {
+                        WriteError::DiskFull
+                    } else {
+                        WriteError::Io(e.to_string())
+                    }
+                })
+            }
+        };
+        #[allow(clippy::cast_precision_loss)]
+        self.metrics.group_requests.observe(group.len() as f64);
+        match outcome {
+            Ok(()) => {
+                self.metrics.log_bytes.inc_by(framed.len() as u64);
+                for (day, h) in new_ids {
+                    self.index.insert(day, h);
+                }
+                for (s, new) in group.into_iter().zip(results) {
+                    let _ = s.reply.send(Ok(Committed { new }));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, requests = group.len(), "group not written; clients will retry");
+                for s in group {
+                    let _ = s.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Seals days at midnight and checkpoints the dedup index now and then (and at the end).
+    fn housekeeping(&mut self, finishing: bool) {
+        let today = day_of(Timestamp::now());
+        let due = finishing
+            || today != self.today
+            || self.last_checkpoint.elapsed() >= self.checkpoint_every;
+        if !due {
+            return;
+        }
+        self.today = today;
+        self.last_checkpoint = Instant::now();
+        let result = self
+            .index
+            .expire(today)
+            .and_then(|()| self.index.write_checkpoint(self.log.position()));
+        if let Err(e) = result {
+            // Not fatal: the log still holds everything and the next start replays more of it.
+            tracing::warn!(error = %e, "dedup checkpoint failed");
+        }
+    }
+}
