@@ -177,11 +177,10 @@ async fn ingest_inner(
     }
     let limits = &state.config.limits;
     let raw = read_capped(body, limits.max_body_bytes).await?;
-    let header_key = crate::auth::header_write_key(headers);
-    // An unauthenticated request is refused before any decompression or parsing work, unless
-    // its key can only be in the body.
-    let mut project = match &header_key {
-        Some(k) => Some(state.project_for_write_key(k)?),
+    // A request whose key is in a header is authenticated and rate-limited before any
+    // decompression or parsing work; a key that can only be in the body waits for the parse.
+    let mut project = match crate::auth::header_write_key(headers) {
+        Some(k) => Some(state.authorise(&k)?),
         None => None,
     };
     let decoded = decode_body(headers, raw, limits.max_body_bytes)?;
@@ -191,12 +190,9 @@ async fn ingest_inner(
     };
     if project.is_none() {
         let key = parsed.write_key.as_ref().ok_or(IngestError::MissingKey)?;
-        project = Some(state.project_for_write_key(key.expose())?);
+        project = Some(state.authorise(key.expose())?);
     }
     let project = project.expect("set above");
-    if state.key_limiter.check_key(&project.id).is_err() {
-        return Err(IngestError::RateLimited);
-    }
     let ParsedRequest {
         items,
         sent_at,

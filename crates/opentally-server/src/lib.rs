@@ -51,12 +51,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn project_for_write_key(&self, key: &str) -> Result<Arc<Project>, IngestError> {
-        match self.keys.project_for_write_key(key) {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(IngestError::BadKey),
-            Err(e) => Err(IngestError::Unavailable(e.to_string())),
+    /// The project of a write key, once the key's request rate allows another request.
+    fn authorise(&self, key: &str) -> Result<Arc<Project>, IngestError> {
+        let project = match self.keys.project_for_write_key(key) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(IngestError::BadKey),
+            Err(e) => return Err(IngestError::Unavailable(e.to_string())),
+        };
+        if self.key_limiter.check_key(&project.id).is_err() {
+            return Err(IngestError::RateLimited);
         }
+        Ok(project)
     }
 }
 

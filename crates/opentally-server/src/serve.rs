@@ -24,6 +24,7 @@ pub async fn serve(
     } = collector;
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let timeout = state.config.request_timeout;
+    let writer = state.writer.clone();
     let router = app(state).layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
         timeout,
@@ -33,12 +34,15 @@ pub async fn serve(
         .await;
     upkeep.abort();
     let _ = upkeep.await;
-    // The router and the upkeep task held the last references to the state; with them gone the
-    // writer's queue closes, and the thread commits what is left and checkpoints.
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await
-        .map_err(std::io::Error::other)?
-        .map_err(|_| std::io::Error::other("the log writer panicked"))?;
+    // Every request in flight has had its answer; the writer commits whatever is still queued,
+    // checkpoints the dedup index, and ends.
+    tokio::task::spawn_blocking(move || {
+        writer.stop();
+        writer_thread.join()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(|_| std::io::Error::other("the log writer panicked"))?;
     served
 }
 

@@ -69,7 +69,8 @@ pub struct WriterConfig {
 /// The handlers' side of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterHandle {
-    tx: SyncSender<Submission>,
+    /// `None` asks the writer to commit what it holds and stop.
+    tx: SyncSender<Option<Submission>>,
     depth: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
 }
@@ -77,7 +78,7 @@ pub struct WriterHandle {
 impl WriterHandle {
     /// Queues a submission without waiting.
     pub fn submit(&self, s: Submission) -> Result<(), SubmitError> {
-        match self.tx.try_send(s) {
+        match self.tx.try_send(Some(s)) {
             Ok(()) => {
                 self.depth.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -93,6 +94,12 @@ impl WriterHandle {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to commit everything queued before this call, checkpoint, and stop. Blocks
+    /// while the queue is full. Later submissions get [`SubmitError::Closed`].
+    pub fn stop(&self) {
+        let _ = self.tx.send(None);
     }
 }
 
@@ -177,20 +184,25 @@ struct WriterState {
 const MAX_GROUP: usize = 512;
 
 impl WriterState {
-    fn run(&mut self, rx: &Receiver<Submission>) {
-        loop {
+    fn run(&mut self, rx: &Receiver<Option<Submission>>) {
+        let mut stopping = false;
+        while !stopping {
             let first = match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(s) => s,
+                Ok(Some(s)) => s,
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.housekeeping(false);
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(s) => group.push(s),
+                    Ok(Some(s)) => group.push(s),
+                    Ok(None) => {
+                        stopping = true;
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -198,6 +210,7 @@ impl WriterState {
             self.commit(group);
             self.housekeeping(false);
         }
+        // Dropping the receiver makes every later submission fail at once with `Closed`.
         self.housekeeping(true);
     }
 
