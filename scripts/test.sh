@@ -21,6 +21,21 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
 cargo test --workspace --locked --all-targets 2>&1 | tee -a "$log"
 
-# One closing line for the whole run, summed over every test binary.
+# End-to-end: the real binary on loopback, driven by real clients (segment-analytics-python)
+# and by crash and abuse tests, from a venv kept beside the build cache.
+venv="${OPENTALLY_VENV:-$HOME/.cache/opentally/venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+cargo build --locked -p opentally-cli
+OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally" "$venv/bin/python" -m pytest tests/e2e -q -rA -p no:cacheprovider 2>&1 | tee -a "$log"
+
+# One closing line for the whole run, summed over every cargo test binary and pytest.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     /^=+ .*(passed|failed).* in [0-9.]+s/ {
+       for (n = 2; n <= NF; n++) {
+         if ($n ~ /^passed/) p += $(n-1); if ($n ~ /^failed/) f += $(n-1); if ($n ~ /^skipped/) i += $(n-1)
+       }
+     }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

@@ -31,23 +31,25 @@ pub struct ItemRejection {
     pub detail: String,
 }
 
-/// The body of any other status: what went wrong with the request as a whole.
+/// The body of any other status: what went wrong with the request as a whole. The field names
+/// `code` and `message` are the ones Segment's clients read into their errors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
     pub ok: bool,
     /// A stable snake_case code.
-    pub error: String,
-    pub detail: String,
+    pub code: String,
+    /// A sentence saying what was wrong.
+    pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 
 impl ErrorResponse {
-    pub fn new(error: impl Into<String>, detail: impl Into<String>) -> ErrorResponse {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorResponse {
         ErrorResponse {
             ok: false,
-            error: error.into(),
-            detail: detail.into(),
+            code: code.into(),
+            message: message.into(),
             hint: None,
         }
     }

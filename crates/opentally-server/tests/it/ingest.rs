@@ -90,7 +90,7 @@ async fn every_auth_form_is_accepted_and_bad_keys_get_401() {
         if status == 200 {
             assert_eq!(resp["accepted"], 1, "{name}: {resp}");
         } else {
-            assert_eq!(resp["error"], code, "{name}: {resp}");
+            assert_eq!(resp["code"], code, "{name}: {resp}");
             assert_eq!(resp["ok"], false);
         }
     }
@@ -269,7 +269,7 @@ async fn whole_request_failures_get_their_status() {
     for (name, req, status, code) in cases {
         let (got, _, resp) = h.send(req).await;
         assert_eq!(
-            (got.as_u16(), resp["error"].as_str()),
+            (got.as_u16(), resp["code"].as_str()),
             (status, Some(code)),
             "{name}: {resp}"
         );
@@ -292,7 +292,7 @@ async fn a_write_key_over_its_rate_gets_429_with_retry_after() {
     }
     let (got, retry, resp) = h.send(h.batch(&json!({"batch": [event("late")]}))).await;
     assert_eq!(
-        (got.as_u16(), resp["error"].as_str()),
+        (got.as_u16(), resp["code"].as_str()),
         (429, Some("rate_limited")),
         "{resp}"
     );

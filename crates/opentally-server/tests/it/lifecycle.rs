@@ -107,7 +107,7 @@ async fn below_the_disk_low_water_mark_ingest_answers_503_and_reads_go_on() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(last.0, 503, "{:?}", last.2);
-    assert_eq!(last.2["error"], "disk_low");
+    assert_eq!(last.2["code"], "disk_low");
     assert_eq!(last.1.as_deref(), Some("30"));
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
     assert!(stream.is_ok(), "the server still serves");
