@@ -38,6 +38,9 @@ pub enum BenchCommand {
         /// Append the messageId of every acknowledged event to this file.
         #[arg(long)]
         acked_log: Option<PathBuf>,
+        /// Offer this many events per second in all (open loop) instead of as fast as possible.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -60,6 +63,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         event,
         gzip,
         acked_log,
+        rate,
         json,
     } = cmd;
     let cfg = LoadConfig {
@@ -72,6 +76,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         installs,
         acked_log,
         event_name: event,
+        rate,
     };
     let bar = if json {
         indicatif::ProgressBar::hidden()

@@ -4,9 +4,7 @@
 //! limit, too many messages); everything else is decided per message, so one bad item never
 //! costs the others.
 
-use std::collections::HashMap;
-
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -158,27 +156,22 @@ fn invalid_json(e: &serde_json::Error) -> BatchError {
 /// Reads a `/v1/batch` body (already decompressed).
 pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<ParsedRequest, BatchError> {
     check_body_size(body, limits)?;
-    // Each item is kept as raw text, so that a message's size is its size on the wire and one
-    // bad item is rejected alone; the body is parsed once more only to explain a failure.
-    let mut raw: HashMap<String, &RawValue> = match serde_json::from_slice(body) {
-        Ok(raw) => raw,
+    // One pass over the body: each item is kept as raw text (so that a message's size is its
+    // size on the wire and one bad item is rejected alone), the other fields as values. The body
+    // is parsed again only to explain a failure.
+    let Envelope { batch, fields } = match serde_json::from_slice::<Envelope<'_>>(body) {
+        Ok(e) => e,
         Err(e) => {
             return Err(match serde_json::from_slice::<Value>(body) {
-                Ok(v) => BatchError::NotAnObject(json_kind(&v)),
-                Err(_) => invalid_json(&e),
+                Ok(v) if !v.is_object() => BatchError::NotAnObject(json_kind(&v)),
+                _ => invalid_json(&e),
             });
         }
     };
-    let items_raw: Vec<&RawValue> = match raw.remove("batch") {
-        None => return Err(BatchError::MissingBatch),
-        Some(b) => match serde_json::from_str::<Option<Vec<&RawValue>>>(b.get()) {
-            Ok(Some(items)) => items,
-            Ok(None) => return Err(BatchError::MissingBatch),
-            Err(_) => {
-                let v: Value = serde_json::from_str(b.get()).map_err(|e| invalid_json(&e))?;
-                return Err(BatchError::BatchNotArray(json_kind(&v)));
-            }
-        },
+    let items_raw = match batch {
+        BatchField::Items(items) => items,
+        BatchField::Missing => return Err(BatchError::MissingBatch),
+        BatchField::NotArray(kind) => return Err(BatchError::BatchNotArray(kind)),
     };
     if items_raw.len() > limits.max_batch_messages {
         return Err(BatchError::TooManyMessages {
@@ -186,16 +179,106 @@ pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<ParsedRequest, BatchE
             limit: limits.max_batch_messages,
         });
     }
-    let mut envelope = Map::new();
-    for (k, v) in raw {
-        let v: Value = serde_json::from_str(v.get()).map_err(|e| invalid_json(&e))?;
-        envelope.insert(k, v);
-    }
     let items = items_raw
         .iter()
         .map(|r| read_item(r, None, limits))
         .collect();
-    Ok(envelope_parts(envelope, items))
+    Ok(envelope_parts(fields, items))
+}
+
+/// A batch body read in one pass.
+struct Envelope<'a> {
+    batch: BatchField<'a>,
+    fields: Map,
+}
+
+/// What the `batch` field held.
+enum BatchField<'a> {
+    Items(Vec<&'a RawValue>),
+    Missing,
+    NotArray(&'static str),
+}
+
+impl<'de> serde::Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut batch = BatchField::Missing;
+                let mut fields = Map::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "batch" {
+                        batch = map.next_value::<BatchField<'de>>()?;
+                    } else {
+                        let value: Value = map.next_value()?;
+                        fields.insert(key.into_owned(), value);
+                    }
+                }
+                Ok(Envelope { batch, fields })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BatchField<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BatchField<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    items.push(item);
+                }
+                Ok(BatchField::Items(items))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(BatchField::Missing)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(BatchField::Missing)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                serde::de::IgnoredAny::deserialize(serde::de::value::MapAccessDeserializer::new(
+                    map,
+                ))?;
+                Ok(BatchField::NotArray("an object"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(BatchField::NotArray("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(BatchField::NotArray("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(BatchField::NotArray("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(BatchField::NotArray("a number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(BatchField::NotArray("a string"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Reads a single-message body (`/v1/track`, `/v1/identify`…); `kind` is the endpoint's type.

@@ -285,27 +285,44 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC, with 0, 3, 6 or 9 fraction digits, the fewest that keep the value.
+    /// Written digit by digit: the collector prints several timestamps per stored event.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.secs.div_euclid(SECS_PER_DAY);
-        let sod = self.secs.rem_euclid(SECS_PER_DAY);
-        let (y, mo, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        )?;
-        let n = self.nanos;
-        if n == 0 {
-        } else if n % 1_000_000 == 0 {
-            write!(f, ".{:03}", n / 1_000_000)?;
-        } else if n % 1000 == 0 {
-            write!(f, ".{:06}", n / 1000)?;
-        } else {
-            write!(f, ".{n:09}")?;
+        fn put(buf: &mut [u8], at: usize, width: usize, mut v: u64) {
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + u8::try_from(v % 10).expect("a digit");
+                v /= 10;
+            }
         }
-        f.write_str("Z")
+        let days = self.secs.div_euclid(SECS_PER_DAY);
+        let sod = u64::try_from(self.secs.rem_euclid(SECS_PER_DAY)).expect("non-negative");
+        let (y, mo, d) = civil_from_days(days);
+        let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+        // The year is 0..=9999 by construction, so every part fits its width.
+        put(&mut buf, 0, 4, u64::try_from(y).expect("year 0 to 9999"));
+        put(&mut buf, 5, 2, u64::try_from(mo).expect("month"));
+        put(&mut buf, 8, 2, u64::try_from(d).expect("day"));
+        put(&mut buf, 11, 2, sod / 3600);
+        put(&mut buf, 14, 2, sod / 60 % 60);
+        put(&mut buf, 17, 2, sod % 60);
+        let n = self.nanos;
+        let digits = if n == 0 {
+            0
+        } else if n % 1_000_000 == 0 {
+            3
+        } else if n % 1000 == 0 {
+            6
+        } else {
+            9
+        };
+        put(&mut buf, 20, 9, u64::from(n));
+        let len = if digits == 0 {
+            buf[19] = b'Z';
+            20
+        } else {
+            buf[20 + digits] = b'Z';
+            21 + digits
+        };
+        f.write_str(std::str::from_utf8(&buf[..len]).expect("ASCII"))
     }
 }
 

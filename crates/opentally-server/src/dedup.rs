@@ -47,6 +47,43 @@ impl Hasher for IdentityHasher {
 
 type IdSet = HashSet<u128, BuildHasherDefault<IdentityHasher>>;
 
+/// Shards of one day's ids, split by the hash's top bits. A hash table doubles when full, and
+/// copying a whole day's table at once (tens of MB) would stall the writer and every ack behind
+/// it; a shard is a 64th of that.
+#[derive(Debug, Default)]
+struct DaySet {
+    shards: Vec<IdSet>,
+}
+
+const SHARDS: usize = 64;
+
+impl DaySet {
+    fn shard(h: u128) -> usize {
+        #[allow(clippy::cast_possible_truncation)]
+        let top = (h >> 122) as usize;
+        top % SHARDS
+    }
+
+    fn insert(&mut self, h: u128) -> bool {
+        if self.shards.is_empty() {
+            self.shards.resize_with(SHARDS, IdSet::default);
+        }
+        self.shards[DaySet::shard(h)].insert(h)
+    }
+
+    fn contains(&self, h: u128) -> bool {
+        !self.shards.is_empty() && self.shards[DaySet::shard(h)].contains(&h)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashSet::len).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u128> + '_ {
+        self.shards.iter().flat_map(|s| s.iter().copied())
+    }
+}
+
 const BLOOM_BITS_PER_ID: usize = 10;
 const BLOOM_PROBES: u32 = 7;
 
@@ -69,8 +106,21 @@ fn bloom_positions(h: u128, bits: usize) -> impl Iterator<Item = usize> {
 }
 
 impl SealedDay {
+    /// Loads a day file, sorting it first if checkpoints appended to it unsorted.
     fn load(path: PathBuf) -> io::Result<SealedDay> {
-        let bytes = fs::read(&path)?;
+        let mut bytes = fs::read(&path)?;
+        let sorted = bytes
+            .chunks_exact(16)
+            .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+            .is_sorted_by(|a, b| a < b);
+        if !sorted {
+            bytes = sorted_bytes(
+                bytes
+                    .chunks_exact(16)
+                    .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))),
+            );
+            write_atomically(&path, &bytes)?;
+        }
         let n = bytes.len() / 16;
         let bits = (n * BLOOM_BITS_PER_ID).max(64);
         let mut bloom = vec![0u64; bits.div_ceil(64)];
@@ -116,10 +166,13 @@ impl SealedDay {
 pub struct DedupIndex {
     dir: PathBuf,
     window_days: i64,
-    memory: BTreeMap<i64, IdSet>,
+    memory: BTreeMap<i64, DaySet>,
     sealed: BTreeMap<i64, SealedDay>,
     /// The log position that the files on disk cover.
     checkpoint: LogPos,
+    /// Ids inserted since the last checkpoint, by day: appended to the day files at the next one,
+    /// so a checkpoint costs in proportion to what is new, not to the day so far.
+    pending: BTreeMap<i64, Vec<u128>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -157,6 +210,7 @@ impl DedupIndex {
             memory: BTreeMap::new(),
             sealed: BTreeMap::new(),
             checkpoint,
+            pending: BTreeMap::new(),
         };
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -170,11 +224,9 @@ impl DedupIndex {
             if day >= today - 1 {
                 let bytes = fs::read(day_path(dir, day))?;
                 let set = index.memory.entry(day).or_default();
-                set.extend(
-                    bytes
-                        .chunks_exact(16)
-                        .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))),
-                );
+                for c in bytes.chunks_exact(16) {
+                    set.insert(u128::from_le_bytes(c.try_into().expect("16 bytes")));
+                }
             } else {
                 index
                     .sealed
@@ -191,7 +243,7 @@ impl DedupIndex {
     }
 
     pub fn contains(&self, h: u128) -> io::Result<bool> {
-        if self.memory.values().any(|s| s.contains(&h)) {
+        if self.memory.values().any(|s| s.contains(h)) {
             return Ok(true);
         }
         for day in self.sealed.values() {
@@ -203,12 +255,14 @@ impl DedupIndex {
     }
 
     pub fn insert(&mut self, day: i64, h: u128) {
-        self.memory.entry(day).or_default().insert(h);
+        if self.memory.entry(day).or_default().insert(h) {
+            self.pending.entry(day).or_default().push(h);
+        }
     }
 
     /// Ids held in memory (today and yesterday, plus any day not yet sealed).
     pub fn ids_in_memory(&self) -> usize {
-        self.memory.values().map(HashSet::len).sum()
+        self.memory.values().map(DaySet::len).sum()
     }
 
     /// Seals days older than yesterday to disk and forgets days that left the window.
@@ -216,8 +270,9 @@ impl DedupIndex {
         let old: Vec<i64> = self.memory.range(..today - 1).map(|(d, _)| *d).collect();
         for day in old {
             let set = self.memory.remove(&day).expect("listed above");
+            self.pending.remove(&day);
             let path = day_path(&self.dir, day);
-            write_atomically(&path, &sorted_bytes(&set))?;
+            write_atomically(&path, &sorted_bytes(set.iter()))?;
             self.sealed.insert(day, SealedDay::load(path)?);
         }
         let gone: Vec<i64> = self
@@ -233,10 +288,18 @@ impl DedupIndex {
         Ok(())
     }
 
-    /// Writes the in-memory days and `pos` (the log position they cover) to disk.
+    /// Appends the ids inserted since the last checkpoint to their day files, then records `pos`
+    /// (the log position they cover). A crash between the two only means a longer replay, whose
+    /// ids are appended again: repeats are harmless and removed when the day is sealed.
     pub fn write_checkpoint(&mut self, pos: LogPos) -> io::Result<()> {
-        for (day, set) in &self.memory {
-            write_atomically(&day_path(&self.dir, *day), &sorted_bytes(set))?;
+        for (day, ids) in std::mem::take(&mut self.pending) {
+            let bytes: Vec<u8> = ids.iter().flat_map(|h| h.to_le_bytes()).collect();
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(day_path(&self.dir, day))?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
         }
         let body = serde_json::to_vec(&Checkpoint { pos }).expect("serialisable");
         write_atomically(&self.dir.join("checkpoint.json"), &body)?;
@@ -245,9 +308,11 @@ impl DedupIndex {
     }
 }
 
-fn sorted_bytes(set: &IdSet) -> Vec<u8> {
-    let mut ids: Vec<u128> = set.iter().copied().collect();
+/// The ids sorted, without repeats, as the bytes of a sealed day file.
+fn sorted_bytes(ids: impl Iterator<Item = u128>) -> Vec<u8> {
+    let mut ids: Vec<u128> = ids.collect();
     ids.sort_unstable();
+    ids.dedup();
     ids.iter().flat_map(|h| h.to_le_bytes()).collect()
 }
 
@@ -292,6 +357,47 @@ mod tests {
         let mut idx = DedupIndex::open(&dir, 7, 108).unwrap();
         idx.expire(108).unwrap();
         assert!(!idx.contains(ids[10]).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn checkpoints_append_and_a_later_start_seals_the_unsorted_file() {
+        let dir = std::env::temp_dir().join(format!("opentally-dedup-ckpt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let ids: Vec<u128> = (0..300)
+            .map(|i| message_hash(3, &format!("c{i}")))
+            .collect();
+        let mut idx = DedupIndex::open(&dir, 7, 50).unwrap();
+        for h in &ids[..100] {
+            idx.insert(50, *h);
+        }
+        idx.write_checkpoint(LogPos {
+            segment: 0,
+            offset: 10,
+        })
+        .unwrap();
+        for h in &ids[100..200] {
+            idx.insert(50, *h);
+        }
+        idx.insert(50, ids[0]);
+        idx.write_checkpoint(LogPos {
+            segment: 0,
+            offset: 20,
+        })
+        .unwrap();
+        assert_eq!(
+            fs::metadata(day_path(&dir, 50)).unwrap().len(),
+            200 * 16,
+            "appends only what is new"
+        );
+        // The same day, reopened: in memory again.
+        let idx = DedupIndex::open(&dir, 7, 50).unwrap();
+        assert_eq!(idx.ids_in_memory(), 200);
+        // Days later the unsorted file is sorted on load and searched on disk.
+        let idx = DedupIndex::open(&dir, 7, 53).unwrap();
+        assert_eq!(idx.ids_in_memory(), 0);
+        assert!(ids[..200].iter().all(|h| idx.contains(*h).unwrap()));
+        assert!(ids[200..].iter().all(|h| !idx.contains(*h).unwrap()));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -23,7 +23,7 @@ use crate::AppState;
 use crate::error::IngestError;
 use crate::meta::Project;
 use crate::metrics::ReasonLabels;
-use crate::stored::StoredEvent;
+use crate::stored::{EncodedEvent, StoredEvent};
 use crate::writer::{Submission, SubmitError, WriteError};
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
@@ -213,7 +213,7 @@ async fn ingest_inner(
         match item.message.and_then(|m| ctx.normalise(m)) {
             Ok(e) => {
                 positions.push(index);
-                events.push(e);
+                events.push(EncodedEvent::new(project.id, &e));
             }
             Err(r) => {
                 state

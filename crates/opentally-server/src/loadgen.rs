@@ -29,6 +29,8 @@ pub struct LoadConfig {
     /// Appends the messageId of every acknowledged event here, one per line.
     pub acked_log: Option<PathBuf>,
     pub event_name: String,
+    /// Events per second to offer in all (open loop); `None`: as fast as answers come back.
+    pub rate: Option<f64>,
 }
 
 /// What happened.
@@ -72,6 +74,8 @@ struct Shared {
     report: Mutex<LoadReport>,
     acked: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
     seq: AtomicU64,
+    /// Random per run, so that messageIds never repeat across runs.
+    run_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,7 @@ pub async fn run(
         report: Mutex::new(LoadReport::default()),
         acked,
         seq: AtomicU64::new(0),
+        run_id: uuid::Uuid::new_v4().simple().to_string(),
     });
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let progress = Arc::new(progress);
@@ -125,6 +130,12 @@ pub async fn run(
                     break;
                 }
                 let n = (shared.cfg.events - first).min(shared.cfg.batch as u64);
+                if let Some(rate) = shared.cfg.rate {
+                    // Batch `first / batch` is due at `first / rate` seconds after the start.
+                    #[allow(clippy::cast_precision_loss)]
+                    let due = started + Duration::from_secs_f64(first as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 send_one(&shared, &client, n).await;
                 progress(shared.done.fetch_add(n, Ordering::Relaxed) + n);
             }
@@ -142,31 +153,37 @@ pub async fn run(
     Ok(report)
 }
 
+/// A batch of `n` events. Written by hand rather than through `serde_json::Value`: the generator
+/// shares the machine with the server it measures, so it must cost little per event.
 fn batch_body(shared: &Shared, n: u64) -> (Vec<u8>, Vec<String>) {
+    use std::fmt::Write as _;
     let now = opentally_protocol::Timestamp::now().to_string();
+    let event = serde_json::to_string(&shared.cfg.event_name).expect("a string serialises");
     let mut ids = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-    let mut batch = Vec::with_capacity(ids.capacity());
-    for _ in 0..n {
+    let mut body = String::with_capacity(400 * ids.capacity() + 64);
+    body.push_str("{\"batch\":[");
+    for i in 0..n {
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        let id = uuid::Uuid::now_v7().to_string();
-        batch.push(serde_json::json!({
-            "type": "track",
-            "event": shared.cfg.event_name,
-            "messageId": id,
-            "anonymousId": format!("install-{}", seq % shared.cfg.installs.max(1)),
-            "timestamp": now,
-            "properties": {"duration_ms": f64::from(u32::try_from(seq % 1000).expect("below 1000")) / 10.0, "outcome": if seq % 17 == 0 { "error" } else { "ok" }},
-            "context": {
-                "library": {"name": "opentally-bench", "version": env!("CARGO_PKG_VERSION")},
-                "os": {"name": "linux", "version": "6.1"},
-                "runtime": {"name": "python", "version": "3.11.7"}
-            }
-        }));
+        let id = format!("{}-{seq:012x}", shared.run_id);
+        if i > 0 {
+            body.push(',');
+        }
+        let outcome = if seq % 17 == 0 { "error" } else { "ok" };
+        let _ = write!(
+            body,
+            "{{\"type\":\"track\",\"event\":{event},\"messageId\":\"{id}\",\"anonymousId\":\"install-{}\",\
+             \"timestamp\":\"{now}\",\"properties\":{{\"duration_ms\":{}.{},\"outcome\":\"{outcome}\"}},\
+             \"context\":{{\"library\":{{\"name\":\"opentally-bench\",\"version\":\"{}\"}},\
+             \"os\":{{\"name\":\"linux\",\"version\":\"6.1\"}},\"runtime\":{{\"name\":\"python\",\"version\":\"3.11.7\"}}}}}}",
+            seq % shared.cfg.installs.max(1),
+            seq % 1000,
+            seq % 10,
+            env!("CARGO_PKG_VERSION"),
+        );
         ids.push(id);
     }
-    let body = serde_json::to_vec(&serde_json::json!({"batch": batch, "sentAt": now}))
-        .expect("serialisable");
-    (body, ids)
+    let _ = write!(body, "],\"sentAt\":\"{now}\"}}");
+    (body.into_bytes(), ids)
 }
 
 async fn send_one(
@@ -227,5 +244,46 @@ async fn send_one(
         }
         Some((status, _)) => *report.failures.entry(status).or_default() += 1,
         None => *report.failures.entry(0).or_default() += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_batches_are_valid_and_ids_unique() {
+        let shared = Shared {
+            cfg: LoadConfig {
+                url: String::new(),
+                write_key: String::new(),
+                events: 0,
+                batch: 0,
+                concurrency: 1,
+                gzip: false,
+                installs: 3,
+                acked_log: None,
+                event_name: "bench \"event\"".into(),
+                rate: None,
+            },
+            next_event: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            report: Mutex::new(LoadReport::default()),
+            acked: None,
+            seq: AtomicU64::new(0),
+            run_id: "run".into(),
+        };
+        let (body, ids) = batch_body(&shared, 20);
+        let parsed =
+            opentally_protocol::parse_batch(&body, &opentally_protocol::Limits::default()).unwrap();
+        assert_eq!(parsed.items.len(), 20);
+        for (item, id) in parsed.items.iter().zip(&ids) {
+            let m = item.message.as_ref().unwrap();
+            opentally_protocol::check_message(m, &opentally_protocol::Limits::default()).unwrap();
+            assert_eq!(m.message_id.as_ref(), Some(id));
+            assert_eq!(m.event.as_deref(), Some("bench \"event\""));
+        }
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), 20);
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::dedup::{DedupIndex, message_hash};
 use crate::metrics::Metrics;
-use crate::stored::{LogRecord, StoredEvent, day_of};
+use crate::stored::{EncodedEvent, LogRecord, day_of, record_payload};
 use crate::wal::{self, LogWriter};
 
 /// Accepted events of one request, waiting to be made durable.
@@ -27,7 +27,7 @@ pub struct Submission {
     pub project: Arc<str>,
     pub project_id: i64,
     pub received_at: Timestamp,
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<EncodedEvent>,
     pub reply: oneshot::Sender<Result<Committed, WriteError>>,
 }
 
@@ -222,11 +222,9 @@ impl WriterState {
         let mut lookup_failed = None;
         for s in &group {
             let mut new = Vec::with_capacity(s.events.len());
-            let mut fresh = Vec::new();
             for e in &s.events {
-                let h = message_hash(s.project_id, &e.message_id);
-                let is_new = match self.index.contains(h) {
-                    Ok(found) => !found && seen_in_group.insert(h),
+                let is_new = match self.index.contains(e.hash) {
+                    Ok(found) => !found && seen_in_group.insert(e.hash),
                     Err(err) => {
                         lookup_failed = Some(err.to_string());
                         false
@@ -234,20 +232,19 @@ impl WriterState {
                 };
                 new.push(is_new);
                 if is_new {
-                    fresh.push(e.clone());
-                    new_ids.push((day_of(s.received_at), h));
+                    new_ids.push((day_of(s.received_at), e.hash));
                 }
             }
-            if !fresh.is_empty() {
-                let record = LogRecord {
-                    project: s.project.to_string(),
-                    project_id: s.project_id,
-                    received_at: s.received_at,
-                    events: fresh,
-                };
+            if new.iter().any(|n| *n) {
+                let fresh = s
+                    .events
+                    .iter()
+                    .zip(&new)
+                    .filter(|(_, n)| **n)
+                    .map(|(e, _)| e.json.as_slice());
                 wal::frame(
                     &mut framed,
-                    &serde_json::to_vec(&record).expect("serialisable"),
+                    &record_payload(&s.project, s.project_id, s.received_at, fresh),
                 );
             }
             results.push(new);

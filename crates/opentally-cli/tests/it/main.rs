@@ -83,3 +83,107 @@ fn unknown_subcommand_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// A data dir for one test, removed at the end.
+struct Data(std::path::PathBuf);
+
+impl Data {
+    fn new(name: &str) -> Data {
+        let d = std::env::temp_dir().join(format!("opentally-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Data(d)
+    }
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn project_commands_create_list_rotate_and_set_catalogs() {
+    let d = Data::new("projects");
+    let (code, out, err) =
+        opentally(&["project", "create", "nannyml", "--json", "--data", d.arg()]);
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["project"], "nannyml");
+    let key = created["write_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("otw_") && key.len() == 44, "{key}");
+    assert!(created["admin_token"].as_str().unwrap().starts_with("ota_"));
+
+    let (code, out, _) = opentally(&[
+        "project",
+        "rotate-key",
+        "nannyml",
+        "--json",
+        "--data",
+        d.arg(),
+    ]);
+    assert_eq!(code, 0);
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(rotated["write_key"].as_str().unwrap(), key);
+
+    let (code, out, err) = opentally(&[
+        "project",
+        "set-catalog",
+        "nannyml",
+        "../../examples/catalog.toml",
+        "--data",
+        d.arg(),
+    ]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "catalog of nannyml set from ../../examples/catalog.toml\n"
+    );
+
+    let (code, out, _) = opentally(&["project", "list", "--json", "--data", d.arg()]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["name"], "nannyml");
+    assert_eq!(list[0]["events_in_catalog"], 5);
+    assert!(!out.contains(&key), "keys are never listed");
+
+    let (code, _, err) = opentally(&[
+        "project",
+        "set-catalog",
+        "nannyml",
+        "tests/data/bad-catalog.toml",
+        "--data",
+        d.arg(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("8:8: unknown property type \"integr\""),
+        "{err}"
+    );
+
+    let (code, _, err) = opentally(&["project", "create", "nannyml", "--data", d.arg()]);
+    assert_eq!(
+        (code, err.as_str()),
+        (2, "error: project \"nannyml\" already exists\n")
+    );
+    let (code, _, err) = opentally(&["project", "create", "Bad Name", "--data", d.arg()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: project name \"Bad Name\" is not usable"),
+        "{err}"
+    );
+    let (code, _, err) = opentally(&["project", "rotate-key", "nobody", "--data", d.arg()]);
+    assert_eq!(
+        (code, err.as_str()),
+        (2, "error: no project named \"nobody\"\n")
+    );
+}
+
+#[test]
+fn dump_of_an_empty_data_dir_prints_nothing() {
+    let d = Data::new("dump");
+    let (code, out, err) = opentally(&["dump", "--data", d.arg()]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+}

@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 
 use crate::{CATALOG, Harness, event, gzip, post};
 
+// (name, header, body key, expected status, expected error code)
+type Case<'a> = (
+    &'a str,
+    Option<(&'a str, String)>,
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 #[tokio::test]
 async fn every_auth_form_is_accepted_and_bad_keys_get_401() {
     let h = Harness::new("auth", Some(CATALOG), RawConfig::default());
@@ -22,7 +31,7 @@ async fn every_auth_form_is_accepted_and_bad_keys_get_401() {
         v.to_string()
     };
     // (name, header, body key, expected status, expected error code)
-    let cases: Vec<(&str, Option<(&str, String)>, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "basic key:",
             Some((

@@ -51,7 +51,7 @@ async fn post_batch(
 #[tokio::test]
 async fn dedup_and_data_survive_a_restart() {
     let dir = TempDir::new("restart");
-    let collector = Collector::open(config(&dir, RawConfig::default())).unwrap();
+    let collector = Collector::open(config(&dir, &RawConfig::default())).unwrap();
     let key = collector
         .state
         .meta
@@ -66,7 +66,7 @@ async fn dedup_and_data_survive_a_restart() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 
-    let collector = Collector::open(config(&dir, RawConfig::default())).unwrap();
+    let collector = Collector::open(config(&dir, &RawConfig::default())).unwrap();
     assert_eq!(
         collector.report.ids_in_memory, 2,
         "the dedup index came back"

@@ -1,5 +1,8 @@
 //! The collector driven through its router (no socket) and through a real socket on loopback.
 
+// Test helpers take settings by value so that each case reads as one expression.
+#![allow(clippy::needless_pass_by_value)]
+
 mod ingest;
 mod lifecycle;
 
@@ -33,11 +36,11 @@ impl Drop for TempDir {
 }
 
 /// Settings for tests: the given overrides over the defaults, data in `dir`.
-pub fn config(dir: &TempDir, overrides: RawConfig) -> opentally_server::Config {
+pub fn config(dir: &TempDir, overrides: &RawConfig) -> opentally_server::Config {
     let flags = RawConfig {
         data: Some(dir.0.clone()),
         listen: Some("127.0.0.1:0".into()),
-        ..overrides
+        ..overrides.clone()
     };
     resolve(RawConfig::default(), RawConfig::default(), flags).unwrap()
 }
@@ -54,7 +57,7 @@ pub struct Harness {
 impl Harness {
     pub fn new(name: &str, catalog: Option<&str>, overrides: RawConfig) -> Harness {
         let dir = TempDir::new(name);
-        let collector = Collector::open(config(&dir, overrides)).unwrap();
+        let collector = Collector::open(config(&dir, &overrides)).unwrap();
         let created = collector.state.meta.create_project("p", catalog).unwrap();
         Harness {
             state: collector.state.clone(),
