@@ -1,0 +1,70 @@
+//! The cost of `track` on the caller's thread: the enqueue when on, the early return when off.
+//! "Two properties" includes building the property values at the call site, as a host does.
+//!
+//! The queue is sized far beyond what a run tracks and batches are never due, so every call
+//! measures the enqueue itself (not the drop path, not a wake-up of the worker).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use opentally::transport::RecordingTransport;
+use opentally::{Client, Config};
+
+fn client(enabled: bool) -> Client {
+    let dir = std::env::temp_dir().join(format!("opentally-bench-{}", std::process::id()));
+    let env = std::collections::HashMap::new();
+    Client::new(
+        Config::new("bench", "k", "http://127.0.0.1:9")
+            .enabled(enabled)
+            .state_dir(dir.join("state"))
+            .config_file(dir.join("config.toml"))
+            .policy_file(dir.join("policy.toml"))
+            .environment(env, Some(dir))
+            .queue_capacity(10_000_000)
+            // Batches so large and rare that the worker never competes with the measurement.
+            .batching(100_000_000, Duration::from_secs(3600))
+            .transport(Arc::new(RecordingTransport::default())),
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let on = client(true);
+    let off = client(false);
+    let mut g = c.benchmark_group("track");
+    let props = || [("method", "cbpe".into()), ("chunk_size", 5000i64.into())];
+    g.bench_function("enabled, two properties", |b| {
+        b.iter(|| {
+            on.track("fit", &props());
+        });
+    });
+    g.bench_function("enabled, no properties", |b| {
+        b.iter(|| {
+            on.track("fit", &[]);
+        });
+    });
+    g.bench_function("disabled, two properties", |b| {
+        b.iter(|| {
+            off.track("fit", &props());
+        });
+    });
+    g.bench_function("disabled, no properties", |b| {
+        b.iter(|| {
+            off.track("fit", &[]);
+        });
+    });
+    g.bench_function("baseline: String + Vec allocation alone", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let v: Vec<(String, opentally::Prop)> = vec![("method".to_owned(), "cbpe".into())];
+                (String::from("fit"), v)
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,90 @@
+//! The install id: stable for one app on one machine, unrelated across apps, and impossible to
+//! link back to the machine without its machine id (which never leaves it).
+//!
+//! id = first 128 bits of HMAC-SHA256(key = OS machine id, message = "opentally/" + app + "/" +
+//! salt), written as a UUID. The salt is empty until the user asks to be forgotten, which writes a
+//! new random one. Without a machine id, or in a container (whose image may bake one machine id
+//! into every copy), the id is random and kept in the state folder; if that cannot be written,
+//! it lives as long as the process and the event says so (`ephemeral`).
+
+use std::path::Path;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+/// An install id and whether it lasts only as long as the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallId {
+    pub id: String,
+    pub ephemeral: bool,
+}
+
+fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn as_uuid(bytes: [u8; 16]) -> String {
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+pub fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    as_uuid(b)
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// The install id of `app`, reading (and only if `may_write`, writing) `app_state`.
+pub fn install_id(app: &str, app_state: &Path, container: bool, may_write: bool) -> InstallId {
+    let salt = read_trimmed(&app_state.join("salt")).unwrap_or_default();
+    if !container && let Some(mid) = machine_id() {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(mid.as_bytes()).expect("any key length");
+        mac.update(format!("opentally/{app}/{salt}").as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest[..16]);
+        return InstallId {
+            id: as_uuid(b),
+            ephemeral: false,
+        };
+    }
+    let stored = app_state.join("install-id");
+    if let Some(id) = read_trimmed(&stored) {
+        return InstallId {
+            id,
+            ephemeral: false,
+        };
+    }
+    let id = random_uuid();
+    let kept = may_write
+        && std::fs::create_dir_all(app_state).is_ok()
+        && std::fs::write(&stored, &id).is_ok();
+    InstallId {
+        id,
+        ephemeral: !kept,
+    }
+}
+
+/// Forgets the install locally: a new salt (and no stored random id), so the next id is
+/// unrelated to the old one.
+pub fn rotate(app_state: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(app_state)?;
+    std::fs::write(app_state.join("salt"), random_uuid())?;
+    match std::fs::remove_file(app_state.join("install-id")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
