@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod user;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,12 @@ enum Command {
     /// Work with event catalogs, the published list of what a project collects.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// Show whether telemetry is on for an app, which source decided, and your install id.
+    Status(user::AppArgs),
+    /// Refuse telemetry for one app (--app) or for every app using OpenTally.
+    OptOut(user::AppArgs),
+    /// Consent to telemetry for one app (--app) or for every app; any refusal elsewhere still wins.
+    OptIn(user::AppArgs),
 }
 
 /// Where the data lives; shared by every command that opens it.
@@ -102,6 +109,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dump { data, project } => dump(&data, project.as_deref()),
         Command::Bench(cmd) => bench::bench(cmd),
         Command::Catalog(CatalogCommand::Check { file }) => catalog_check(&file),
+        Command::Status(args) => user::status(&args),
+        Command::OptOut(args) => user::choose(&args, false),
+        Command::OptIn(args) => user::choose(&args, true),
     }
 }
 

@@ -187,3 +187,78 @@ fn dump_of_an_empty_data_dir_prints_nothing() {
     let (code, out, err) = opentally(&["dump", "--data", d.arg()]);
     assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
 }
+
+/// Runs `opentally` with a private HOME and XDG folders and the given environment.
+fn opentally_as_user(home: &Data, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_opentally"))
+        .args(args)
+        .env_clear()
+        .env("HOME", &home.0)
+        .env("XDG_CONFIG_HOME", home.0.join("config"))
+        .env("XDG_STATE_HOME", home.0.join("state"))
+        .envs(env.iter().copied())
+        .current_dir(&home.0)
+        .output()
+        .unwrap();
+    (
+        status.code().unwrap(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+#[test]
+fn opt_out_then_status_shows_the_refusal_and_who_made_it() {
+    let home = Data::new("user");
+    std::fs::create_dir_all(&home.0).unwrap();
+    let (code, out, err) = opentally_as_user(&home, &["status", "--app", "nannyml", "--json"], &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            s["decision"]["mode"].as_str(),
+            s["decision"]["decided_by"].as_str()
+        ),
+        (Some("on"), Some("default"))
+    );
+
+    let (code, out, _) = opentally_as_user(&home, &["opt-out", "--app", "nannyml"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("telemetry refused for nannyml (saved in "),
+        "{out}"
+    );
+    let (_, out, _) = opentally_as_user(&home, &["status", "--app", "nannyml"], &[]);
+    assert!(
+        out.starts_with("telemetry for nannyml: off (decided by user config)\n"),
+        "{out}"
+    );
+    assert!(out.contains(" * user config"), "{out}");
+    // Other apps are untouched; a global opt-out reaches them.
+    let (_, out, _) = opentally_as_user(&home, &["status", "--app", "zenml"], &[]);
+    assert!(out.starts_with("telemetry for zenml: on"), "{out}");
+    opentally_as_user(&home, &["opt-out"], &[]);
+    let (_, out, _) = opentally_as_user(&home, &["status", "--app", "zenml"], &[]);
+    assert!(
+        out.starts_with("telemetry for zenml: off (decided by user config)"),
+        "{out}"
+    );
+    // Opting in does not override DO_NOT_TRACK, and says so.
+    let (_, out, _) = opentally_as_user(
+        &home,
+        &["opt-in", "--app", "zenml"],
+        &[("DO_NOT_TRACK", "1")],
+    );
+    assert!(
+        out.contains("telemetry stays off: DO_NOT_TRACK refuses it"),
+        "{out}"
+    );
+    assert!(
+        !home.0.join("state").exists(),
+        "status and opt-out write no state"
+    );
+}
