@@ -47,7 +47,7 @@ pub fn choose(args: &AppArgs, on: bool) -> anyhow::Result<ExitCode> {
     let who = args
         .app
         .as_deref()
-        .map_or_else(|| "every app".to_owned(), |a| a.to_owned());
+        .map_or_else(|| "every app".to_owned(), ToOwned::to_owned);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

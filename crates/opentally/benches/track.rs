@@ -8,24 +8,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use opentally::transport::RecordingTransport;
 use opentally::{Client, Config};
 
 fn client(enabled: bool) -> Client {
-    let dir = std::env::temp_dir().join(format!("opentally-bench-{}", std::process::id()));
-    let env = std::collections::HashMap::new();
     Client::new(
-        Config::new("bench", "k", "http://127.0.0.1:9")
-            .enabled(enabled)
-            .state_dir(dir.join("state"))
-            .config_file(dir.join("config.toml"))
-            .policy_file(dir.join("policy.toml"))
-            .environment(env, Some(dir))
+        config(enabled)
             .queue_capacity(10_000_000)
             // Batches so large and rare that the worker never competes with the measurement.
-            .batching(100_000_000, Duration::from_secs(3600))
-            .transport(Arc::new(RecordingTransport::default())),
+            .batching(100_000_000, Duration::from_secs(3600)),
     )
+}
+
+fn config(enabled: bool) -> Config {
+    let dir = std::env::temp_dir().join(format!("opentally-bench-{}", std::process::id()));
+    let env = std::collections::HashMap::new();
+    Config::new("bench", "k", "http://127.0.0.1:9")
+        .enabled(enabled)
+        .state_dir(dir.join("state"))
+        .config_file(dir.join("config.toml"))
+        .policy_file(dir.join("policy.toml"))
+        .environment(env, Some(dir))
+        .transport(Arc::new(NullTransport))
+}
+
+/// Accepts every batch and keeps nothing, so a long run does not grow memory.
+#[derive(Debug)]
+struct NullTransport;
+
+impl opentally::transport::Transport for NullTransport {
+    fn send(&self, _body: &[u8], _timeout: Duration) -> opentally::transport::Outcome {
+        opentally::transport::Outcome::Delivered
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -35,22 +48,35 @@ fn bench(c: &mut Criterion) {
     let props = || [("method", "cbpe".into()), ("chunk_size", 5000i64.into())];
     g.bench_function("enabled, two properties", |b| {
         b.iter(|| {
-            on.track("fit", &props());
+            on.track("fit", props());
         });
     });
     g.bench_function("enabled, no properties", |b| {
         b.iter(|| {
-            on.track("fit", &[]);
+            on.track("fit", []);
         });
     });
     g.bench_function("disabled, two properties", |b| {
         b.iter(|| {
-            off.track("fit", &props());
+            off.track("fit", props());
         });
     });
     g.bench_function("disabled, no properties", |b| {
         b.iter(|| {
-            off.track("fit", &[]);
+            off.track("fit", []);
+        });
+    });
+    // A full queue: the event is dropped and counted (a host tracking faster than the network
+    // can carry, or offline with a full queue).
+    let full = Client::new(
+        config(true)
+            .queue_capacity(1)
+            .batching(100_000_000, Duration::from_secs(3600)),
+    );
+    full.track("fill", []);
+    g.bench_function("queue full, two properties (drop and count)", |b| {
+        b.iter(|| {
+            full.track("fit", props());
         });
     });
     g.bench_function("baseline: String + Vec allocation alone", |b| {

@@ -11,7 +11,7 @@ fn main() {
         opentally::Config::new("hello", "otw_hello", "http://127.0.0.1:8080")
             .disable_env("HELLO_NO_TELEMETRY"),
     );
-    opentally::track("greet", &[("style", "plain".into())]);
+    opentally::track("greet", [("style", "plain".into())]);
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, b"hello\n");
 }

@@ -6,6 +6,7 @@
 //! same lock only to swap the whole queue out), and a wake-up only when a batch is full. It never
 //! waits on the network, the disk or the worker.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -86,8 +87,8 @@ impl serde::Serialize for Prop {
 /// One tracked event, as small as it can be on the caller's thread.
 #[derive(Debug)]
 pub(crate) struct Event {
-    pub name: String,
-    pub props: Vec<(String, Prop)>,
+    pub name: Cow<'static, str>,
+    pub props: Vec<(Cow<'static, str>, Prop)>,
     pub at: SystemTime,
 }
 
@@ -342,23 +343,42 @@ impl Client {
     }
 
     /// Records an event. Never blocks, never fails; when off, suppressed or full, does nothing
-    /// (a full queue counts the drop).
-    pub fn track(&self, event: &str, props: &[(&str, Prop)]) {
-        if SUPPRESSED.with(std::cell::Cell::get) > 0
-            || self.mode.load(Ordering::Relaxed) == MODE_OFF
-        {
+    /// (a full queue counts the drop). Names and keys are usually literals, so they are taken as
+    /// `'static` and never copied; the values are moved in.
+    pub fn track<I>(&self, event: impl Into<Cow<'static, str>>, props: I)
+    where
+        I: IntoIterator<Item = (&'static str, Prop)>,
+    {
+        if !self.recording() {
             return;
         }
-        let at = SystemTime::now();
-        let event = Event {
-            name: event.to_owned(),
-            props: props
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
-            at,
-        };
-        self.enqueue(event);
+        let props = props
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), v))
+            .collect();
+        self.enqueue(Event {
+            name: event.into(),
+            props,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Records an event whose name and keys are only known at run time (language bindings).
+    pub fn track_owned(&self, event: String, props: Vec<(String, Prop)>) {
+        if !self.recording() {
+            return;
+        }
+        let props = props.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect();
+        self.enqueue(Event {
+            name: Cow::Owned(event),
+            props,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Whether an event tracked now on this thread would be recorded.
+    fn recording(&self) -> bool {
+        SUPPRESSED.with(std::cell::Cell::get) == 0 && self.mode.load(Ordering::Relaxed) != MODE_OFF
     }
 
     /// Records a prepared event (the span and the bindings build their own).
@@ -594,7 +614,7 @@ fn messages_json(core: &Core, shared: &Shared, events: &[Event]) -> Vec<u8> {
             .iter()
             .map(|(k, v)| {
                 (
-                    k.clone(),
+                    k.to_string(),
                     serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
                 )
             })

@@ -133,3 +133,86 @@ pub fn hardware() -> Hardware {
         gpu: gpu(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn detects_ci_notebooks_and_clouds_from_variables_only() {
+        // (environment, CI, notebook, cloud)
+        type Case = (
+            HashMap<String, String>,
+            bool,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (env(&[]), false, None, None),
+            (env(&[("CI", "true")]), true, None, None),
+            (env(&[("CI", "false")]), false, None, None),
+            (env(&[("GITHUB_ACTIONS", "true")]), true, None, None),
+            (
+                env(&[("JPY_PARENT_PID", "12")]),
+                false,
+                Some("jupyter"),
+                None,
+            ),
+            (
+                env(&[("JPY_PARENT_PID", "12"), ("VSCODE_PID", "3")]),
+                false,
+                Some("vscode"),
+                None,
+            ),
+            (
+                env(&[("COLAB_RELEASE_TAG", "x")]),
+                false,
+                Some("colab"),
+                None,
+            ),
+            (
+                env(&[("AWS_EXECUTION_ENV", "AWS_ECS_FARGATE")]),
+                false,
+                None,
+                Some("aws"),
+            ),
+            (env(&[("K_SERVICE", "svc")]), false, None, Some("gcp")),
+            (
+                env(&[("WEBSITE_SITE_NAME", "x")]),
+                false,
+                None,
+                Some("azure"),
+            ),
+        ];
+        for (i, (e, ci, nb, cl)) in cases.iter().enumerate() {
+            let got = environment(e);
+            assert_eq!(
+                (got.ci, got.notebook.as_deref(), got.cloud.as_deref()),
+                (*ci, *nb, *cl),
+                "case {i}"
+            );
+        }
+        assert!(environment(&env(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")])).kubernetes);
+    }
+
+    #[test]
+    fn hardware_is_coarse() {
+        let h = hardware();
+        assert!(h.cpus >= 1);
+        assert!(h.memory_gb == 0 || h.memory_gb.is_power_of_two());
+        let os = os();
+        assert!(
+            os.version
+                .as_deref()
+                .is_none_or(|v| v.split('.').count() <= 2),
+            "{os:?}"
+        );
+    }
+}

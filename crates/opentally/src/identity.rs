@@ -88,3 +88,49 @@ pub fn rotate(app_state: &Path) -> std::io::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("opentally-id-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn ids_are_stable_per_app_different_across_apps_and_rotate() {
+        let d = dir("stable");
+        let a1 = install_id("a", &d.join("a"), false, true);
+        let a2 = install_id("a", &d.join("a"), false, true);
+        let b = install_id("b", &d.join("b"), false, true);
+        assert_eq!(a1, a2);
+        assert_ne!(a1.id, b.id);
+        assert!(uuid::Uuid::parse_str(&a1.id).is_ok());
+        rotate(&d.join("a")).unwrap();
+        let a3 = install_id("a", &d.join("a"), false, true);
+        assert_ne!(a1.id, a3.id, "forgetting gives an unrelated id");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn containers_get_a_random_id_kept_in_state_or_marked_ephemeral() {
+        let d = dir("container");
+        let first = install_id("a", &d, true, true);
+        assert!(!first.ephemeral);
+        assert_eq!(
+            install_id("a", &d, true, true),
+            first,
+            "kept in the state folder"
+        );
+        let elsewhere = dir("container-ro");
+        let not_kept = install_id("a", &elsewhere, true, false);
+        assert!(not_kept.ephemeral);
+        assert!(
+            !elsewhere.exists(),
+            "nothing written when writing is not allowed"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

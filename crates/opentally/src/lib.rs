@@ -6,7 +6,7 @@
 //!         .version(env!("CARGO_PKG_VERSION"))
 //!         .disable_env("HELLO_NO_TELEMETRY"),
 //! );
-//! opentally::track("greet", &[("style", "formal".into())]);
+//! opentally::track("greet", [("style", "formal".into())]);
 //! // When `_guard` drops, queued events get at most 1 s to leave; the rest are kept for later.
 //! ```
 //!
@@ -64,7 +64,10 @@ pub fn client() -> Option<&'static Client> {
 
 /// Records an event with properties. Never blocks or fails; does nothing before [`init`], when
 /// telemetry is off, or inside [`suppressed`].
-pub fn track(event: &str, props: &[(&str, Prop)]) {
+pub fn track<I>(event: impl Into<std::borrow::Cow<'static, str>>, props: I)
+where
+    I: IntoIterator<Item = (&'static str, Prop)>,
+{
     if let Some(c) = GLOBAL.get() {
         c.track(event, props);
     }
@@ -123,16 +126,16 @@ pub fn suppressed() -> Suppressed {
 /// dropped during a panic.
 #[derive(Debug)]
 pub struct Span {
-    event: String,
-    props: Vec<(String, Prop)>,
+    event: std::borrow::Cow<'static, str>,
+    props: Vec<(std::borrow::Cow<'static, str>, Prop)>,
     started: Instant,
     done: bool,
 }
 
 /// Starts a [`Span`].
-pub fn span(event: &str) -> Span {
+pub fn span(event: impl Into<std::borrow::Cow<'static, str>>) -> Span {
     Span {
-        event: event.to_owned(),
+        event: event.into(),
         props: Vec::new(),
         started: Instant::now(),
         done: false,
@@ -142,8 +145,8 @@ pub fn span(event: &str) -> Span {
 impl Span {
     /// Adds a property.
     #[must_use]
-    pub fn prop(mut self, key: &str, value: impl Into<Prop>) -> Span {
-        self.props.push((key.to_owned(), value.into()));
+    pub fn prop(mut self, key: &'static str, value: impl Into<Prop>) -> Span {
+        self.props.push((key.into(), value.into()));
         self
     }
 
@@ -196,7 +199,7 @@ impl Drop for Span {
 
 /// Runs `f`, recording its duration and outcome; an `Err` is recorded with the error type's
 /// short name.
-pub fn timed<T, E>(event: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+pub fn timed<T, E>(event: &'static str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     let s = span(event);
     let result = f();
     if result.is_ok() {

@@ -189,7 +189,7 @@ fn each_refusal_alone_sends_zero_bytes_and_writes_no_state() {
         let sink = Sink::start(Behaviour::Accept);
         let client = set_up(&home, case, &sink);
         for _ in 0..5 {
-            client.track("fit", &[("method", "cbpe".into())]);
+            client.track("fit", [("method", "cbpe".into())]);
         }
         client.flush(Duration::from_millis(500));
         let status = client.status();
@@ -221,7 +221,7 @@ fn without_a_refusal_events_arrive() {
         "http://127.0.0.1:9",
         &[("OPENTALLY_ENDPOINT", sink.url.as_str())],
     ));
-    client.track("fit", &[("method", "cbpe".into())]);
+    client.track("fit", [("method", "cbpe".into())]);
     assert!(client.flush(Duration::from_secs(5)));
     let got = sink.wait_for(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1);
@@ -403,7 +403,7 @@ fn local_mode_writes_a_local_file_and_opens_no_socket() {
     let home = Home::new("local");
     let sink = Sink::start(Behaviour::Accept);
     let client = Client::new(home.config("demo", &sink.url, &[("OPENTALLY_TELEMETRY", "local")]));
-    client.track("fit", &[("method", "dle".into())]);
+    client.track("fit", [("method", "dle".into())]);
     assert!(client.flush(Duration::from_secs(5)));
     assert_eq!(sink.connections.load(Ordering::SeqCst), 0);
     let log = std::fs::read_to_string(home.state().join("demo").join("events.jsonl")).unwrap();

@@ -29,7 +29,7 @@ fn events_carry_the_wire_format() {
     let (client, t) = recording(&home, vec![]);
     client.track(
         "fit",
-        &[
+        [
             ("method", "cbpe".into()),
             ("n", 3i64.into()),
             ("ratio", 0.5.into()),
@@ -60,22 +60,54 @@ fn events_carry_the_wire_format() {
     assert!(ctx.hardware.cpus >= 1);
 }
 
+/// The only test that uses the global client (`init`, `span`, `timed`, `track`).
 #[test]
 fn spans_record_duration_outcome_and_error_type() {
     let home = Home::new("span");
-    let (client, t) = recording(&home, vec![]);
-    // Spans go through the global client; this test drives the same path through `Client`.
-    client.track(
-        "export",
-        &[
-            ("duration_ms", 12.5.into()),
-            ("outcome", "error".into()),
-            ("error_type", "io::ErrorKind::NotFound".into()),
-        ],
+    let t = Arc::new(RecordingTransport::default());
+    let _guard = opentally::init(
+        home.config("demo", "http://127.0.0.1:9", &[])
+            .transport(t.clone()),
     );
-    assert!(client.flush(Duration::from_secs(5)));
-    let m = &t.messages()[0];
-    assert_eq!(m["properties"]["error_type"], "io::ErrorKind::NotFound");
+    let span = opentally::span("export").prop("format", "html");
+    std::thread::sleep(Duration::from_millis(5));
+    span.error("io::ErrorKind::NotFound");
+    opentally::span("plot").ok();
+    let r: Result<(), std::fmt::Error> = opentally::timed("fit", || Err(std::fmt::Error));
+    assert!(r.is_err(), "the result is passed through");
+    let caught = std::panic::catch_unwind(|| {
+        let _s = opentally::span("crashes");
+        panic!("boom");
+    });
+    assert!(caught.is_err());
+    assert!(opentally::flush(Duration::from_secs(5)));
+    let by_name = |n: &str| t.messages().into_iter().find(|m| m["event"] == n).unwrap();
+    let export = by_name("export");
+    assert_eq!(export["properties"]["outcome"], "error");
+    assert_eq!(
+        export["properties"]["error_type"],
+        "io::ErrorKind::NotFound"
+    );
+    assert_eq!(export["properties"]["format"], "html");
+    assert!(export["properties"]["duration_ms"].as_f64().unwrap() >= 5.0);
+    assert_eq!(by_name("plot")["properties"]["outcome"], "ok");
+    assert!(by_name("plot")["properties"].get("error_type").is_none());
+    assert_eq!(by_name("fit")["properties"]["error_type"], "Error");
+    assert_eq!(by_name("crashes")["properties"]["error_type"], "panic");
+    // Every one is a valid event under the reserved-property rules.
+    let catalog = opentally_protocol::Catalog::from_toml_str("mode = \"lenient\"").unwrap();
+    for m in t.messages() {
+        let mut msg = opentally_protocol::Message::from_value(m, None).unwrap();
+        assert!(
+            catalog
+                .apply(&mut msg)
+                .unwrap()
+                .iter()
+                .all(|d| !d.contains("duration_ms")
+                    && !d.contains("outcome")
+                    && !d.contains("error_type"))
+        );
+    }
 }
 
 #[test]
@@ -89,7 +121,7 @@ fn a_full_queue_drops_and_counts_without_blocking() {
             .batching(1000, Duration::from_secs(3600)),
     );
     for i in 0..25 {
-        client.track("e", &[("i", i64::from(i).into())]);
+        client.track("e", [("i", i64::from(i).into())]);
     }
     let c = client.status().counters;
     assert_eq!((c.queued, c.dropped), (10, 15));
@@ -103,9 +135,9 @@ fn suppressed_scopes_record_nothing() {
     let (client, t) = recording(&home, vec![]);
     {
         let _quiet = Suppressed::new();
-        client.track("secret_cell", &[]);
+        client.track("secret_cell", []);
     }
-    client.track("visible", &[]);
+    client.track("visible", []);
     assert!(client.flush(Duration::from_secs(5)));
     let names: Vec<String> = t
         .messages()
@@ -127,14 +159,14 @@ fn retryable_failures_are_retried_and_refusals_are_not() {
             Outcome::Retry { after: None },
         ],
     );
-    client.track("e", &[]);
+    client.track("e", []);
     assert!(client.flush(Duration::from_secs(10)));
     assert_eq!(t.messages().len(), 1);
     assert_eq!(client.status().counters.retried, 2);
 
     let home = Home::new("refused");
     let (client, t) = recording(&home, vec![Outcome::Rejected { status: 400 }]);
-    client.track("e", &[]);
+    client.track("e", []);
     assert!(client.flush(Duration::from_secs(5)));
     let c = client.status().counters;
     assert_eq!((c.rejected, c.retried, c.sent), (1, 0, 0));
@@ -180,13 +212,13 @@ fn a_forked_child_delivers_its_events_and_not_its_parents() {
         )
         .batching(1000, Duration::from_secs(3600)),
     );
-    client.track("parent_before_fork", &[]);
+    client.track("parent_before_fork", []);
     // SAFETY: the child only uses the client (which handles the fork), then leaves with _exit
     // without running the test harness's atexit handlers.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        client.track("child", &[]);
+        client.track("child", []);
         let ok = client.flush(Duration::from_secs(5));
         unsafe { libc::_exit(if ok { 0 } else { 3 }) };
     }
@@ -194,7 +226,7 @@ fn a_forked_child_delivers_its_events_and_not_its_parents() {
     // SAFETY: waiting for the child this test created.
     unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(libc::WEXITSTATUS(status), 0, "the child flushed");
-    client.track("parent_after_fork", &[]);
+    client.track("parent_after_fork", []);
     assert!(client.flush(Duration::from_secs(5)));
     let got = sink.wait_for(3, Duration::from_secs(5));
     let mut names: Vec<&str> = got.iter().map(|m| m["event"].as_str().unwrap()).collect();

@@ -139,3 +139,42 @@ fn do_not_track_in_a_real_process_sends_nothing_and_writes_nothing() {
         "no state written when off"
     );
 }
+
+/// Runs `hello` with a terminal as stdout and stderr (through `script`), returns what it showed.
+fn hello_on_a_terminal(home: &Home, extra_env: &[(&str, &str)]) -> String {
+    let out = Command::new("script")
+        .args(["-qec", example("hello").to_str().unwrap(), "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home.0)
+        .env("XDG_STATE_HOME", home.0.join("xdg-state"))
+        .env("XDG_CONFIG_HOME", home.0.join("xdg-config"))
+        .env("OPENTALLY_ENDPOINT", refused_url())
+        .envs(extra_env.iter().copied())
+        .current_dir(home.work())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux runs the example on a pseudo-terminal");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_first_run_notice_is_shown_once_on_a_terminal_and_never_when_off() {
+    let home = Home::new("notice");
+    let first = hello_on_a_terminal(&home, &[]);
+    assert!(
+        first.contains("hello collects anonymous usage statistics"),
+        "{first:?}"
+    );
+    assert!(first.contains("opentally opt-out --app hello"), "{first:?}");
+    assert!(first.contains("HELLO_NO_TELEMETRY=1"), "{first:?}");
+    let second = hello_on_a_terminal(&home, &[]);
+    assert!(
+        !second.contains("usage statistics"),
+        "shown once per app per machine: {second:?}"
+    );
+    let off = Home::new("notice-off");
+    let refused = hello_on_a_terminal(&off, &[("DO_NOT_TRACK", "1")]);
+    assert!(!refused.contains("usage statistics"), "{refused:?}");
+    assert!(refused.contains("hello"));
+}
