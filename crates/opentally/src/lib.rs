@@ -25,6 +25,7 @@ pub mod identity;
 mod notice;
 pub mod paths;
 pub mod transport;
+pub mod user;
 
 use std::fmt;
 use std::sync::OnceLock;
