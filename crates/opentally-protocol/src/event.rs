@@ -35,6 +35,21 @@ pub struct NameVersion {
     pub version: Option<String>,
 }
 
+/// The language runtime: name and version, and for Python the implementation and whether it
+/// runs in a virtualenv or a conda environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtualenv: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conda: Option<bool>,
+}
+
 /// Where the host runs. Detected from files and environment variables only, never the network.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
@@ -62,7 +77,7 @@ pub struct Context {
     pub library: NameVersion,
     pub app: NameVersion,
     pub os: NameVersion,
-    pub runtime: NameVersion,
+    pub runtime: Runtime,
     pub environment: Environment,
     pub hardware: Hardware,
     /// Random per process.

@@ -229,6 +229,19 @@ impl Default for Suppressed {
     }
 }
 
+/// Starts a suppressed scope on this thread without a guard value (for bindings whose scopes
+/// are `__enter__`/`__exit__` calls); pair with [`suppress_end`].
+#[doc(hidden)]
+pub fn suppress_begin() {
+    SUPPRESSED.with(|s| s.set(s.get() + 1));
+}
+
+/// Ends a scope started by [`suppress_begin`].
+#[doc(hidden)]
+pub fn suppress_end() {
+    SUPPRESSED.with(|s| s.set(s.get().saturating_sub(1)));
+}
+
 impl Drop for Suppressed {
     fn drop(&mut self) {
         SUPPRESSED.with(|s| s.set(s.get().saturating_sub(1)));
@@ -296,11 +309,14 @@ impl Client {
                 version: config.version.clone(),
             },
             os: environment::os(),
-            runtime: NameVersion {
-                name: config.runtime.0.clone(),
-                version: config.runtime.1.clone(),
+            runtime: config.runtime.clone(),
+            environment: {
+                let mut e = environment::environment(&env);
+                if config.notebook.is_some() {
+                    e.notebook.clone_from(&config.notebook);
+                }
+                e
             },
-            environment: environment::environment(&env),
             hardware: environment::hardware(),
             session: String::new(),
             ephemeral: false,
@@ -374,6 +390,11 @@ impl Client {
             props,
             at: SystemTime::now(),
         });
+    }
+
+    /// Whether this thread is inside a suppressed scope.
+    pub fn suppressed_here() -> bool {
+        SUPPRESSED.with(std::cell::Cell::get) > 0
     }
 
     /// Whether an event tracked now on this thread would be recorded.
@@ -523,15 +544,20 @@ impl Client {
     /// the counters, the spool and the paths.
     pub fn status(&self) -> crate::Status {
         let (spool_files, spool_bytes) = spool_size(&self.core.spool_dir);
-        // Looking is not using: before the first event, the id is computed without writing.
-        let install = self.core.install.get().cloned().unwrap_or_else(|| {
-            identity::install_id(
-                &self.config.app,
-                &self.app_state,
-                self.core.container,
-                false,
-            )
-        });
+        // When telemetry is on, the id shown is the one events carry (settled now if need be);
+        // when it is off, looking is not using: the id is computed without writing anything.
+        let install = if self.mode() == Mode::Off {
+            self.core.install.get().cloned().unwrap_or_else(|| {
+                identity::install_id(
+                    &self.config.app,
+                    &self.app_state,
+                    self.core.container,
+                    false,
+                )
+            })
+        } else {
+            self.core.install().clone()
+        };
         crate::Status {
             app: self.config.app.clone(),
             decision: lock(&self.decision).clone(),

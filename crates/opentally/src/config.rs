@@ -47,7 +47,8 @@ pub struct Config {
     pub(crate) env: Option<HashMap<String, String>>,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) transport: Option<Arc<dyn Transport>>,
-    pub(crate) runtime: (String, Option<String>),
+    pub(crate) runtime: opentally_protocol::event::Runtime,
+    pub(crate) notebook: Option<String>,
     pub(crate) library: (String, String),
 }
 
@@ -96,10 +97,11 @@ impl Config {
             env: None,
             cwd: None,
             transport: None,
-            runtime: (
-                "rust".into(),
-                option_env!("OPENTALLY_RUSTC_VERSION").map(str::to_owned),
-            ),
+            runtime: opentally_protocol::event::Runtime {
+                name: "rust".into(),
+                ..Default::default()
+            },
+            notebook: None,
             library: ("opentally-rust".into(), env!("CARGO_PKG_VERSION").into()),
         }
     }
@@ -197,10 +199,19 @@ impl Config {
         self
     }
 
-    /// The language runtime in `context.runtime` (the Python package sets `python`).
+    /// The language runtime in `context.runtime` (the Python package sets `python`, its version,
+    /// implementation and virtualenv/conda).
     #[must_use]
-    pub fn runtime(mut self, name: impl Into<String>, version: Option<String>) -> Config {
-        self.runtime = (name.into(), version);
+    pub fn runtime(mut self, runtime: opentally_protocol::event::Runtime) -> Config {
+        self.runtime = runtime;
+        self
+    }
+
+    /// The notebook front end when the host knows better than the environment variables (the
+    /// Python package checks for a running IPython kernel).
+    #[must_use]
+    pub fn notebook(mut self, notebook: Option<String>) -> Config {
+        self.notebook = notebook;
         self
     }
 

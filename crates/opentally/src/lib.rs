@@ -31,7 +31,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use client::{Client, CounterSnapshot, Prop, Suppressed};
+pub use client::{Client, CounterSnapshot, Prop, Suppressed, suppress_begin, suppress_end};
 pub use config::{Config, Notice};
 pub use consent::{Decision, Mode, Source, Verdict};
 pub use paths::Paths;

@@ -10,11 +10,16 @@ fn reader(app: Option<&str>) -> Client {
     Client::new(Config::new(app.unwrap_or("*"), "", "").notice(Notice::Off))
 }
 
+/// A status as pretty JSON.
+pub fn status_json(status: &crate::Status) -> String {
+    serde_json::to_string_pretty(status).expect("a status serialises")
+}
+
 /// `opentally status [--app A] [--json]`.
 pub fn status(app: Option<&str>, json: bool) -> String {
     let status = reader(app).status();
     if json {
-        serde_json::to_string_pretty(&status).expect("a status serialises")
+        status_json(&status)
     } else {
         format!(
             "{status}\n\nThe app's own variables and its default are set in its code; the app's own \

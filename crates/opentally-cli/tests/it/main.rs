@@ -257,8 +257,29 @@ fn opt_out_then_status_shows_the_refusal_and_who_made_it() {
         out.contains("telemetry stays off: DO_NOT_TRACK refuses it"),
         "{out}"
     );
+}
+
+#[test]
+fn status_shows_the_id_events_carry_and_writes_nothing_when_off() {
+    let home = Data::new("user-id");
+    std::fs::create_dir_all(&home.0).unwrap();
+    let id = |env: &[(&str, &str)]| {
+        let (_, out, _) = opentally_as_user(&home, &["status", "--app", "nannyml", "--json"], env);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["install_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let off = id(&[("DO_NOT_TRACK", "1")]);
     assert!(
         !home.0.join("state").exists(),
-        "status and opt-out write no state"
+        "looking while off writes nothing"
+    );
+    assert_eq!(off.len(), 36);
+    let first = id(&[]);
+    assert_eq!(
+        first,
+        id(&[]),
+        "the same id every time: the one events will carry"
     );
 }

@@ -1,0 +1,252 @@
+//! The Python binding of the OpenTally SDK: thin functions over the Rust client. Errors become
+//! Python exceptions here and nowhere else; the GIL is released whenever the call can wait
+//! (flushing), and kept for the enqueue, which is faster than releasing it.
+
+use std::time::Duration;
+
+use opentally::{Config, Notice, Prop};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+
+fn to_py_err(e: &std::io::Error) -> PyErr {
+    PyOSError::new_err(e.to_string())
+}
+
+/// Starts OpenTally for this process. Returns False if it was already started (the first call
+/// wins, as in Rust).
+#[pyfunction]
+#[pyo3(signature = (app, version=None, write_key="", endpoint="", default="on", disable_env=Vec::new(), enable_env=Vec::new(), notice=None, notice_off=false, flush_timeout=1.0, off_in_ci=false, runtime_version=None, implementation=None, virtualenv=None, conda=None, notebook=None, library_version=None))]
+#[allow(
+    clippy::too_many_arguments,
+    clippy::fn_params_excessive_bools,
+    clippy::needless_pass_by_value
+)]
+fn init(
+    app: &str,
+    version: Option<String>,
+    write_key: &str,
+    endpoint: &str,
+    default: &str,
+    disable_env: Vec<String>,
+    enable_env: Vec<String>,
+    notice: Option<String>,
+    notice_off: bool,
+    flush_timeout: f64,
+    off_in_ci: bool,
+    runtime_version: Option<String>,
+    implementation: Option<String>,
+    virtualenv: Option<bool>,
+    conda: Option<bool>,
+    notebook: Option<String>,
+    library_version: Option<String>,
+) -> PyResult<bool> {
+    if opentally::client().is_some() {
+        return Ok(false);
+    }
+    let mut config = Config::new(app, write_key, endpoint)
+        .flush_timeout(Duration::from_secs_f64(flush_timeout.max(0.0)))
+        .runtime(opentally_protocol::event::Runtime {
+            name: "python".into(),
+            version: runtime_version,
+            implementation,
+            virtualenv,
+            conda,
+        })
+        .notebook(notebook)
+        .library(
+            "opentally-python",
+            library_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+        );
+    if let Some(v) = version {
+        config = config.version(v);
+    }
+    match default {
+        "on" | "opt-out" => {}
+        "off" | "opt-in" => config = config.opt_in_default(),
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "default must be \"on\" (opt-out) or \"off\" (opt-in), not {other:?}"
+            )));
+        }
+    }
+    if off_in_ci {
+        config = config.off_in_ci();
+    }
+    for v in disable_env {
+        config = config.disable_env(v);
+    }
+    for v in enable_env {
+        config = config.enable_env(v);
+    }
+    config = match (notice_off, notice) {
+        (true, _) => config.notice(Notice::Off),
+        (false, Some(text)) => config.notice(Notice::Text(text)),
+        (false, None) => config,
+    };
+    // The guard's flush is replaced by the package's `atexit` handler, which has the same bound.
+    std::mem::forget(opentally::init(config));
+    Ok(true)
+}
+
+/// A Python value as a property: numbers, strings and booleans as they are; anything else by
+/// its class name only, so that an object's contents never leave by accident.
+fn prop(v: &Bound<'_, PyAny>) -> Option<Prop> {
+    if v.is_none() {
+        return None;
+    }
+    if v.is_instance_of::<PyBool>() {
+        return v.extract::<bool>().ok().map(Prop::Bool);
+    }
+    if v.is_instance_of::<PyInt>() {
+        return Some(v.extract::<i64>().map_or_else(
+            |_| Prop::Float(v.extract::<f64>().unwrap_or(f64::NAN)),
+            Prop::Int,
+        ));
+    }
+    if v.is_instance_of::<PyFloat>() {
+        return v.extract::<f64>().ok().map(Prop::Float);
+    }
+    if v.is_instance_of::<PyString>() {
+        return v.extract::<String>().ok().map(Prop::Str);
+    }
+    v.get_type().name().ok().map(|n| Prop::Str(n.to_string()))
+}
+
+fn props(dict: Option<&Bound<'_, PyDict>>, extra: usize) -> Vec<(String, Prop)> {
+    let mut out = Vec::with_capacity(dict.map_or(0, |d| d.len()) + extra);
+    if let Some(d) = dict {
+        for (k, v) in d.iter() {
+            if let (Ok(k), Some(v)) = (k.extract::<String>(), prop(&v)) {
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
+/// Records an event with properties.
+#[pyfunction]
+#[pyo3(signature = (event, props=None))]
+fn track(event: String, props: Option<&Bound<'_, PyDict>>) {
+    if let Some(c) = opentally::client() {
+        c.track_owned(event, self::props(props, 0));
+    }
+}
+
+/// Records a timed call: what the decorator and `span` send.
+#[pyfunction]
+#[pyo3(signature = (event, duration_ms, error_type=None, props=None))]
+fn track_call(
+    event: String,
+    duration_ms: f64,
+    error_type: Option<String>,
+    props: Option<&Bound<'_, PyDict>>,
+) {
+    let Some(c) = opentally::client() else { return };
+    let mut p = self::props(props, 3);
+    p.push(("duration_ms".into(), Prop::Float(duration_ms)));
+    p.push((
+        "outcome".into(),
+        Prop::Str(if error_type.is_some() { "error" } else { "ok" }.into()),
+    ));
+    if let Some(t) = error_type {
+        p.push(("error_type".into(), Prop::Str(t)));
+    }
+    c.track_owned(event, p);
+}
+
+/// Whether an event tracked now on this thread would be recorded (lets the decorator skip its
+/// own work when telemetry is off).
+#[pyfunction]
+fn recording() -> bool {
+    opentally::client()
+        .is_some_and(|c| c.mode() != opentally::Mode::Off && !opentally::Client::suppressed_here())
+}
+
+/// Waits at most `timeout` seconds for queued events to leave, without holding the GIL.
+#[pyfunction]
+#[pyo3(signature = (timeout=1.0))]
+fn flush(py: Python<'_>, timeout: f64) -> bool {
+    let timeout = Duration::from_secs_f64(timeout.max(0.0));
+    py.detach(|| opentally::flush(timeout))
+}
+
+#[pyfunction]
+fn disable() {
+    opentally::disable();
+}
+
+#[pyfunction]
+fn enable() {
+    opentally::enable();
+}
+
+#[pyfunction]
+fn opt_out(py: Python<'_>) -> PyResult<()> {
+    py.detach(opentally::opt_out).map_err(|e| to_py_err(&e))
+}
+
+#[pyfunction]
+fn opt_in(py: Python<'_>) -> PyResult<()> {
+    py.detach(opentally::opt_in).map_err(|e| to_py_err(&e))
+}
+
+/// The status as text and as JSON, or None before `init`.
+#[pyfunction]
+fn status() -> Option<(String, String)> {
+    opentally::status().map(|s| (s.to_string(), serde_json_string(&s)))
+}
+
+fn serde_json_string(s: &opentally::Status) -> String {
+    opentally::user::status_json(s)
+}
+
+#[pyfunction]
+fn suppress_begin() {
+    opentally::suppress_begin();
+}
+
+#[pyfunction]
+fn suppress_end() {
+    opentally::suppress_end();
+}
+
+/// The end user's commands, with the same text as the `opentally` binary.
+#[pyfunction]
+#[pyo3(signature = (command, app=None, json=false))]
+fn user_command(
+    py: Python<'_>,
+    command: &str,
+    app: Option<String>,
+    json: bool,
+) -> PyResult<String> {
+    py.detach(|| match command {
+        "status" => Ok(opentally::user::status(app.as_deref(), json)),
+        "opt-out" => opentally::user::choose(app.as_deref(), false),
+        "opt-in" => opentally::user::choose(app.as_deref(), true),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("unknown command {other:?}"),
+        )),
+    })
+    .map_err(|e| to_py_err(&e))
+}
+
+#[pymodule]
+fn _opentally(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(track, m)?)?;
+    m.add_function(wrap_pyfunction!(track_call, m)?)?;
+    m.add_function(wrap_pyfunction!(recording, m)?)?;
+    m.add_function(wrap_pyfunction!(flush, m)?)?;
+    m.add_function(wrap_pyfunction!(disable, m)?)?;
+    m.add_function(wrap_pyfunction!(enable, m)?)?;
+    m.add_function(wrap_pyfunction!(opt_out, m)?)?;
+    m.add_function(wrap_pyfunction!(opt_in, m)?)?;
+    m.add_function(wrap_pyfunction!(status, m)?)?;
+    m.add_function(wrap_pyfunction!(suppress_begin, m)?)?;
+    m.add_function(wrap_pyfunction!(suppress_end, m)?)?;
+    m.add_function(wrap_pyfunction!(user_command, m)?)?;
+    Ok(())
+}
