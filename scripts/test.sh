@@ -27,9 +27,16 @@ venv="${OPENTALLY_VENV:-$HOME/.cache/opentally/venv}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+"$venv/bin/pip" install --quiet --disable-pip-version-check \
+  -r tests/e2e/requirements.txt -r crates/opentally-py/tests/requirements.txt
 cargo build --locked -p opentally-cli
-OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally" "$venv/bin/python" -m pytest tests/e2e -q -rA -p no:cacheprovider 2>&1 | tee -a "$log"
+export OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally"
+"$venv/bin/python" -m pytest tests/e2e -q -rA -p no:cacheprovider 2>&1 | tee -a "$log"
+
+# The Python package, built from crates/opentally-py into the venv, and its own tests (a separate
+# pytest run: each suite has its own conftest).
+(cd crates/opentally-py && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --locked --quiet)
+"$venv/bin/python" -m pytest crates/opentally-py/tests -q -rA -p no:cacheprovider 2>&1 | tee -a "$log"
 
 # One closing line for the whole run, summed over every cargo test binary and pytest.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }

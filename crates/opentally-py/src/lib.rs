@@ -114,7 +114,7 @@ fn prop(v: &Bound<'_, PyAny>) -> Option<Prop> {
 }
 
 fn props(dict: Option<&Bound<'_, PyDict>>, extra: usize) -> Vec<(String, Prop)> {
-    let mut out = Vec::with_capacity(dict.map_or(0, |d| d.len()) + extra);
+    let mut out = Vec::with_capacity(dict.map_or(0, PyDictMethods::len) + extra);
     if let Some(d) = dict {
         for (k, v) in d.iter() {
             if let (Ok(k), Some(v)) = (k.extract::<String>(), prop(&v)) {
@@ -215,6 +215,7 @@ fn suppress_end() {
 /// The end user's commands, with the same text as the `opentally` binary.
 #[pyfunction]
 #[pyo3(signature = (command, app=None, json=false))]
+#[allow(clippy::needless_pass_by_value)] // PyO3 hands arguments over by value
 fn user_command(
     py: Python<'_>,
     command: &str,

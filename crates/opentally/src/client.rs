@@ -544,25 +544,27 @@ impl Client {
     /// the counters, the spool and the paths.
     pub fn status(&self) -> crate::Status {
         let (spool_files, spool_bytes) = spool_size(&self.core.spool_dir);
-        // When telemetry is on, the id shown is the one events carry (settled now if need be);
-        // when it is off, looking is not using: the id is computed without writing anything.
+        // When telemetry is on, the id shown is the one events carry (settled now if need be).
+        // When it is off, looking is not using: nothing is written, and an id that would only
+        // be invented for this look (a container with none stored) is not shown at all.
         let install = if self.mode() == Mode::Off {
-            self.core.install.get().cloned().unwrap_or_else(|| {
-                identity::install_id(
+            self.core.install.get().cloned().or_else(|| {
+                let id = identity::install_id(
                     &self.config.app,
                     &self.app_state,
                     self.core.container,
                     false,
-                )
+                );
+                (!id.ephemeral).then_some(id)
             })
         } else {
-            self.core.install().clone()
+            Some(self.core.install().clone())
         };
         crate::Status {
             app: self.config.app.clone(),
             decision: lock(&self.decision).clone(),
-            install_id: install.id,
-            ephemeral: install.ephemeral,
+            ephemeral: install.as_ref().is_some_and(|i| i.ephemeral),
+            install_id: install.map(|i| i.id),
             counters: self.core.counters.snapshot(),
             spool_files,
             spool_bytes,

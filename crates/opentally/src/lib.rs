@@ -217,7 +217,8 @@ pub fn timed<T, E>(event: &'static str, f: impl FnOnce() -> Result<T, E>) -> Res
 pub struct Status {
     pub app: String,
     pub decision: Decision,
-    pub install_id: String,
+    /// `None` while telemetry is off and no id exists yet (none is made up just to be shown).
+    pub install_id: Option<String>,
     pub ephemeral: bool,
     pub counters: CounterSnapshot,
     pub spool_files: usize,
@@ -268,7 +269,10 @@ impl fmt::Display for Status {
         } else {
             ""
         };
-        writeln!(f, "install id:  {}{ephemeral}", self.install_id)?;
+        match &self.install_id {
+            Some(id) => writeln!(f, "install id:  {id}{ephemeral}")?,
+            None => writeln!(f, "install id:  none (telemetry is off and no id is kept)")?,
+        }
         let c = &self.counters;
         writeln!(
             f,

@@ -41,12 +41,24 @@ def _flush_at_exit():
     _ext.flush(_flush_timeout)
 
 
+class _ForkHook:
+    """An object for multiprocessing's after-fork registry, which holds weak references."""
+
+
+_fork_hook = _ForkHook()
+
+
+def _flush_at_worker_exit(_hook):
+    sys.modules["multiprocessing.util"].Finalize(None, _flush_at_exit, exitpriority=0)
+
+
 def _after_fork_in_child():
-    # multiprocessing workers leave through os._exit, which skips atexit; its own exit hook
-    # (run by Process._bootstrap) flushes them instead, within the same bound.
+    # multiprocessing workers leave through os._exit, which skips atexit. Their bootstrap clears
+    # exit finalizers right after the fork and then runs its after-fork hooks; a hook registered
+    # now adds a finalizer that flushes, within the same bound, when the worker ends.
     mp_util = sys.modules.get("multiprocessing.util")
     if mp_util is not None:
-        mp_util.Finalize(None, _flush_at_exit, exitpriority=0)
+        mp_util.register_after_fork(_fork_hook, _flush_at_worker_exit)
 
 
 def init(app, version=None, write_key="", endpoint="", default="on", disable_env=None,

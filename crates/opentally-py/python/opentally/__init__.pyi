@@ -27,7 +27,7 @@ class Status:
     mode: str
     decided_by: str
     sources: List[Dict[str, str]]
-    install_id: str
+    install_id: Optional[str]
     counters: Dict[str, int]
     data: Dict[str, Any]
 

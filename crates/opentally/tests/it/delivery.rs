@@ -44,7 +44,10 @@ fn events_carry_the_wire_format() {
         m["properties"],
         serde_json::json!({"method": "cbpe", "n": 3, "ratio": 0.5, "ok": true})
     );
-    assert_eq!(m["anonymousId"], client.status().install_id);
+    assert_eq!(
+        m["anonymousId"].as_str(),
+        client.status().install_id.as_deref()
+    );
     assert_eq!(
         m["context"]["app"],
         serde_json::json!({"name": "demo", "version": "1.2.3"})
