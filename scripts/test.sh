@@ -40,8 +40,8 @@ export OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally"
 
 # One closing line for the whole run, summed over every cargo test binary and pytest.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
-     /^=+ .*(passed|failed).* in [0-9.]+s/ {
-       for (n = 2; n <= NF; n++) {
+     /^(=+ )?[0-9]+ (passed|failed|skipped).* in [0-9.]+s/ {
+       for (n = 1; n <= NF; n++) {
          if ($n ~ /^passed/) p += $(n-1); if ($n ~ /^failed/) f += $(n-1); if ($n ~ /^skipped/) i += $(n-1)
        }
      }
