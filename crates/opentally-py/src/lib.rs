@@ -134,7 +134,61 @@ fn track(event: String, props: Option<&Bound<'_, PyDict>>) {
     }
 }
 
-/// Records a timed call: what the decorator and `span` send.
+/// Event names registered by decorators, kept for the life of the process so that each call
+/// borrows its name instead of copying it. Bounded by the number of decorated functions.
+static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers an event name once (at decoration time); returns its handle for [`call`].
+#[pyfunction]
+fn register(name: &str) -> usize {
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(i) = names.iter().position(|n| *n == name) {
+        return i;
+    }
+    names.push(Box::leak(name.to_owned().into_boxed_str()));
+    names.len() - 1
+}
+
+/// The decorator's per-call entry: a registered name, the duration, the error's class name if
+/// any, and metadata. Kept to the minimum, as it runs on every decorated call.
+#[pyfunction]
+#[pyo3(signature = (handle, duration_ms, error_type, props))]
+fn call(
+    handle: usize,
+    duration_ms: f64,
+    error_type: Option<String>,
+    props: Option<&Bound<'_, PyDict>>,
+) {
+    let Some(c) = opentally::client() else { return };
+    if !c.recording() {
+        return;
+    }
+    let Some(name) = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(handle)
+        .copied()
+    else {
+        return;
+    };
+    let mut p: Vec<(std::borrow::Cow<'static, str>, Prop)> = self::props(props, 3)
+        .into_iter()
+        .map(|(k, v)| (k.into(), v))
+        .collect();
+    p.push(("duration_ms".into(), Prop::Float(duration_ms)));
+    p.push((
+        "outcome".into(),
+        Prop::Str(if error_type.is_some() { "error" } else { "ok" }.into()),
+    ));
+    if let Some(t) = error_type {
+        p.push(("error_type".into(), Prop::Str(t)));
+    }
+    c.track_cow(name.into(), p);
+}
+
+/// Records a timed call: what `span` sends.
 #[pyfunction]
 #[pyo3(signature = (event, duration_ms, error_type=None, props=None))]
 fn track_call(
@@ -239,6 +293,8 @@ fn _opentally(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(init, m)?)?;
     m.add_function(wrap_pyfunction!(track, m)?)?;
     m.add_function(wrap_pyfunction!(track_call, m)?)?;
+    m.add_function(wrap_pyfunction!(register, m)?)?;
+    m.add_function(wrap_pyfunction!(call, m)?)?;
     m.add_function(wrap_pyfunction!(recording, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(disable, m)?)?;

@@ -392,13 +392,26 @@ impl Client {
         });
     }
 
+    /// The general form: any mix of borrowed and owned names and keys (bindings that register
+    /// their event names once and reuse them).
+    pub fn track_cow(&self, event: Cow<'static, str>, props: Vec<(Cow<'static, str>, Prop)>) {
+        if !self.recording() {
+            return;
+        }
+        self.enqueue(Event {
+            name: event,
+            props,
+            at: SystemTime::now(),
+        });
+    }
+
     /// Whether this thread is inside a suppressed scope.
     pub fn suppressed_here() -> bool {
         SUPPRESSED.with(std::cell::Cell::get) > 0
     }
 
     /// Whether an event tracked now on this thread would be recorded.
-    fn recording(&self) -> bool {
+    pub fn recording(&self) -> bool {
         SUPPRESSED.with(std::cell::Cell::get) == 0 && self.mode.load(Ordering::Relaxed) != MODE_OFF
     }
 

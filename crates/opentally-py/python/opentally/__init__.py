@@ -176,6 +176,9 @@ def _error_type(exc):
     return "".join(c if (c.isalnum() and c.isascii()) or c in "_.:" else "_" for c in name) or "Exception"
 
 
+_BUCKETS = [(10 ** i, 10 ** (i + 1)) for i in range(18)]
+
+
 def _bucket(value):
     """A metadata value made safe to send: booleans as they are, numbers as an order of magnitude,
     short identifier-like strings (enum values) as they are; any other value as its class name."""
@@ -188,8 +191,10 @@ def _bucket(value):
             return "<0"
         if value < 1:
             return "0" if value == 0 else "<1"
-        digits = len(str(int(value)))
-        return "%s-%s" % ("1" + "0" * (digits - 1), "1" + "0" * digits)
+        for low, high in _BUCKETS:
+            if value < high:
+                return "%d-%d" % (low, high)
+        return ">=1e18"
     if isinstance(value, str):
         if 0 < len(value) <= 64 and all((c.isalnum() and c.isascii()) or c in "_.-" for c in value):
             return value
@@ -269,63 +274,60 @@ def log_usage(event=None, metadata_from_self=(), metadata_from_kwargs=()):
         import functools
         import inspect
 
-        name = event or fn.__name__
+        handle = _ext.register(event or fn.__name__)
         meta = _metadata_reader(fn, tuple(metadata_from_self), tuple(metadata_from_kwargs))
-        recording, track_call = _ext.recording, _ext.track_call
+        recording, call = _ext.recording, _ext.call
 
+        # Every variant does the same: time the call, then hand the handle, the duration, the
+        # exception's class name (if any) and the metadata to `call`, which returns at once when
+        # telemetry is off. Metadata is read only when it will be recorded.
         if inspect.isasyncgenfunction(fn):
             async def wrapper(*args, **kwargs):
-                if not recording():
-                    async for item in fn(*args, **kwargs):
-                        yield item
-                    return
-                md = meta(args, kwargs) if meta else None
                 start = perf_counter()
                 try:
                     async for item in fn(*args, **kwargs):
                         yield item
                 except BaseException as exc:
-                    track_call(name, (perf_counter() - start) * 1000.0, _error_type(exc), md)
+                    call(handle, (perf_counter() - start) * 1000.0, _error_type(exc),
+                         meta(args, kwargs) if meta is not None and recording() else None)
                     raise
-                track_call(name, (perf_counter() - start) * 1000.0, None, md)
+                call(handle, (perf_counter() - start) * 1000.0, None,
+                     meta(args, kwargs) if meta is not None and recording() else None)
         elif inspect.iscoroutinefunction(fn):
             async def wrapper(*args, **kwargs):
-                if not recording():
-                    return await fn(*args, **kwargs)
-                md = meta(args, kwargs) if meta else None
                 start = perf_counter()
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    track_call(name, (perf_counter() - start) * 1000.0, _error_type(exc), md)
+                    call(handle, (perf_counter() - start) * 1000.0, _error_type(exc),
+                         meta(args, kwargs) if meta is not None and recording() else None)
                     raise
-                track_call(name, (perf_counter() - start) * 1000.0, None, md)
+                call(handle, (perf_counter() - start) * 1000.0, None,
+                     meta(args, kwargs) if meta is not None and recording() else None)
                 return result
         elif inspect.isgeneratorfunction(fn):
             def wrapper(*args, **kwargs):
-                if not recording():
-                    return (yield from fn(*args, **kwargs))
-                md = meta(args, kwargs) if meta else None
                 start = perf_counter()
                 try:
                     result = yield from fn(*args, **kwargs)
                 except BaseException as exc:
-                    track_call(name, (perf_counter() - start) * 1000.0, _error_type(exc), md)
+                    call(handle, (perf_counter() - start) * 1000.0, _error_type(exc),
+                         meta(args, kwargs) if meta is not None and recording() else None)
                     raise
-                track_call(name, (perf_counter() - start) * 1000.0, None, md)
+                call(handle, (perf_counter() - start) * 1000.0, None,
+                     meta(args, kwargs) if meta is not None and recording() else None)
                 return result
         else:
             def wrapper(*args, **kwargs):
-                if not recording():
-                    return fn(*args, **kwargs)
-                md = meta(args, kwargs) if meta else None
                 start = perf_counter()
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    track_call(name, (perf_counter() - start) * 1000.0, _error_type(exc), md)
+                    call(handle, (perf_counter() - start) * 1000.0, _error_type(exc),
+                         meta(args, kwargs) if meta is not None and recording() else None)
                     raise
-                track_call(name, (perf_counter() - start) * 1000.0, None, md)
+                call(handle, (perf_counter() - start) * 1000.0, None,
+                     meta(args, kwargs) if meta is not None and recording() else None)
                 return result
 
         return functools.wraps(fn)(wrapper)
