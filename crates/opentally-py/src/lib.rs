@@ -2,6 +2,7 @@
 //! Python exceptions here and nowhere else; the GIL is released whenever the call can wait
 //! (flushing), and kept for the enqueue, which is faster than releasing it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use opentally::{Config, Notice, Prop};
@@ -173,19 +174,26 @@ fn call(
     else {
         return;
     };
-    let mut p: Vec<(std::borrow::Cow<'static, str>, Prop)> = self::props(props, 3)
+    c.track_cow(name.into(), timed_props(props, duration_ms, error_type));
+}
+
+/// The metadata plus the reserved properties of a timed call.
+fn timed_props(
+    props: Option<&Bound<'_, PyDict>>,
+    duration_ms: f64,
+    error_type: Option<String>,
+) -> Vec<(Cow<'static, str>, Prop)> {
+    let mut p: Vec<(Cow<'static, str>, Prop)> = self::props(props, 3)
         .into_iter()
         .map(|(k, v)| (k.into(), v))
         .collect();
     p.push(("duration_ms".into(), Prop::Float(duration_ms)));
-    p.push((
-        "outcome".into(),
-        Prop::Str(if error_type.is_some() { "error" } else { "ok" }.into()),
-    ));
+    let outcome = if error_type.is_some() { "error" } else { "ok" };
+    p.push(("outcome".into(), Prop::Str(outcome.into())));
     if let Some(t) = error_type {
         p.push(("error_type".into(), Prop::Str(t)));
     }
-    c.track_cow(name.into(), p);
+    p
 }
 
 /// Records a timed call: what `span` sends.
@@ -197,17 +205,9 @@ fn track_call(
     error_type: Option<String>,
     props: Option<&Bound<'_, PyDict>>,
 ) {
-    let Some(c) = opentally::client() else { return };
-    let mut p = self::props(props, 3);
-    p.push(("duration_ms".into(), Prop::Float(duration_ms)));
-    p.push((
-        "outcome".into(),
-        Prop::Str(if error_type.is_some() { "error" } else { "ok" }.into()),
-    ));
-    if let Some(t) = error_type {
-        p.push(("error_type".into(), Prop::Str(t)));
+    if let Some(c) = opentally::client() {
+        c.track_cow(event.into(), timed_props(props, duration_ms, error_type));
     }
-    c.track_owned(event, p);
 }
 
 /// Whether an event tracked now on this thread would be recorded (lets the decorator skip its

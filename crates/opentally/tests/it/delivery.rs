@@ -8,7 +8,7 @@ use opentally::transport::{Outcome, RecordingTransport};
 use opentally::{Client, Suppressed};
 
 use crate::sink::{Behaviour, Sink};
-use crate::{Home, example};
+use crate::{Home, hello};
 
 fn recording(home: &Home, script: Vec<Outcome>) -> (Client, Arc<RecordingTransport>) {
     let t = Arc::new(RecordingTransport {
@@ -185,14 +185,8 @@ fn retryable_failures_are_retried_and_refusals_are_not() {
 fn inspect_mode_prints_exactly_what_is_sent() {
     let home = Home::new("inspect");
     let sink = Sink::start(Behaviour::Accept);
-    let out = std::process::Command::new(example("hello"))
-        .env_clear()
-        .env("HOME", &home.0)
-        .env("XDG_STATE_HOME", home.0.join("xdg-state"))
-        .env("XDG_CONFIG_HOME", home.0.join("xdg-config"))
-        .env("OPENTALLY_ENDPOINT", &sink.url)
+    let out = hello(&home, &sink.url)
         .env("OPENTALLY_LOG", "1")
-        .current_dir(home.work())
         .output()
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();

@@ -6,19 +6,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::sink::{Behaviour, Sink, refused_url};
-use crate::{Home, example};
+use crate::{Home, example, hello};
 
 /// Runs `hello` against `endpoint`; returns (time from its last output line to exit, stderr,
 /// exit code).
 fn run_hello(home: &Home, endpoint: &str) -> (Duration, String, Option<i32>) {
-    let mut child = Command::new(example("hello"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home.0)
-        .env("XDG_STATE_HOME", home.0.join("xdg-state"))
-        .env("XDG_CONFIG_HOME", home.0.join("xdg-config"))
-        .env("OPENTALLY_ENDPOINT", endpoint)
-        .current_dir(home.work())
+    let mut child = hello(home, endpoint)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -119,14 +112,8 @@ fn offline_events_are_delivered_by_the_next_process_once() {
 fn do_not_track_in_a_real_process_sends_nothing_and_writes_nothing() {
     let home = Home::new("dnt-process");
     let sink = Sink::start(Behaviour::Accept);
-    let status = Command::new(example("hello"))
-        .env_clear()
-        .env("HOME", &home.0)
-        .env("XDG_STATE_HOME", home.0.join("xdg-state"))
-        .env("XDG_CONFIG_HOME", home.0.join("xdg-config"))
-        .env("OPENTALLY_ENDPOINT", &sink.url)
+    let status = hello(&home, &sink.url)
         .env("DO_NOT_TRACK", "1")
-        .current_dir(home.work())
         .output()
         .unwrap();
     assert!(status.status.success());

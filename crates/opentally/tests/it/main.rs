@@ -81,3 +81,17 @@ pub fn example(name: &str) -> PathBuf {
         .join("examples")
         .join(name)
 }
+
+/// The `hello` example as a user would run it: a clean environment, a private home, and the
+/// collector at `endpoint`.
+pub fn hello(home: &Home, endpoint: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(example("hello"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home.0)
+        .env("XDG_STATE_HOME", home.0.join("xdg-state"))
+        .env("XDG_CONFIG_HOME", home.0.join("xdg-config"))
+        .env("OPENTALLY_ENDPOINT", endpoint)
+        .current_dir(home.work());
+    cmd
+}
