@@ -802,6 +802,9 @@ impl Worker {
                 let still_ours = lock(&self.shared.in_flight).take().is_some();
                 if !delivered && still_ours {
                     spool_write(&self.core, &array, events.len());
+                    // Resend it from here too once the collector answers again, not only from
+                    // a later process.
+                    spool_checked = false;
                 }
             }
             // Batches a former process could not send go out once this one has sent its own: when

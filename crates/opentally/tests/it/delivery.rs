@@ -182,6 +182,49 @@ fn retryable_failures_are_retried_and_refusals_are_not() {
 }
 
 #[test]
+fn a_batch_spooled_while_offline_is_resent_by_the_same_process_once_back() {
+    let home = Home::new("respool");
+    let t = Arc::new(RecordingTransport::default());
+    let client = Client::new(
+        home.config("demo", "http://127.0.0.1:9", &[])
+            .transport(t.clone())
+            .batching(1, Duration::from_millis(20)),
+    );
+    let wait = |done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !done() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Online first, long enough for the worker to find the spool empty while idle.
+    client.track("before", []);
+    wait(&|| t.messages().len() == 1);
+    std::thread::sleep(Duration::from_millis(200));
+    // Then the collector goes away for every attempt of one batch.
+    let down = Outcome::Retry {
+        after: Some(Duration::from_millis(1)),
+    };
+    t.script
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n(down, 4));
+    client.track("while_offline", []);
+    wait(&|| client.status().counters.spooled == 1);
+    assert_eq!(client.status().counters.spooled, 1);
+    // Back online: the next idle moment sends the spooled batch too.
+    client.track("back_online", []);
+    wait(&|| t.messages().len() == 3);
+    let mut names: Vec<String> = t
+        .messages()
+        .iter()
+        .map(|m| m["event"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["back_online", "before", "while_offline"]);
+    assert_eq!(client.status().spool_files, 0);
+}
+
+#[test]
 fn inspect_mode_prints_exactly_what_is_sent() {
     let home = Home::new("inspect");
     let sink = Sink::start(Behaviour::Accept);
