@@ -3,12 +3,12 @@
 //! (flushing), and kept for the enqueue, which is faster than releasing it.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentally::{Config, Notice, Prop};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 fn to_py_err(e: &std::io::Error) -> PyErr {
     PyOSError::new_err(e.to_string())
@@ -189,11 +189,65 @@ fn timed_props(
         .collect();
     p.push(("duration_ms".into(), Prop::Float(duration_ms)));
     let outcome = if error_type.is_some() { "error" } else { "ok" };
-    p.push(("outcome".into(), Prop::Str(outcome.into())));
+    p.push(("outcome".into(), Prop::Static(outcome)));
     if let Some(t) = error_type {
         p.push(("error_type".into(), Prop::Str(t)));
     }
     p
+}
+
+/// Hands over decorated calls that the Python side collected: tuples of `(handle, start, end)`
+/// or `(handle, start, end, error_type, metadata)`, where `start` and `end` are
+/// `time.perf_counter()` readings around the call and `perf_now` the reading at this hand-over;
+/// each event's time is placed that far in the past.
+#[pyfunction]
+fn drain(items: &Bound<'_, PyList>, perf_now: f64) {
+    let Some(c) = opentally::client() else { return };
+    if !c.recording() {
+        return;
+    }
+    let now = SystemTime::now();
+    let names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut events = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let Ok(t) = item.cast::<PyTuple>() else {
+            continue;
+        };
+        let handle: usize = t
+            .get_item(0)
+            .and_then(|v| v.extract())
+            .unwrap_or(usize::MAX);
+        let Some(name) = names.get(handle).copied() else {
+            continue;
+        };
+        let start: f64 = t.get_item(1).and_then(|v| v.extract()).unwrap_or(perf_now);
+        let end: f64 = t.get_item(2).and_then(|v| v.extract()).unwrap_or(start);
+        let duration_ms = (end - start).max(0.0) * 1000.0;
+        let (error_type, meta) = if t.len() >= 5 {
+            let e: Option<String> = t.get_item(3).and_then(|v| v.extract()).unwrap_or(None);
+            let m = t.get_item(4).ok().filter(|m| !m.is_none());
+            (e, m)
+        } else {
+            (None, None)
+        };
+        let meta = meta.as_ref().and_then(|m| m.cast::<PyDict>().ok());
+        let ago = Duration::try_from_secs_f64((perf_now - start).max(0.0)).unwrap_or_default();
+        events.push((
+            name.into(),
+            timed_props(meta, duration_ms, error_type),
+            now.checked_sub(ago).unwrap_or(now),
+        ));
+    }
+    drop(names);
+    c.track_many(events);
+}
+
+/// The mode as `off`, `local` or `on` (not counting suppressed scopes), or None before `init`.
+#[pyfunction]
+fn mode() -> Option<String> {
+    opentally::client().map(|c| c.mode().to_string())
 }
 
 /// Records a timed call: what `span` sends.
@@ -295,6 +349,8 @@ fn _opentally(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(track_call, m)?)?;
     m.add_function(wrap_pyfunction!(register, m)?)?;
     m.add_function(wrap_pyfunction!(call, m)?)?;
+    m.add_function(wrap_pyfunction!(drain, m)?)?;
+    m.add_function(wrap_pyfunction!(mode, m)?)?;
     m.add_function(wrap_pyfunction!(recording, m)?)?;
     m.add_function(wrap_pyfunction!(flush, m)?)?;
     m.add_function(wrap_pyfunction!(disable, m)?)?;

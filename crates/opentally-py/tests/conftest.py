@@ -42,12 +42,15 @@ class Collector:
                 time.sleep(0.05)
         raise AssertionError("opentally serve did not start")
 
-    def events(self, wait_for=0, timeout=5.0):
-        """Every stored event; waits up to `timeout` for at least `wait_for` of them."""
+    def events(self, wait_for=0, timeout=5.0, app=None):
+        """Every stored event (of `app`, if given); waits up to `timeout` for at least `wait_for`
+        of them."""
         deadline = time.monotonic() + timeout
         while True:
             out = subprocess.run([BIN, "dump", "--data", str(self.data)], check=True, capture_output=True, text=True).stdout
             events = [json.loads(line) for line in out.splitlines()]
+            if app is not None:
+                events = [e for e in events if e["context"]["app"]["name"] == app]
             if len(events) >= wait_for or time.monotonic() > deadline:
                 return events
             time.sleep(0.05)

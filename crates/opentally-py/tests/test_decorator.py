@@ -165,3 +165,47 @@ def test_ipython_cell_magic_records_nothing_in_its_cell(collector):
     shell.run_cell("import opentally\nopentally.track('magic_visible')")
     assert delivered(collector, "magic_visible")
     assert delivered(collector, "magic_hidden") == []
+
+
+def test_collected_calls_keep_the_time_they_happened(collector):
+    """Calls in a burst are handed to Rust in groups; each event still carries its own time."""
+    import datetime
+    import time
+
+    @opentally.log_usage("burst")
+    def step():
+        return None
+
+    step()  # after a quiet moment: handed over at once
+    step()  # within half a second: collected
+    called = datetime.datetime.now(datetime.timezone.utc)
+    time.sleep(0.4)
+    events = delivered(collector, "burst")
+    stamps = sorted(datetime.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in events)
+    assert len(stamps) == 2
+    assert abs((stamps[-1] - called).total_seconds()) < 0.2, (stamps, called)
+
+
+def test_a_suppressed_scope_in_one_thread_does_not_hide_other_threads(collector):
+    import threading
+
+    @opentally.log_usage("threaded")
+    def job(tag):
+        return tag
+
+    inside = threading.Event()
+    release = threading.Event()
+
+    def quiet():
+        with opentally.suppressed():
+            job("hidden")
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=quiet)
+    t.start()
+    inside.wait(5)
+    job("shown")
+    release.set()
+    t.join()
+    assert len(delivered(collector, "threaded")) == 1

@@ -30,6 +30,8 @@ use crate::{environment, fork};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prop {
     Str(String),
+    /// A string known for the life of the program (reserved values such as `ok`): no copy.
+    Static(&'static str),
     Int(i64),
     Float(f64),
     Bool(bool),
@@ -75,6 +77,7 @@ impl serde::Serialize for Prop {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Prop::Str(v) => s.serialize_str(v),
+            Prop::Static(v) => s.serialize_str(v),
             Prop::Int(v) => s.serialize_i64(*v),
             // JSON has no NaN or infinity; such a value is sent as null (absent).
             Prop::Float(v) if !v.is_finite() => s.serialize_none(),
@@ -83,6 +86,13 @@ impl serde::Serialize for Prop {
         }
     }
 }
+
+/// An event a binding collected itself: name, properties, and when it happened.
+pub type TimedEvent = (
+    Cow<'static, str>,
+    Vec<(Cow<'static, str>, Prop)>,
+    SystemTime,
+);
 
 /// One tracked event, as small as it can be on the caller's thread.
 #[derive(Debug)]
@@ -405,6 +415,41 @@ impl Client {
         });
     }
 
+    /// Records events that a binding collected itself, each with the time it happened: one lock
+    /// for the whole group. Beyond the queue's capacity, the rest are dropped and counted.
+    pub fn track_many(&self, events: Vec<TimedEvent>) {
+        if !self.recording() || events.is_empty() {
+            return;
+        }
+        let shared = self.current();
+        let n = events.len() as u64;
+        let (len, kept) = {
+            let mut q = lock(&shared.queue);
+            let room = self.core.queue_capacity.saturating_sub(q.events.len());
+            let kept = events.len().min(room);
+            q.events.extend(
+                events
+                    .into_iter()
+                    .take(kept)
+                    .map(|(name, props, at)| Event { name, props, at }),
+            );
+            (q.events.len(), kept as u64)
+        };
+        self.core.counters.queued.fetch_add(kept, Ordering::Relaxed);
+        if kept < n {
+            self.core
+                .counters
+                .dropped
+                .fetch_add(n - kept, Ordering::Relaxed);
+        }
+        if !shared.started.load(Ordering::Acquire) {
+            self.start_worker(&shared);
+        }
+        if len >= self.core.batch_size {
+            shared.wake.notify_one();
+        }
+    }
+
     /// Whether this thread is inside a suppressed scope.
     pub fn suppressed_here() -> bool {
         SUPPRESSED.with(std::cell::Cell::get) > 0
@@ -422,10 +467,7 @@ impl Client {
         {
             return;
         }
-        if fork::epoch() != self.epoch.load(Ordering::Relaxed) {
-            self.after_fork();
-        }
-        let shared = self.shared.load();
+        let shared = self.current();
         let len = {
             let mut q = lock(&shared.queue);
             if q.events.len() >= self.core.queue_capacity {
@@ -443,6 +485,23 @@ impl Client {
         if len >= self.core.batch_size {
             shared.wake.notify_one();
         }
+    }
+
+    /// This process's state, replaced first if the process is a forked child that has not
+    /// noticed yet: everything that touches the queue goes through here, so a child never waits
+    /// on, spools or clears its parent's copy.
+    fn current(&self) -> arc_swap::Guard<Arc<Shared>> {
+        if fork::epoch() != self.epoch.load(Ordering::Relaxed) {
+            self.after_fork();
+        }
+        self.shared.load()
+    }
+
+    fn current_full(&self) -> Arc<Shared> {
+        if fork::epoch() != self.epoch.load(Ordering::Relaxed) {
+            self.after_fork();
+        }
+        self.shared.load_full()
     }
 
     /// In a forked child: a fresh queue and worker, and a new session. The parent's queued events
@@ -471,7 +530,7 @@ impl Client {
     /// Waits at most `timeout` for queued events to be delivered; what is left is written to the
     /// spool (if `timeout` is not zero) for a later process. Returns whether everything left.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let shared = self.shared.load_full();
+        let shared = self.current_full();
         if !shared.started.load(Ordering::Acquire) {
             return true;
         }
@@ -544,7 +603,7 @@ impl Client {
         *lock(&self.decision) = decision;
         if mode == Mode::Off {
             // Off means nothing leaves: forget what was queued.
-            lock(&self.shared.load().queue).events.clear();
+            lock(&self.current().queue).events.clear();
         }
     }
 

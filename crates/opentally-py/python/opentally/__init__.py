@@ -28,6 +28,36 @@ __all__ = [
 
 _flush_timeout = 1.0
 
+# Decorated calls are collected here and handed to Rust in groups: one call into the extension
+# per group instead of one per call. A call after a quiet half second is handed over at once, so
+# an occasional call never waits; at most the last calls of a burst wait for the next call, a
+# flush, status(), or exit.
+_buf = []
+_BUF_MAX = 64
+_deadline = 0.0
+# True while telemetry is on or local and no suppressed scope is open in any thread; otherwise
+# every call takes the direct path, which checks consent and suppression in Rust.
+_fast = False
+_suppressed_scopes = 0
+
+
+def _refresh():
+    global _fast
+    _fast = _ext.mode() in ("on", "local") and _suppressed_scopes == 0
+
+
+def _drain(now=None):
+    global _deadline
+    if now is None:
+        now = perf_counter()
+    _deadline = now + 0.5
+    if not _buf:
+        return
+    # Other threads may append while this runs: take what is there, remove exactly that.
+    items = _buf[:]
+    del _buf[:len(items)]
+    _ext.drain(items, now)
+
 
 def _notebook():
     if "google.colab" in sys.modules:
@@ -38,6 +68,7 @@ def _notebook():
 
 
 def _flush_at_exit():
+    _drain()
     _ext.flush(_flush_timeout)
 
 
@@ -50,6 +81,11 @@ _fork_hook = _ForkHook()
 
 def _flush_at_worker_exit(_hook):
     sys.modules["multiprocessing.util"].Finalize(None, _flush_at_exit, exitpriority=0)
+
+
+def _forget_parents_calls():
+    # The parent hands over its own collected calls; the child's copy must not be sent again.
+    del _buf[:]
 
 
 def _after_fork_in_child():
@@ -90,7 +126,9 @@ def init(app, version=None, write_key="", endpoint="", default="on", disable_env
 
         atexit.register(_flush_at_exit)
         if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_parents_calls)
             os.register_at_fork(after_in_child=_after_fork_in_child)
+    _refresh()
     return started
 
 
@@ -101,27 +139,34 @@ def track(event, **props):
 
 def flush(timeout=1.0):
     """Waits at most `timeout` seconds (without holding the GIL) for queued events to leave."""
+    _drain()
     return _ext.flush(float(timeout))
 
 
 def disable():
     """Turns telemetry off for this process; queued events are forgotten."""
+    del _buf[:]
     _ext.disable()
+    _refresh()
 
 
 def enable():
     """Consents from code for this process; a user's refusal still wins."""
     _ext.enable()
+    _refresh()
 
 
 def opt_out():
     """Saves the user's refusal for this app (what `opentally opt-out --app APP` writes)."""
+    del _buf[:]
     _ext.opt_out()
+    _refresh()
 
 
 def opt_in():
     """Saves the user's consent for this app; a refusal elsewhere still wins."""
     _ext.opt_in()
+    _refresh()
 
 
 class Status:
@@ -146,6 +191,7 @@ class Status:
 
 def status():
     """The status, or None before `init`."""
+    _drain()
     got = _ext.status()
     if got is None:
         return None
@@ -160,11 +206,17 @@ class suppressed:
     __slots__ = ()
 
     def __enter__(self):
+        global _suppressed_scopes, _fast
+        _suppressed_scopes += 1
+        _fast = False
         _ext.suppress_begin()
         return self
 
     def __exit__(self, *exc):
+        global _suppressed_scopes
         _ext.suppress_end()
+        _suppressed_scopes -= 1
+        _refresh()
         return False
 
 
@@ -275,6 +327,7 @@ def log_usage(event=None, metadata_from_self=(), metadata_from_kwargs=()):
         import inspect
 
         handle = _ext.register(event or fn.__name__)
+        append = _buf.append
         meta = _metadata_reader(fn, tuple(metadata_from_self), tuple(metadata_from_kwargs))
         recording, call = _ext.recording, _ext.call
 
@@ -317,6 +370,23 @@ def log_usage(event=None, metadata_from_self=(), metadata_from_kwargs=()):
                 call(handle, (perf_counter() - start) * 1000.0, None,
                      meta(args, kwargs) if meta is not None and recording() else None)
                 return result
+        elif meta is None:
+            # The common case, kept short: a plain function without metadata.
+            def wrapper(*args, **kwargs):
+                start = perf_counter()
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    call(handle, (perf_counter() - start) * 1000.0, _error_type(exc), None)
+                    raise
+                if _fast:
+                    now = perf_counter()
+                    append((handle, start, now))
+                    if len(_buf) >= _BUF_MAX or now >= _deadline:
+                        _drain(now)
+                else:
+                    call(handle, (perf_counter() - start) * 1000.0, None, None)
+                return result
         else:
             def wrapper(*args, **kwargs):
                 start = perf_counter()
@@ -324,10 +394,16 @@ def log_usage(event=None, metadata_from_self=(), metadata_from_kwargs=()):
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
                     call(handle, (perf_counter() - start) * 1000.0, _error_type(exc),
-                         meta(args, kwargs) if meta is not None and recording() else None)
+                         meta(args, kwargs) if recording() else None)
                     raise
-                call(handle, (perf_counter() - start) * 1000.0, None,
-                     meta(args, kwargs) if meta is not None and recording() else None)
+                if _fast:
+                    now = perf_counter()
+                    append((handle, start, now, None, meta(args, kwargs)))
+                    if len(_buf) >= _BUF_MAX or now >= _deadline:
+                        _drain(now)
+                else:
+                    call(handle, (perf_counter() - start) * 1000.0, None,
+                         meta(args, kwargs) if recording() else None)
                 return result
 
         return functools.wraps(fn)(wrapper)

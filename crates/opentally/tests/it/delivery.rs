@@ -266,6 +266,25 @@ fn a_forked_child_delivers_its_events_and_not_its_parents() {
     // SAFETY: waiting for the child this test created.
     unsafe { libc::waitpid(pid, &raw mut status, 0) };
     assert_eq!(libc::WEXITSTATUS(status), 0, "the child flushed");
+    // A second child that only flushes, as a pool worker that did no work does at exit: it must
+    // neither wait on nor spool its copy of the parent's queue.
+    // SAFETY: as above.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let started = std::time::Instant::now();
+        client.flush(Duration::from_secs(2));
+        let quick = started.elapsed() < Duration::from_millis(500);
+        let spooled = client.status().counters.spooled;
+        unsafe { libc::_exit(if quick && spooled == 0 { 0 } else { 4 }) };
+    }
+    // SAFETY: waiting for the child this test created.
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "a flush-only child leaves its parent's queue alone"
+    );
     client.track("parent_after_fork", []);
     assert!(client.flush(Duration::from_secs(5)));
     let got = sink.wait_for(3, Duration::from_secs(5));
