@@ -709,16 +709,6 @@ fn messages_json(core: &Core, shared: &Shared, events: &[Event]) -> Vec<u8> {
         if i > 0 {
             out.push(b',');
         }
-        let props: serde_json::Map<String, serde_json::Value> = e
-            .props
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-                )
-            })
-            .collect();
         let since =
             e.at.duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
@@ -732,7 +722,19 @@ fn messages_json(core: &Core, shared: &Shared, events: &[Event]) -> Vec<u8> {
         out.extend_from_slice(b"{\"type\":\"track\",\"event\":");
         out.extend_from_slice(&serde_json::to_vec(&e.name).expect("a string serialises"));
         out.extend_from_slice(format!(",\"messageId\":\"{}\",\"anonymousId\":\"{}\",\"timestamp\":\"{ts}\",\"properties\":", uuid::Uuid::now_v7(), core.install().id).as_bytes());
-        out.extend_from_slice(&serde_json::to_vec(&props).expect("a map serialises"));
+        // Properties written straight from the event, without building a JSON map first: the
+        // worker shares the host's cores. A repeated key is written twice; readers keep the
+        // last, which is how the reserved properties (added last) win over metadata.
+        out.push(b'{');
+        for (i, (k, v)) in e.props.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, k.as_ref()).expect("writing to memory");
+            out.push(b':');
+            serde_json::to_writer(&mut out, v).expect("writing to memory");
+        }
+        out.push(b'}');
         out.extend_from_slice(b",\"context\":");
         out.extend_from_slice(
             shared
