@@ -79,3 +79,19 @@ def test_the_console_script_prints_what_the_rust_binary_prints(home):
 def test_import_is_cheap_and_starts_nothing(home):
     p = run_python(home, "import threading, opentally; print(threading.active_count(), opentally.status())")
     assert p.stdout == "1 None\n", p.stdout
+
+
+def test_notebook_and_python_environment_are_detected(home, collector):
+    code = """
+import sys, types, opentally
+sys.modules["ipykernel"] = types.ModuleType("ipykernel")  # as inside a Jupyter kernel
+opentally.init("nb", write_key={key!r}, endpoint={url!r}, notice=False)
+opentally.track("cell_run")
+""".format(key=collector.key, url=collector.url)
+    p = run_python(home, code)
+    assert (p.returncode, p.stderr) == (0, "")
+    (event,) = collector.events(wait_for=1, app="nb")
+    assert event["context"]["environment"]["notebook"] == "jupyter"
+    runtime = event["context"]["runtime"]
+    assert (runtime["name"], runtime["implementation"]) == ("python", sys.implementation.name)
+    assert runtime["virtualenv"] is (sys.prefix != sys.base_prefix)
