@@ -335,36 +335,41 @@ fn envelope_parts(mut envelope: Map, items: Vec<Item>) -> ParsedRequest {
 }
 
 fn read_item(raw: &RawValue, implied: Option<MessageType>, limits: &Limits) -> Item {
-    let value: Value = match serde_json::from_str(raw.get()) {
-        Ok(v) => v,
-        // The whole body parsed, so its parts do too; this arm only guards against a
-        // serde_json change and keeps the item's failure its own.
-        Err(e) => {
-            return Item {
-                message_id: None,
-                message: Err(Rejection::new(Reason::NotAnObject, e.to_string())),
-            };
-        }
-    };
-    let message_id = value.get("messageId").and_then(|v| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
     let size = raw.get().len();
-    let message = if size > limits.max_message_bytes {
-        Err(Rejection::new(
-            Reason::MessageTooLarge,
-            format!(
-                "the message is {size} bytes; the limit is {}",
-                limits.max_message_bytes
-            ),
-        ))
-    } else {
-        Message::from_value(value, implied)
+    if size > limits.max_message_bytes {
+        // Parsed only to name the message in the response.
+        let message_id = serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .and_then(|v| id_of(&v));
+        return Item {
+            message_id,
+            message: Err(Rejection::new(
+                Reason::MessageTooLarge,
+                format!(
+                    "the message is {size} bytes; the limit is {}",
+                    limits.max_message_bytes
+                ),
+            )),
+        };
+    }
+    let message = Message::from_json(raw.get(), implied);
+    let message_id = match &message {
+        Ok(m) => m.message_id.clone(),
+        // A rejected message is still named in the response when its id is readable.
+        Err(_) => serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .and_then(|v| id_of(&v)),
     };
     Item {
         message_id,
         message,
+    }
+}
+
+fn id_of(v: &Value) -> Option<String> {
+    match v.get("messageId")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }

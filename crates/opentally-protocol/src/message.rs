@@ -103,7 +103,8 @@ pub struct Message {
     pub extra: Map,
 }
 
-/// The wire names of the fields that [`Message`] reads; all others go to `extra`.
+/// The wire names of the fields that [`Message`] reads (and `writeKey`, which it drops); all
+/// others go to `extra`. Kept in step with `Fields::slot`.
 pub const KNOWN_FIELDS: [&str; 16] = [
     "type",
     "messageId",
@@ -162,8 +163,26 @@ impl Message {
     }
 
     /// Parses one message from a JSON object; see [`Message::from_value`].
-    pub fn from_map(mut map: Map, implied: Option<MessageType>) -> Result<Message, Rejection> {
-        let kind = match (take_string(&mut map, "type")?, implied) {
+    pub fn from_map(map: Map, implied: Option<MessageType>) -> Result<Message, Rejection> {
+        Message::from_fields(Fields::from_map(map), implied)
+    }
+
+    /// Parses one message from its JSON text in one pass, without building a map of its
+    /// top-level fields first (the collector's hot path). Same results as
+    /// [`Message::from_value`], rejections included.
+    pub fn from_json(text: &str, implied: Option<MessageType>) -> Result<Message, Rejection> {
+        match serde_json::from_str::<Fields>(text) {
+            Ok(fields) => Message::from_fields(fields, implied),
+            // Not an object (or not JSON): the slow path says which, in the usual words.
+            Err(_) => match serde_json::from_str::<Value>(text) {
+                Ok(v) => Message::from_value(v, implied),
+                Err(e) => Err(Rejection::new(Reason::NotAnObject, e.to_string())),
+            },
+        }
+    }
+
+    fn from_fields(f: Fields, implied: Option<MessageType>) -> Result<Message, Rejection> {
+        let kind = match (string(f.kind, "type")?, implied) {
             (None, Some(t)) => t,
             (None, None) => {
                 return Err(Rejection::new(Reason::MissingType, "`type` is required"));
@@ -186,24 +205,22 @@ impl Message {
                 t
             }
         };
-        // The envelope reads `writeKey`; a copy inside a message is a credential, never data.
-        map.remove("writeKey");
         let mut m = Message::new(kind);
-        m.message_id = take_id(&mut map, "messageId")?;
-        m.user_id = take_id(&mut map, "userId")?;
-        m.anonymous_id = take_id(&mut map, "anonymousId")?;
-        m.timestamp = take_timestamp(&mut map, "timestamp")?;
-        m.original_timestamp = take_timestamp(&mut map, "originalTimestamp")?;
-        m.sent_at = take_timestamp(&mut map, "sentAt")?;
-        m.event = take_string(&mut map, "event")?;
-        m.name = take_string(&mut map, "name")?;
-        m.category = take_string(&mut map, "category")?;
-        m.group_id = take_id(&mut map, "groupId")?;
-        m.previous_id = take_id(&mut map, "previousId")?;
-        m.properties = take_object(&mut map, "properties")?;
-        m.traits = take_object(&mut map, "traits")?;
-        m.context = take_object(&mut map, "context")?;
-        m.extra = map;
+        m.message_id = id(f.message_id, "messageId")?;
+        m.user_id = id(f.user_id, "userId")?;
+        m.anonymous_id = id(f.anonymous_id, "anonymousId")?;
+        m.timestamp = timestamp(f.timestamp, "timestamp")?;
+        m.original_timestamp = timestamp(f.original_timestamp, "originalTimestamp")?;
+        m.sent_at = timestamp(f.sent_at, "sentAt")?;
+        m.event = string(f.event, "event")?;
+        m.name = string(f.name, "name")?;
+        m.category = string(f.category, "category")?;
+        m.group_id = id(f.group_id, "groupId")?;
+        m.previous_id = id(f.previous_id, "previousId")?;
+        m.properties = object(f.properties, "properties")?;
+        m.traits = object(f.traits, "traits")?;
+        m.context = object(f.context, "context")?;
+        m.extra = f.extra;
         Ok(m)
     }
 
@@ -250,8 +267,8 @@ fn wrong_type(field: &str, expected: &str, got: &Value) -> Rejection {
     )
 }
 
-fn take_string(map: &mut Map, field: &str) -> Result<Option<String>, Rejection> {
-    match map.remove(field) {
+fn string(v: Option<Value>, field: &str) -> Result<Option<String>, Rejection> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(wrong_type(field, "a string", &other)),
@@ -259,8 +276,8 @@ fn take_string(map: &mut Map, field: &str) -> Result<Option<String>, Rejection> 
 }
 
 /// Ids may arrive as numbers from clients that use database keys; they are kept as their text.
-fn take_id(map: &mut Map, field: &str) -> Result<Option<String>, Rejection> {
-    match map.remove(field) {
+fn id(v: Option<Value>, field: &str) -> Result<Option<String>, Rejection> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
@@ -268,8 +285,8 @@ fn take_id(map: &mut Map, field: &str) -> Result<Option<String>, Rejection> {
     }
 }
 
-fn take_timestamp(map: &mut Map, field: &str) -> Result<Option<Timestamp>, Rejection> {
-    match take_string(map, field)? {
+fn timestamp(v: Option<Value>, field: &str) -> Result<Option<Timestamp>, Rejection> {
+    match string(v, field)? {
         None => Ok(None),
         Some(s) => Timestamp::parse(&s)
             .map(Some)
@@ -277,10 +294,104 @@ fn take_timestamp(map: &mut Map, field: &str) -> Result<Option<Timestamp>, Rejec
     }
 }
 
-fn take_object(map: &mut Map, field: &str) -> Result<Map, Rejection> {
-    match map.remove(field) {
+fn object(v: Option<Value>, field: &str) -> Result<Map, Rejection> {
+    match v {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => Ok(o),
         Some(other) => Err(wrong_type(field, "an object", &other)),
+    }
+}
+
+/// A message's top-level fields, each as sent, before they are checked.
+#[derive(Default)]
+struct Fields {
+    kind: Option<Value>,
+    message_id: Option<Value>,
+    user_id: Option<Value>,
+    anonymous_id: Option<Value>,
+    timestamp: Option<Value>,
+    original_timestamp: Option<Value>,
+    sent_at: Option<Value>,
+    event: Option<Value>,
+    name: Option<Value>,
+    category: Option<Value>,
+    group_id: Option<Value>,
+    previous_id: Option<Value>,
+    properties: Option<Value>,
+    traits: Option<Value>,
+    context: Option<Value>,
+    extra: Map,
+}
+
+impl Fields {
+    /// The slot of a known field, `None` for the rest. `writeKey` has a slot that is never read:
+    /// the envelope reads it, and a copy inside a message is a credential, never data.
+    fn slot(&mut self, key: &str) -> Option<&mut Option<Value>> {
+        Some(match key {
+            "type" => &mut self.kind,
+            "messageId" => &mut self.message_id,
+            "userId" => &mut self.user_id,
+            "anonymousId" => &mut self.anonymous_id,
+            "timestamp" => &mut self.timestamp,
+            "originalTimestamp" => &mut self.original_timestamp,
+            "sentAt" => &mut self.sent_at,
+            "event" => &mut self.event,
+            "name" => &mut self.name,
+            "category" => &mut self.category,
+            "groupId" => &mut self.group_id,
+            "previousId" => &mut self.previous_id,
+            "properties" => &mut self.properties,
+            "traits" => &mut self.traits,
+            "context" => &mut self.context,
+            _ => return None,
+        })
+    }
+
+    fn from_map(map: Map) -> Fields {
+        let mut f = Fields::default();
+        for (k, v) in map {
+            if k == "writeKey" {
+                continue;
+            }
+            match f.slot(&k) {
+                Some(slot) => *slot = Some(v),
+                None => {
+                    f.extra.insert(k, v);
+                }
+            }
+        }
+        f
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value: Value = map.next_value()?;
+                    if key == "writeKey" {
+                        continue;
+                    }
+                    match f.slot(&key) {
+                        Some(slot) => *slot = Some(value),
+                        None => {
+                            f.extra.insert(key.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(V)
     }
 }

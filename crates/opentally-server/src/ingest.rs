@@ -71,10 +71,16 @@ fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, I
     }
 }
 
+/// The HMAC keyed with the server's secret, keyed once: each install hash clones it instead of
+/// hashing the key again.
+pub fn install_mac(secret: &[u8; 32]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("any key length works")
+}
+
 /// Keyed hash of an install id: stable per project and server, meaningless without the server's
 /// secret, so a leaked store cannot be joined with machines or other projects.
-pub fn install_hash(secret: &[u8; 32], project_id: i64, install_id: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("any key length works");
+pub fn install_hash(keyed: &Hmac<Sha256>, project_id: i64, install_id: &str) -> String {
+    let mut mac = keyed.clone();
     mac.update(&project_id.to_le_bytes());
     mac.update(install_id.as_bytes());
     let digest = mac.finalize().into_bytes();
@@ -88,6 +94,22 @@ struct RequestCtx<'a> {
     received_at: Timestamp,
     envelope_sent_at: Option<Timestamp>,
     batch_context: &'a opentally_protocol::Map,
+    /// The last install id hashed and its hash: an SDK's batch comes from one install.
+    last_install: std::cell::RefCell<Option<(String, String)>>,
+}
+
+impl RequestCtx<'_> {
+    fn install_hash(&self, install_id: &str) -> String {
+        let mut last = self.last_install.borrow_mut();
+        if let Some((id, hash)) = last.as_ref()
+            && id == install_id
+        {
+            return hash.clone();
+        }
+        let hash = install_hash(&self.state.install_mac, self.project.id, install_id);
+        *last = Some((install_id.to_owned(), hash.clone()));
+        hash
+    }
 }
 
 impl RequestCtx<'_> {
@@ -115,7 +137,7 @@ impl RequestCtx<'_> {
             .install_id()
             .expect("check_message requires one")
             .to_owned();
-        let install = install_hash(&self.state.install_secret, self.project.id, &install_id);
+        let install = self.install_hash(&install_id);
         let limiter_key = xxhash_rust::xxh3::xxh3_128(install.as_bytes());
         if self.state.install_limiter.check_key(&limiter_key).is_err() {
             return Err(Rejection::new(
@@ -205,6 +227,7 @@ async fn ingest_inner(
         received_at,
         envelope_sent_at: sent_at,
         batch_context: &context,
+        last_install: std::cell::RefCell::new(None),
     };
     let mut events = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());

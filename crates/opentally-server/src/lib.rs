@@ -43,7 +43,8 @@ pub struct AppState {
     pub keys: auth::KeyCache,
     pub writer: writer::WriterHandle,
     pub metrics: Arc<metrics::Metrics>,
-    pub install_secret: [u8; 32],
+    /// HMAC-SHA256 keyed with the server's install secret (kept in the project database).
+    pub install_mac: hmac::Hmac<sha2::Sha256>,
     /// Set by the disk watcher while free space is below the low-water mark.
     pub disk_low: AtomicBool,
     pub key_limiter: DefaultKeyedRateLimiter<i64>,
@@ -118,7 +119,7 @@ impl Collector {
             meta,
             writer,
             metrics,
-            install_secret,
+            install_mac: ingest::install_mac(&install_secret),
             disk_low: AtomicBool::new(false),
             key_limiter: RateLimiter::keyed(key_quota),
             install_limiter: RateLimiter::keyed(install_quota),

@@ -120,6 +120,16 @@ proptest! {
     }
 
     #[test]
+    fn one_pass_parse_agrees_with_the_value_parse(v in json_value(), m in message(), implied in prop::option::of(prop::sample::select(MessageType::ALL.to_vec()))) {
+        let text = serde_json::to_string(&v).unwrap();
+        prop_assert_eq!(Message::from_json(&text, implied), Message::from_value(v, implied));
+        let mut obj = serde_json::to_value(&m).unwrap();
+        obj["writeKey"] = serde_json::json!("secret");
+        let text = serde_json::to_string(&obj).unwrap();
+        prop_assert_eq!(Message::from_json(&text, implied), Message::from_value(obj, implied));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = parse_batch(&body, &Limits::default());
     }
