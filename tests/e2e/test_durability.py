@@ -93,3 +93,66 @@ def test_gzip_bombs_are_refused_within_100_mb(server, project):
     status, body = post_gzip(server.url, project, gzip.compress(json.dumps(
         {"batch": [{"type": "track", "event": "after", "anonymousId": "a", "messageId": "after-bomb"}]}).encode()))
     assert (status, body["accepted"]) == (200, 1), body
+
+
+def test_a_full_disk_answers_503_loses_no_acknowledged_event_and_recovers(tmp_path, project):
+    """The data dir on a 4 MiB tmpfs: fill it, keep sending. Every answer is 200 or 503 with
+    Retry-After; every acknowledged event is stored once; freeing space lets ingest resume."""
+    import shutil
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        import pytest
+
+        pytest.skip("cannot mount a tmpfs here (needs root): %s" % mounted.stderr.decode().strip())
+    try:
+        data = small / "data"
+        out = subprocess.run([BIN, "project", "create", "full", "--json", "--data", str(data)],
+                             check=True, capture_output=True, text=True).stdout
+        key = json.loads(out)["write_key"]
+        filler = small / "filler"
+        free = shutil.disk_usage(small).free
+        filler.write_bytes(b"\0" * max(free - 400_000, 0))
+        server = Server(data)
+        os.environ["OPENTALLY_DISK_LOW_WATER_MB"] = "0"
+        try:
+            server.start()
+        finally:
+            del os.environ["OPENTALLY_DISK_LOW_WATER_MB"]
+
+        def send(i):
+            batch = [{"type": "track", "event": "fill", "anonymousId": "a%d" % (i % 7),
+                      "messageId": "full-%d-%d" % (i, j), "properties": {"pad": "x" * 300}}
+                     for j in range(50)]
+            req = urllib.request.Request(server.url + "/v1/batch", data=json.dumps({"batch": batch}).encode(),
+                                         method="POST", headers={"X-Write-Key": key, "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status, json.loads(r.read()), None, [m["messageId"] for m in batch]
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read()), e.headers.get("Retry-After"), []
+
+        acked, full = [], None
+        for i in range(200):
+            status, body, retry, ids = send(i)
+            assert status in (200, 503), (status, body)
+            if status == 200:
+                acked += ids
+            else:
+                full = (body, retry)
+                break
+        assert full is not None, "the disk never filled"
+        assert full[0]["code"] == "disk_full" and full[1] == "30", full
+        filler.unlink()
+        resumed = [send(1000 + i) for i in range(3)]
+        assert [r[0] for r in resumed] == [200, 200, 200], [r[:2] for r in resumed]
+        for r in resumed:
+            acked += r[3]
+        server.stop()
+        stored = [e["messageId"] for e in dump(data, project="full")]
+        print("full disk: %d events acknowledged before and after; %d stored" % (len(acked), len(stored)))
+        assert sorted(stored) == sorted(acked), "every acknowledged event stored, once, and nothing else"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
