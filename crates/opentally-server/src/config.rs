@@ -20,10 +20,9 @@ macro_rules! settings {
             $( $(#[doc = $doc])* pub $name: Option<$ty>, )*
         }
 
-        /// Every setting: name, default as written in docs, and description.
-        pub const SETTINGS: &[(&str, &str, &str)] = &[
-            $( (stringify!($name), stringify!($default), concat!($($doc),*)), )*
-        ];
+        /// The name of every setting (its environment variable is `OPENTALLY_` + the name in
+        /// upper case).
+        pub const SETTINGS: &[&str] = &[ $( stringify!($name), )* ];
 
         impl RawConfig {
             /// Fields set here win; the rest come from `lower`.
@@ -120,7 +119,7 @@ impl RawConfig {
     /// are ignored here.
     pub fn from_env(vars: impl Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigError> {
         let mut raw = RawConfig::default();
-        for (name, _, _) in SETTINGS {
+        for name in SETTINGS {
             let var = format!("OPENTALLY_{}", name.to_uppercase());
             let Some(text) = vars(&var) else { continue };
             let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
@@ -284,7 +283,7 @@ mod tests {
     #[test]
     fn every_setting_is_documented() {
         let doc = include_str!("../../../docs/configuration.md");
-        for (name, _, _) in SETTINGS {
+        for name in SETTINGS {
             assert!(
                 doc.contains(&format!("`{name}`")),
                 "docs/configuration.md lacks `{name}`"

@@ -857,7 +857,7 @@ impl Worker {
             if !events.is_empty() {
                 let array = Arc::new(messages_json(&self.core, &self.shared, &events));
                 *lock(&self.shared.in_flight) = Some(array.clone());
-                let delivered = self.deliver(&array, deadline);
+                let delivered = self.deliver(&array, events.len() as u64, deadline);
                 // If the exit flush ran out of time it took the batch and spooled it; otherwise
                 // it is still ours to keep.
                 let still_ours = lock(&self.shared.in_flight).take().is_some();
@@ -919,9 +919,9 @@ impl Worker {
         }
     }
 
-    /// Sends one batch with retries; false if it could not be delivered (the caller spools it).
-    fn deliver(&self, array: &[u8], deadline: Option<Instant>) -> bool {
-        let n = count_messages(array);
+    /// Sends one batch of `n` messages with retries; false if it could not be delivered (the
+    /// caller spools it).
+    fn deliver(&self, array: &[u8], n: u64, deadline: Option<Instant>) -> bool {
         for attempt in 0..self.core.max_attempts {
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -966,7 +966,8 @@ impl Worker {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
-            if !self.deliver(&array, deadline) {
+            // A spooled batch is counted once, here; a fresh one's count is known.
+            if !self.deliver(&array, count_messages(&array), deadline) {
                 return false;
             }
             let _ = std::fs::remove_file(&path);
