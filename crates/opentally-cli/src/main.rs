@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod query;
 mod user;
 
 use std::io::Write;
@@ -41,6 +42,10 @@ enum Command {
         #[arg(long)]
         project: Option<String>,
     },
+    /// Run an insight over a project's events and print it as a table, CSV or JSON.
+    Query(query::QueryArgs),
+    /// Run one read-only SQL statement over a project's `events` table.
+    Sql(query::SqlArgs),
     /// Measure the collector under load (on this machine).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -107,6 +112,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(&args),
         Command::Project(cmd) => admin::project(cmd),
         Command::Dump { data, project } => dump(&data, project.as_deref()),
+        Command::Query(args) => query::query(&args),
+        Command::Sql(args) => query::sql(&args),
         Command::Bench(cmd) => bench::bench(cmd),
         Command::Catalog(CatalogCommand::Check { file }) => catalog_check(&file),
         Command::Status(args) => user::status(&args),
@@ -211,7 +218,7 @@ fn dump(data: &DataArgs, project: Option<&str>) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     opentally_server::dump::dump(&cfg.data, project, &mut out)
-        .with_context(|| format!("cannot read the log in {}", cfg.data.display()))?;
+        .with_context(|| format!("cannot read the events in {}", cfg.data.display()))?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -67,6 +67,14 @@ settings! {
     request_timeout_secs: u64 = 30u64;
     /// Size at which a log segment is closed and a new one started, in MiB.
     segment_mb: u64 = 64u64;
+    /// Seal the store's in-memory tail into Parquet parts once it holds this many events…
+    store_seal_events: usize = 100_000usize;
+    /// …or once its oldest event has waited this many seconds.
+    store_seal_secs: u64 = 10u64;
+    /// Longest time an insight or SQL query may run, in seconds.
+    query_timeout_secs: u64 = 30u64;
+    /// Most memory one query may use, in MiB.
+    query_memory_mb: usize = 512usize;
 }
 
 /// Validated settings.
@@ -84,6 +92,8 @@ pub struct Config {
     pub writer_queue: usize,
     pub request_timeout: std::time::Duration,
     pub segment_bytes: u64,
+    pub store: opentally_store::Options,
+    pub query_limits: opentally_store::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +205,22 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
             r.request_timeout_secs.expect("defaulted"),
         )?),
         segment_bytes: positive("segment_mb", r.segment_mb.expect("defaulted"))? * 1024 * 1024,
+        store: opentally_store::Options {
+            seal_rows: positive("store_seal_events", r.store_seal_events.expect("defaulted"))?,
+            seal_after: std::time::Duration::from_secs(positive(
+                "store_seal_secs",
+                r.store_seal_secs.expect("defaulted"),
+            )?),
+            ..opentally_store::Options::default()
+        },
+        query_limits: opentally_store::Limits {
+            time: std::time::Duration::from_secs(positive(
+                "query_timeout_secs",
+                r.query_timeout_secs.expect("defaulted"),
+            )?),
+            memory_bytes: positive("query_memory_mb", r.query_memory_mb.expect("defaulted"))? << 20,
+            ..opentally_store::Limits::default()
+        },
     })
 }
 

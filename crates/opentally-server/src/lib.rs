@@ -5,6 +5,7 @@
 //! It knows nothing of SQL dialects or storage engines: what it accepts goes to the durable log,
 //! which the store reads.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dedup;
@@ -17,7 +18,7 @@ pub mod metrics;
 pub mod secret;
 pub mod serve;
 pub mod stored;
-pub mod wal;
+pub use opentally_store::wal;
 pub mod writer;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub disk_low: AtomicBool,
     pub key_limiter: DefaultKeyedRateLimiter<i64>,
     pub install_limiter: DefaultKeyedRateLimiter<u128>,
+    /// The embedded store, loaded from the log by the loader thread.
+    pub store: Arc<opentally_store::Store>,
 }
 
 impl AppState {
@@ -72,7 +75,47 @@ impl AppState {
 pub struct Collector {
     pub state: Arc<AppState>,
     pub writer_thread: std::thread::JoinHandle<()>,
+    pub loader: Loader,
     pub report: writer::StartReport,
+}
+
+/// The thread that loads the durable log into the store. Stopping it (or dropping it) loads
+/// and seals what is left.
+#[derive(Debug)]
+pub struct Loader {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Loader {
+    fn start(
+        store: Arc<opentally_store::Store>,
+        writer: writer::WriterHandle,
+    ) -> std::io::Result<Loader> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_thread = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("opentally-loader".into())
+            .spawn(move || store.run_loader(&|| writer.durable_pos(), &stop_thread))?;
+        Ok(Loader {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Loads and seals what the log holds, then ends the thread. Call after the writer stopped.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +127,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] opentally_store::StoreError),
 }
 
 fn nonzero(n: u32) -> std::num::NonZeroU32 {
@@ -114,7 +159,19 @@ impl Collector {
             .allow_burst(nonzero(config.key_requests_per_sec.saturating_mul(2)));
         let install_quota = Quota::per_second(nonzero(config.install_events_per_sec))
             .allow_burst(nonzero(config.install_events_burst));
+        let store = Arc::new(opentally_store::Store::open_until(
+            &config.data,
+            config.store.clone(),
+            Some(writer.durable_pos()),
+        )?);
+        store.prepare_loading()?;
+        let loader =
+            Loader::start(store.clone(), writer.clone()).map_err(|source| StartError::Log {
+                path: wcfg.log_dir.clone(),
+                source,
+            })?;
         let state = Arc::new(AppState {
+            store,
             keys: auth::KeyCache::new(meta.clone()),
             meta,
             writer,
@@ -128,6 +185,7 @@ impl Collector {
         Ok(Collector {
             state,
             writer_thread,
+            loader,
             report,
         })
     }
@@ -151,6 +209,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/g", single(MessageType::Group))
         .route("/v1/alias", single(MessageType::Alias))
         .route("/v1/a", single(MessageType::Alias))
+        .route(
+            "/api/v1/projects/{project}/insights/{kind}",
+            get(api::insight),
+        )
+        .route(
+            "/api/v1/projects/{project}/sql",
+            post(api::sql).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

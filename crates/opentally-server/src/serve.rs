@@ -20,6 +20,7 @@ pub async fn serve(
     let Collector {
         state,
         writer_thread,
+        mut loader,
         ..
     } = collector;
     let upkeep = tokio::spawn(upkeep(state.clone()));
@@ -38,7 +39,10 @@ pub async fn serve(
     // checkpoints the dedup index, and ends.
     tokio::task::spawn_blocking(move || {
         writer.stop();
-        writer_thread.join()
+        let joined = writer_thread.join();
+        // Then the loader seals what the writer committed last.
+        loader.stop();
+        joined
     })
     .await
     .map_err(std::io::Error::other)?

@@ -1,35 +1,7 @@
-//! What the log holds: one record per request, with the events accepted from it, normalised.
+//! Events on their way into the log: serialised once, on the handler's task.
 
-use opentally_protocol::{Message, Timestamp};
-use serde::{Deserialize, Serialize};
-
-/// One log record: the events of one request that were new.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogRecord {
-    pub project: String,
-    pub project_id: i64,
-    pub received_at: Timestamp,
-    pub events: Vec<StoredEvent>,
-}
-
-/// An event as stored: the message with its ids replaced by the keyed install hash, its
-/// timestamp corrected for clock skew, and everything the catalog does not keep removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredEvent {
-    pub message_id: String,
-    /// Keyed hash of the install id (the server's secret), hex.
-    pub install: String,
-    /// When it happened, on the server's clock.
-    pub timestamp: Timestamp,
-    pub message: Message,
-}
-
-/// The receive day (days since the Unix epoch, UTC) of a timestamp.
-pub fn day_of(t: Timestamp) -> i64 {
-    t.unix_secs().div_euclid(86_400)
-}
+use opentally_protocol::Timestamp;
+pub use opentally_store::stored::{LogRecord, StoredEvent, day_of};
 
 /// An accepted event, serialised on the handler's task so that the writer thread only filters
 /// duplicates and copies bytes.
@@ -78,6 +50,7 @@ pub fn record_payload<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentally_protocol::Message;
 
     #[test]
     fn record_payload_reads_back_as_the_record() {

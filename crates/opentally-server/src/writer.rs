@@ -73,9 +73,18 @@ pub struct WriterHandle {
     tx: SyncSender<Option<Submission>>,
     depth: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
+    durable: Arc<std::sync::Mutex<wal::LogPos>>,
 }
 
 impl WriterHandle {
+    /// How far the log is durable: every record before this position has been synced.
+    pub fn durable_pos(&self) -> wal::LogPos {
+        *self
+            .durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Queues a submission without waiting.
     pub fn submit(&self, s: Submission) -> Result<(), SubmitError> {
         match self.tx.try_send(Some(s)) {
@@ -151,7 +160,9 @@ pub fn start(
     let (tx, rx) = sync_channel(cfg.queue);
     let depth = Arc::new(AtomicUsize::new(0));
     let alive = Arc::new(AtomicBool::new(true));
+    let durable = Arc::new(std::sync::Mutex::new(log.position()));
     let mut state = WriterState {
+        durable: durable.clone(),
         log,
         index,
         metrics,
@@ -167,11 +178,21 @@ pub fn start(
             state.run(&rx);
             alive_thread.store(false, Ordering::Relaxed);
         })?;
-    Ok((WriterHandle { tx, depth, alive }, join, report))
+    Ok((
+        WriterHandle {
+            tx,
+            depth,
+            alive,
+            durable,
+        },
+        join,
+        report,
+    ))
 }
 
 struct WriterState {
     log: LogWriter,
+    durable: Arc<std::sync::Mutex<wal::LogPos>>,
     index: DedupIndex,
     metrics: Arc<Metrics>,
     depth: Arc<AtomicUsize>,
@@ -272,6 +293,10 @@ impl WriterState {
         match outcome {
             Ok(()) => {
                 self.metrics.log_bytes.inc_by(framed.len() as u64);
+                *self
+                    .durable
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = self.log.position();
                 for (day, h) in new_ids {
                     self.index.insert(day, h);
                 }

@@ -119,21 +119,59 @@ fn scan_segment(
     }
 }
 
-/// Calls `f` with every valid record at or after `from`, in log order.
-pub fn read_from(dir: &Path, from: LogPos, mut f: impl FnMut(LogPos, &[u8])) -> io::Result<LogPos> {
+/// Calls `f` with every valid record at or after `from`, in log order; returns the position
+/// after the last one.
+pub fn read_from(dir: &Path, from: LogPos, f: impl FnMut(LogPos, &[u8])) -> io::Result<LogPos> {
+    read_range(dir, from, None, f)
+}
+
+/// Like [`read_from`], but stops before `until` (a position the writer has made durable), so a
+/// reader in the same process never sees a record that a crash could still take back.
+pub fn read_range(
+    dir: &Path,
+    from: LogPos,
+    until: Option<LogPos>,
+    mut f: impl FnMut(LogPos, &[u8]),
+) -> io::Result<LogPos> {
     let mut end = from;
     for seq in list_segments(dir)? {
         if seq < from.segment {
             continue;
         }
+        if until.is_some_and(|u| seq > u.segment) {
+            break;
+        }
         let start = if seq == from.segment { from.offset } else { 0 };
-        let offset = scan_segment(&segment_path(dir, seq), start, &mut f, seq)?;
+        let limit = until.filter(|u| u.segment == seq).map(|u| u.offset);
+        let mut bounded = |pos: LogPos, payload: &[u8]| {
+            if limit.is_none_or(|l| pos.offset < l) {
+                f(pos, payload);
+            }
+        };
+        let offset = scan_segment(&segment_path(dir, seq), start, &mut bounded, seq)?;
         end = LogPos {
             segment: seq,
-            offset,
+            offset: limit.map_or(offset, |l| offset.min(l)),
         };
     }
     Ok(end)
+}
+
+/// Deletes the segments wholly before `pos.segment`: their records are loaded and no longer
+/// needed. Returns how many were removed.
+pub fn remove_before(dir: &Path, pos: LogPos) -> io::Result<usize> {
+    let mut removed = 0;
+    for seq in list_segments(dir)? {
+        if seq >= pos.segment {
+            break;
+        }
+        fs::remove_file(segment_path(dir, seq))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

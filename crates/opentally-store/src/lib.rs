@@ -1,0 +1,21 @@
+//! OpenTally's embedded analytics store.
+//!
+//! The collector's durable log ([`wal`]) is the one write path. A loader tails it into an
+//! in-memory Arrow tail and seals the tail into immutable Parquet parts, one per project and day,
+//! recording in an atomically replaced manifest how far into the log the parts reach; a restart
+//! rebuilds the tail from that position, so nothing is loaded twice. Queries run on Apache
+//! DataFusion over a project's parts and its share of the tail.
+
+pub mod stored;
+pub mod wal;
+
+pub mod dump;
+pub mod insight;
+pub mod manifest;
+pub mod query;
+pub mod schema;
+pub mod store;
+
+pub use insight::{Dim, Filters, Insight, InsightQuery, InsightResult, Interval};
+pub use query::{Limits, QueryError, Table};
+pub use store::{Options, Snapshot, Store, StoreError};

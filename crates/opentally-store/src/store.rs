@@ -1,0 +1,523 @@
+//! The embedded store: the log loaded into an in-memory tail, sealed into Parquet parts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::TimestampMicrosecondType;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::manifest::{Manifest, PartMeta, sync_dir};
+use crate::schema::{self, BatchBuilder};
+use crate::stored::LogRecord;
+use crate::wal::{self, LogPos};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// When the tail is sealed and parts are compacted.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seal once the tail holds this many events…
+    pub seal_rows: usize,
+    /// …or its oldest event has waited this long.
+    pub seal_after: Duration,
+    /// How often the loader looks for new log records.
+    pub poll: Duration,
+    /// Compact a project's day once it has this many parts below `compact_rows`.
+    pub compact_parts: usize,
+    /// Parts with at least this many rows are left alone by compaction.
+    pub compact_rows: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seal_rows: 100_000,
+            seal_after: Duration::from_secs(10),
+            poll: Duration::from_millis(200),
+            compact_parts: 8,
+            compact_rows: 2_000_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("Arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// A part as queries see it: while a query holds one, compaction does not delete its file.
+#[derive(Debug)]
+pub struct LivePart {
+    pub meta: PartMeta,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    manifest: Manifest,
+    parts: Vec<Arc<LivePart>>,
+    /// Events read from the log after `manifest.log`, per project.
+    tail: HashMap<String, Vec<RecordBatch>>,
+    tail_rows: usize,
+    /// The log position the tail reaches.
+    tail_pos: LogPos,
+    tail_since: Option<Instant>,
+    /// Parts replaced by compaction, deleted once no query holds them.
+    retired: Vec<Arc<LivePart>>,
+}
+
+/// What a query reads: a project's parts and its share of the tail, fixed when taken.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub parts: Vec<Arc<LivePart>>,
+    pub tail: Vec<RecordBatch>,
+}
+
+/// Figures for `/metrics` and the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub parts: usize,
+    pub part_rows: u64,
+    pub part_bytes: u64,
+    pub tail_rows: usize,
+    pub loaded_to: LogPos,
+    pub sealed_to: LogPos,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    log_dir: PathBuf,
+    options: Options,
+    state: RwLock<State>,
+}
+
+impl Store {
+    /// Opens the store of the data dir `data`, reading the whole log after the manifest's
+    /// position into the tail. Read-only: nothing on disk changes until
+    /// [`Store::prepare_loading`].
+    pub fn open(data: &Path, options: Options) -> Result<Store, StoreError> {
+        Store::open_until(data, options, None)
+    }
+
+    /// Like [`Store::open`], reading the log only up to `until` (what the writer made durable).
+    pub fn open_until(
+        data: &Path,
+        options: Options,
+        until: Option<LogPos>,
+    ) -> Result<Store, StoreError> {
+        let dir = data.join("store");
+        let manifest = Manifest::load(&dir)?;
+        let parts = manifest
+            .parts
+            .iter()
+            .map(|m| {
+                Arc::new(LivePart {
+                    path: dir.join(&m.file),
+                    meta: m.clone(),
+                })
+            })
+            .collect();
+        let state = State {
+            tail_pos: manifest.log,
+            manifest,
+            parts,
+            ..State::default()
+        };
+        let store = Store {
+            dir,
+            log_dir: data.join("log"),
+            options,
+            state: RwLock::new(state),
+        };
+        store.catch_up(until)?;
+        Ok(store)
+    }
+
+    /// Makes this process the loader: creates the directories and deletes part files that no
+    /// manifest names (written by a seal that crashed before its manifest swap).
+    pub fn prepare_loading(&self) -> Result<usize, StoreError> {
+        let parts_dir = self.dir.join("parts");
+        fs::create_dir_all(&parts_dir)?;
+        let live: HashSet<PathBuf> = self.read().parts.iter().map(|p| p.path.clone()).collect();
+        let mut removed = 0;
+        for project in fs::read_dir(&parts_dir)? {
+            let project = project?.path();
+            if !project.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&project)? {
+                let f = f?.path();
+                if !live.contains(&f) {
+                    fs::remove_file(&f)?;
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed part files of an unfinished seal");
+        }
+        Ok(removed)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Reads log records after the tail's position (and before `until`, when given) into the
+    /// tail; returns how many events were added.
+    pub fn catch_up(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
+        let from = self.read().tail_pos;
+        let mut builders: HashMap<String, BatchBuilder> = HashMap::new();
+        let mut bad = 0u64;
+        let end =
+            wal::read_range(
+                &self.log_dir,
+                from,
+                until,
+                |_, payload| match serde_json::from_slice::<LogRecord>(payload) {
+                    Ok(rec) => {
+                        let b = builders.entry(rec.project.clone()).or_default();
+                        for e in &rec.events {
+                            b.push(&rec.project, rec.received_at, e);
+                        }
+                    }
+                    Err(_) => bad += 1,
+                },
+            )?;
+        if bad > 0 {
+            tracing::error!(
+                bad,
+                "log records with a valid checksum but unreadable content"
+            );
+        }
+        let mut added = 0;
+        let mut state = self.write();
+        for (project, mut b) in builders {
+            if b.is_empty() {
+                continue;
+            }
+            added += b.len();
+            state.tail.entry(project).or_default().push(b.finish());
+        }
+        if added > 0 && state.tail_since.is_none() {
+            state.tail_since = Some(Instant::now());
+        }
+        state.tail_rows += added;
+        state.tail_pos = end.max(from);
+        Ok(added)
+    }
+
+    /// True when the tail is due to be sealed.
+    pub fn seal_due(&self) -> bool {
+        let s = self.read();
+        s.tail_rows >= self.options.seal_rows
+            || s.tail_since
+                .is_some_and(|t| t.elapsed() >= self.options.seal_after)
+            || (s.tail_rows == 0 && s.tail_pos != s.manifest.log)
+    }
+
+    /// Writes the tail as parts (one per project and day, sorted by event and time), then swaps
+    /// in a manifest naming them and the log position they reach. Only the loader calls this.
+    /// Returns the number of events sealed.
+    pub fn seal(&self) -> Result<usize, StoreError> {
+        let (tail, pos, mut manifest) = {
+            let s = self.read();
+            (s.tail.clone(), s.tail_pos, s.manifest.clone())
+        };
+        let mut new_parts = Vec::new();
+        let mut rows = 0;
+        for (project, batches) in &tail {
+            let batch = concat_batches(&schema::schema(), batches)?;
+            rows += batch.num_rows();
+            for (day, day_batch) in split_by_day(&batch)? {
+                let meta = self.write_part(&mut manifest, project, day, &day_batch)?;
+                new_parts.push(meta);
+            }
+        }
+        manifest.parts.extend(new_parts.iter().cloned());
+        manifest.log = pos;
+        manifest.store(&self.dir)?;
+        let mut s = self.write();
+        s.manifest = manifest;
+        for m in new_parts {
+            s.parts.push(Arc::new(LivePart {
+                path: self.dir.join(&m.file),
+                meta: m,
+            }));
+        }
+        // Only the loader adds to the tail, and it is busy here: the tail is what was sealed.
+        s.tail.clear();
+        s.tail_rows = 0;
+        s.tail_since = None;
+        Ok(rows)
+    }
+
+    fn write_part(
+        &self,
+        manifest: &mut Manifest,
+        project: &str,
+        day: i64,
+        batch: &RecordBatch,
+    ) -> Result<PartMeta, StoreError> {
+        let id = manifest.next_part;
+        manifest.next_part += 1;
+        let rel = format!("parts/{project}/{day}-{id:08}.parquet");
+        let path = self.dir.join(&rel);
+        let dir = path.parent().expect("a part has a directory");
+        fs::create_dir_all(dir)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(128 * 1024))
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(&path)?, schema::schema(), Some(props))?;
+        w.write(batch)?;
+        let file = w.into_inner()?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        sync_dir(dir)?;
+        let ts = batch
+            .column_by_name("ts")
+            .expect("a ts column")
+            .as_primitive::<TimestampMicrosecondType>();
+        Ok(PartMeta {
+            id,
+            project: project.to_owned(),
+            day,
+            file: rel,
+            rows: batch.num_rows() as u64,
+            bytes,
+            min_ts: arrow::compute::min(ts).unwrap_or_default(),
+            max_ts: arrow::compute::max(ts).unwrap_or_default(),
+        })
+    }
+
+    /// Merges the small parts of a project's day into one, when a day has gathered
+    /// `compact_parts` of them. Returns the number of parts merged away.
+    pub fn compact(&self) -> Result<usize, StoreError> {
+        let (candidates, mut manifest) = {
+            let s = self.read();
+            let mut by_day: BTreeMap<(String, i64), Vec<PartMeta>> = BTreeMap::new();
+            for p in &s.manifest.parts {
+                if p.rows < self.options.compact_rows {
+                    by_day
+                        .entry((p.project.clone(), p.day))
+                        .or_default()
+                        .push(p.clone());
+                }
+            }
+            let c: Vec<_> = by_day
+                .into_iter()
+                .filter(|(_, v)| v.len() >= self.options.compact_parts)
+                .collect();
+            (c, s.manifest.clone())
+        };
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut merged = 0;
+        let mut replaced: HashSet<u64> = HashSet::new();
+        let mut added = Vec::new();
+        for ((project, day), parts) in candidates {
+            let mut batches = Vec::new();
+            for p in &parts {
+                batches.extend(read_part(&self.dir.join(&p.file))?);
+            }
+            let batch = sort_batch(&concat_batches(&schema::schema(), &batches)?)?;
+            added.push(self.write_part(&mut manifest, &project, day, &batch)?);
+            merged += parts.len();
+            replaced.extend(parts.iter().map(|p| p.id));
+        }
+        manifest.parts.retain(|p| !replaced.contains(&p.id));
+        manifest.parts.extend(added.iter().cloned());
+        manifest.store(&self.dir)?;
+        let mut s = self.write();
+        s.manifest = manifest;
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
+            .into_iter()
+            .partition(|p| replaced.contains(&p.meta.id));
+        s.parts = keep;
+        s.retired.extend(old);
+        for m in added {
+            s.parts.push(Arc::new(LivePart {
+                path: self.dir.join(&m.file),
+                meta: m,
+            }));
+        }
+        Ok(merged)
+    }
+
+    /// Deletes the files of retired parts that no query holds any more.
+    pub fn delete_retired(&self) -> Result<usize, StoreError> {
+        let free: Vec<Arc<LivePart>> = {
+            let mut s = self.write();
+            let (free, held) = std::mem::take(&mut s.retired)
+                .into_iter()
+                .partition(|p| Arc::strong_count(p) == 1);
+            s.retired = held;
+            free
+        };
+        for p in &free {
+            match fs::remove_file(&p.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(free.len())
+    }
+
+    /// The parts and tail of `project`, as they are now.
+    pub fn snapshot(&self, project: &str) -> Snapshot {
+        let s = self.read();
+        Snapshot {
+            parts: s
+                .parts
+                .iter()
+                .filter(|p| p.meta.project == project)
+                .cloned()
+                .collect(),
+            tail: s.tail.get(project).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Every project with events, in name order.
+    pub fn projects(&self) -> Vec<String> {
+        let s = self.read();
+        let mut names: Vec<String> = s
+            .parts
+            .iter()
+            .map(|p| p.meta.project.clone())
+            .chain(s.tail.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = self.read();
+        Stats {
+            parts: s.parts.len(),
+            part_rows: s.parts.iter().map(|p| p.meta.rows).sum(),
+            part_bytes: s.parts.iter().map(|p| p.meta.bytes).sum(),
+            tail_rows: s.tail_rows,
+            loaded_to: s.tail_pos,
+            sealed_to: s.manifest.log,
+        }
+    }
+
+    /// The loader: tails the log up to what `durable` says is durable, seals and compacts, until
+    /// `stop` is set; then loads and seals what is left.
+    pub fn run_loader(&self, durable: &dyn Fn() -> LogPos, stop: &AtomicBool) {
+        let mut failing = false;
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            let result = self.load_step(durable(), stopping);
+            match result {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(error = %e, "loading into the store failed; retrying");
+                }
+                Err(_) => {}
+            }
+            if stopping {
+                break;
+            }
+            std::thread::sleep(self.options.poll);
+        }
+    }
+
+    /// One round of the loader.
+    pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<(), StoreError> {
+        self.catch_up(Some(durable))?;
+        let nonempty = self.read().tail_rows > 0;
+        if self.seal_due() || (force_seal && nonempty) {
+            self.seal()?;
+            self.compact()?;
+        }
+        self.delete_retired()?;
+        Ok(())
+    }
+}
+
+/// Reads a whole part.
+pub fn read_part(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The rows sorted by event, then time.
+fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
+    let col = |n: &str| batch.column_by_name(n).expect("a schema column").clone();
+    let indices = lexsort_to_indices(
+        &[
+            SortColumn {
+                values: col("event"),
+                options: None,
+            },
+            SortColumn {
+                values: col("ts"),
+                options: None,
+            },
+        ],
+        None,
+    )?;
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// The rows of each day (event time, UTC), each sorted by event and time.
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>, StoreError> {
+    let ts = batch
+        .column_by_name("ts")
+        .expect("a ts column")
+        .as_primitive::<TimestampMicrosecondType>();
+    let mut days: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, t) in ts.values().iter().enumerate() {
+        days.entry(t.div_euclid(MICROS_PER_DAY))
+            .or_default()
+            .push(u32::try_from(i).expect("a batch is far below 4G rows"));
+    }
+    let mut out = Vec::with_capacity(days.len());
+    for (day, rows) in days {
+        let part = if rows.len() == batch.num_rows() {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &UInt32Array::from(rows))?
+        };
+        out.push((day, sort_batch(&part)?));
+    }
+    debug_assert!(ts.null_count() == 0);
+    Ok(out)
+}

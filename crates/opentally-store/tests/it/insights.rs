@@ -1,0 +1,379 @@
+//! Each insight on the hand-built history, with answers worked out by hand from `data::ROWS`.
+
+use opentally_protocol::Timestamp;
+use opentally_store::{InsightQuery, Limits, Options, Store};
+use serde_json::{Value, json};
+
+use crate::data::{self, ROWS};
+
+/// The same history in every state the store can hold it in.
+fn states() -> Vec<(&'static str, Store)> {
+    let mut out = Vec::new();
+
+    let dir = data::history("tail");
+    out.push(("tail", Store::open(&dir, Options::default()).unwrap()));
+
+    let dir = data::history("sealed");
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    out.push(("sealed", s));
+
+    // Half sealed, half in the tail.
+    let dir = data::temp_dir("mixed");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, data::event(i, r)))
+        .collect();
+    data::write_log(&dir, "demo", &rows[..6], 4);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    data::write_log(&dir, "demo", &rows[6..], 4);
+    s.catch_up(None).unwrap();
+    out.push(("mixed", s));
+
+    // Sealed in three rounds (so days span several parts), then compacted.
+    let dir = data::temp_dir("compacted");
+    let opts = Options {
+        compact_parts: 2,
+        ..Options::default()
+    };
+    let s = Store::open(&dir, opts).unwrap();
+    s.prepare_loading().unwrap();
+    for round in 0..3 {
+        let some: Vec<_> = rows
+            .iter()
+            .filter(|(i, _)| i % 3 == round)
+            .cloned()
+            .collect();
+        data::write_log(&dir, "demo", &some, 2);
+        s.catch_up(None).unwrap();
+        s.seal().unwrap();
+    }
+    let before = s.stats().parts;
+    let merged = s.compact().unwrap();
+    assert!(
+        merged >= 2,
+        "days of several parts were merged ({merged} of {before})"
+    );
+    assert!(s.stats().parts < before);
+    s.delete_retired().unwrap();
+    out.push(("compacted", s));
+    out
+}
+
+fn params(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// `(kind, parameters, table, columns, rows)`, every row worked out by hand.
+fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
+    vec![
+        (
+            "trend",
+            "",
+            "trend",
+            json!(["period", "events", "installs"]),
+            json!([
+                ["2026-11-02", 5, 2],
+                ["2026-11-03", 2, 1],
+                ["2026-11-09", 1, 1],
+                ["2026-11-10", 2, 1],
+                ["2026-11-16", 2, 2]
+            ]),
+        ),
+        (
+            "trend",
+            "interval=week&by=app.version",
+            "trend",
+            json!(["period", "app_version", "events", "installs"]),
+            json!([
+                ["2026-11-02", "1.0", 5, 2],
+                ["2026-11-02", "1.1", 2, 1],
+                ["2026-11-09", "1.1", 3, 2],
+                ["2026-11-16", "1.1", 2, 2]
+            ]),
+        ),
+        (
+            "trend",
+            "event=fit",
+            "trend",
+            json!(["period", "events", "installs"]),
+            json!([
+                ["2026-11-02", 3, 2],
+                ["2026-11-03", 1, 1],
+                ["2026-11-09", 1, 1],
+                ["2026-11-10", 1, 1]
+            ]),
+        ),
+        (
+            "trend",
+            "event=fit&interval=month&by=method",
+            "trend",
+            json!(["period", "method", "events", "installs"]),
+            json!([["2026-11-01", "cbpe", 3, 3], ["2026-11-01", "dle", 3, 3]]),
+        ),
+        (
+            "trend",
+            "where=app.version=1.0",
+            "trend",
+            json!(["period", "events", "installs"]),
+            json!([["2026-11-02", 5, 2]]),
+        ),
+        (
+            "trend",
+            "where=context.hardware.arch=arm64&interval=month",
+            "trend",
+            json!(["period", "events", "installs"]),
+            json!([["2026-11-01", 2, 1]]),
+        ),
+        (
+            "trend",
+            "since=2026-11-09&until=2026-11-16",
+            "trend",
+            json!(["period", "events", "installs"]),
+            json!([["2026-11-09", 1, 1], ["2026-11-10", 2, 1]]),
+        ),
+        (
+            "active",
+            "",
+            "active",
+            json!(["day", "dau", "wau", "mau"]),
+            json!([
+                ["2026-11-02", 2, 2, 2],
+                ["2026-11-03", 1, 3, 3],
+                ["2026-11-09", 1, 2, 3],
+                ["2026-11-10", 1, 2, 4],
+                ["2026-11-16", 2, 3, 4]
+            ]),
+        ),
+        // Days before `since` still count towards WAU and MAU.
+        (
+            "active",
+            "since=2026-11-10",
+            "active",
+            json!(["day", "dau", "wau", "mau"]),
+            json!([["2026-11-10", 1, 2, 4], ["2026-11-16", 2, 3, 4]]),
+        ),
+        (
+            "new-returning",
+            "interval=week",
+            "new_returning",
+            json!(["period", "new", "returning"]),
+            json!([
+                ["2026-11-02", 3, 0],
+                ["2026-11-09", 1, 1],
+                ["2026-11-16", 0, 2]
+            ]),
+        ),
+        (
+            "versions",
+            "interval=week",
+            "versions",
+            json!(["period", "app_version", "installs", "share_pct"]),
+            json!([
+                ["2026-11-02", "1.0", 2, 66.7],
+                ["2026-11-02", "1.1", 1, 33.3],
+                ["2026-11-09", "1.1", 2, 100.0],
+                ["2026-11-16", "1.1", 2, 100.0]
+            ]),
+        ),
+        (
+            "durations",
+            "",
+            "durations",
+            json!(["event", "calls", "p50_ms", "p95_ms", "p99_ms", "max_ms"]),
+            json!([
+                ["fit", 6, 250.0, 575.0, 595.0, 600.0],
+                ["estimate", 4, 135.0, 710.0, 782.0, 800.0],
+                ["plot", 2, 500.0, 680.0, 696.0, 700.0]
+            ]),
+        ),
+        (
+            "errors",
+            "",
+            "error_rate",
+            json!(["event", "calls", "errors", "error_rate"]),
+            json!([
+                ["estimate", 4, 2, 0.5],
+                ["fit", 6, 2, 0.3333],
+                ["plot", 2, 0, 0.0]
+            ]),
+        ),
+        (
+            "errors",
+            "",
+            "top_errors",
+            json!(["event", "error_type", "errors", "installs"]),
+            json!([
+                ["fit", "ValueError", 2, 1],
+                ["estimate", "KeyError", 1, 1],
+                ["estimate", "TypeError", 1, 1]
+            ]),
+        ),
+        (
+            "errors",
+            "by=app.version&event=estimate",
+            "error_rate",
+            json!(["event", "app_version", "calls", "errors", "error_rate"]),
+            json!([
+                ["estimate", "1.1", 3, 2, 0.6667],
+                ["estimate", "1.0", 1, 0, 0.0]
+            ]),
+        ),
+        (
+            "retention",
+            "",
+            "retention",
+            json!(["cohort", "week", "installs", "retained_pct"]),
+            json!([
+                ["2026-11-02", 0, 3, 100.0],
+                ["2026-11-02", 1, 1, 33.3],
+                ["2026-11-02", 2, 2, 66.7],
+                ["2026-11-09", 0, 1, 100.0]
+            ]),
+        ),
+        (
+            "funnel",
+            "steps=fit,estimate,plot&window=1d",
+            "funnel",
+            json!(["step", "event", "installs", "pct_of_first"]),
+            json!([
+                [1, "fit", 4, 100.0],
+                [2, "estimate", 2, 50.0],
+                [3, "plot", 1, 25.0]
+            ]),
+        ),
+        // With a window of 30 days, B's estimate a fortnight after its fit counts too.
+        (
+            "funnel",
+            "steps=fit,estimate&window=30d",
+            "funnel",
+            json!(["step", "event", "installs", "pct_of_first"]),
+            json!([[1, "fit", 4, 100.0], [2, "estimate", 3, 75.0]]),
+        ),
+        (
+            "paths",
+            "event=fit",
+            "paths",
+            json!(["next_event", "times", "installs"]),
+            json!([
+                ["(end)", 2, 2],
+                ["estimate", 2, 2],
+                ["fit", 1, 1],
+                ["plot", 1, 1]
+            ]),
+        ),
+        (
+            "friction",
+            "",
+            "repeated_errors",
+            json!(["event", "error_type", "sessions", "errors"]),
+            json!([["fit", "ValueError", 1, 2]]),
+        ),
+        (
+            "friction",
+            "",
+            "never_succeeded",
+            json!(["event", "installs"]),
+            json!([["estimate", 2], ["fit", 1]]),
+        ),
+        (
+            "friction",
+            "",
+            "error_rate_by_version",
+            json!(["app_version", "calls", "errors", "error_rate"]),
+            json!([["1.0", 5, 2, 0.4], ["1.1", 7, 2, 0.2857]]),
+        ),
+    ]
+}
+
+#[test]
+fn every_insight_matches_the_hand_worked_answer_in_every_store_state() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let states = states();
+    let mut checked = 0;
+    for (kind, q, table, columns, rows) in cases() {
+        let query = InsightQuery::from_params(kind, &params(q), now)
+            .unwrap_or_else(|e| panic!("{kind}?{q}: {e}"));
+        for (state, store) in &states {
+            let result = rt
+                .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+                .unwrap_or_else(|e| panic!("{kind}?{q} on {state}: {e}\n{:#?}", query.to_sql()));
+            let t = &result.tables[table];
+            assert_eq!(json!(t.columns), columns, "{kind}?{q} on {state}: columns");
+            assert_eq!(json!(t.rows), rows, "{kind}?{q} on {state}: {table}");
+            assert!(!t.truncated);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, cases().len() * 4);
+}
+
+#[test]
+fn other_projects_are_invisible() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = data::history("isolation");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (100 + i, data::event(i, r)))
+        .collect();
+    data::write_log(&dir, "other", &rows[..3], 3);
+    let store = Store::open(&dir, Options::default()).unwrap();
+    let count = |p: &str| {
+        let t = rt
+            .block_on(opentally_store::query::run_sql(
+                &store.snapshot(p),
+                "SELECT count(*) AS n, count(DISTINCT project) AS projects FROM events",
+                &Limits::default(),
+            ))
+            .unwrap();
+        t.rows[0].clone()
+    };
+    assert_eq!(count("demo"), vec![json!(12), json!(1)]);
+    assert_eq!(count("other"), vec![json!(3), json!(1)]);
+    assert_eq!(count("nobody"), vec![json!(0), json!(0)]);
+    assert_eq!(
+        store.projects(),
+        vec!["demo".to_owned(), "other".to_owned()]
+    );
+}
+
+#[test]
+fn bad_parameters_say_what_is_wrong() {
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    for (kind, q, expected) in [
+        ("nope", "", "unknown insight `nope`"),
+        ("trend", "interval=year", "interval `year`"),
+        ("trend", "by=a'b", "`a'b` is neither a field"),
+        ("trend", "colour=red", "unknown parameter `colour`"),
+        ("trend", "since=yesterday", "time `yesterday`"),
+        ("trend", "where=app.version", "where `app.version`"),
+        ("funnel", "steps=fit", "at least two non-empty steps"),
+        ("funnel", "", "a funnel needs `steps`"),
+        ("funnel", "steps=a,b&window=3x", "window `3x`"),
+        ("paths", "", "paths need an `event`"),
+        ("active", "by=os.name", "`by` does not apply to active"),
+        ("errors", "top=0", "top `0`"),
+    ] {
+        let err = InsightQuery::from_params(kind, &params(q), now).unwrap_err();
+        assert_eq!(err.reason(), "bad_query");
+        assert!(err.to_string().contains(expected), "{kind}?{q}: {err}");
+    }
+}

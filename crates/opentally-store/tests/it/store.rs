@@ -1,0 +1,239 @@
+//! Loading, sealing, the manifest, compaction and the dump.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opentally_store::query::run_sql;
+use opentally_store::wal::{self, LogPos};
+use opentally_store::{Limits, Options, QueryError, Store};
+use serde_json::{Value, json};
+
+use crate::data::{self, ROWS};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn count(store: &Store) -> (i64, i64) {
+    let t = rt()
+        .block_on(run_sql(
+            &store.snapshot("demo"),
+            "SELECT count(*), count(DISTINCT message_id) FROM events",
+            &Limits::default(),
+        ))
+        .unwrap();
+    (
+        t.rows[0][0].as_i64().unwrap(),
+        t.rows[0][1].as_i64().unwrap(),
+    )
+}
+
+#[test]
+fn sealed_events_are_loaded_once_across_reopens() {
+    let dir = data::history("reopen");
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(s.stats().tail_rows, 12);
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    assert_eq!(s.stats().tail_rows, 0);
+    assert_eq!(s.stats().part_rows, 12);
+    assert_eq!(s.stats().parts, 5, "one part per day");
+    // Loading again finds nothing new; a reopened store starts after the sealed position.
+    assert_eq!(s.catch_up(None).unwrap(), 0);
+    assert_eq!(count(&s), (12, 12));
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(s.stats().tail_rows, 0);
+    assert_eq!(count(&s), (12, 12));
+}
+
+#[test]
+fn a_seal_that_crashed_before_its_manifest_leaves_nothing_behind() {
+    let dir = data::history("orphan");
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    // A part written by a seal whose manifest swap never happened, and a half-written manifest.
+    let orphan = dir.join("store/parts/demo/20394-00000099.parquet");
+    std::fs::copy(s.snapshot("demo").parts[0].path.clone(), &orphan).unwrap();
+    std::fs::write(dir.join("store/MANIFEST.json.tmp"), b"{\"trunc").unwrap();
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(s.prepare_loading().unwrap(), 1);
+    assert!(!orphan.exists());
+    assert_eq!(count(&s), (12, 12));
+}
+
+#[test]
+fn the_loader_reads_only_what_the_writer_made_durable() {
+    let dir = data::history("durable");
+    let mut positions = Vec::new();
+    wal::read_from(&dir.join("log"), LogPos::default(), |pos, _| {
+        positions.push(pos)
+    })
+    .unwrap();
+    assert_eq!(positions.len(), 3, "12 events in records of 5, 5 and 2");
+    let s = Store::open_until(&dir, Options::default(), Some(positions[1])).unwrap();
+    assert_eq!(s.stats().tail_rows, 5);
+    assert_eq!(s.stats().loaded_to, positions[1]);
+    assert_eq!(s.catch_up(Some(positions[2])).unwrap(), 5);
+    assert_eq!(s.catch_up(Some(positions[2])).unwrap(), 0);
+    assert_eq!(s.catch_up(None).unwrap(), 2);
+    assert_eq!(count(&s), (12, 12));
+}
+
+#[test]
+fn the_dump_prints_every_event_once_from_parts_and_tail() {
+    let dir = data::temp_dir("dump");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, data::event(i, r)))
+        .collect();
+    data::write_log(&dir, "demo", &rows[..7], 3);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    data::write_log(&dir, "demo", &rows[7..], 3);
+    s.catch_up(None).unwrap();
+    let snap = s.snapshot("demo");
+    assert!(!snap.parts.is_empty() && !snap.tail.is_empty());
+    let mut out = Vec::new();
+    assert_eq!(opentally_store::dump::dump(&snap, &mut out).unwrap(), 12);
+    let mut seen: HashMap<String, Value> = HashMap::new();
+    for line in String::from_utf8(out).unwrap().lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let id = v["messageId"].as_str().unwrap().to_owned();
+        assert!(seen.insert(id, v).is_none(), "printed twice");
+    }
+    for (i, e) in &rows {
+        let v = &seen[&e.message_id];
+        assert_eq!(v["project"], "demo");
+        assert_eq!(v["install"], json!(e.install), "row {i}");
+        assert_eq!(v["type"], "track");
+        assert_eq!(v["event"], json!(e.message.event));
+        assert_eq!(v["timestamp"], json!(e.timestamp.to_string()));
+        assert_eq!(v["properties"], Value::Object(e.message.properties.clone()));
+        assert_eq!(v["context"], Value::Object(e.message.context.clone()));
+    }
+}
+
+#[test]
+fn compaction_keeps_every_event_and_spares_parts_a_query_holds() {
+    let dir = data::temp_dir("compact");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, data::event(i, r)))
+        .collect();
+    let opts = Options {
+        compact_parts: 2,
+        ..Options::default()
+    };
+    let s = Store::open(&dir, opts).unwrap();
+    s.prepare_loading().unwrap();
+    // Rows 0–4 are all on 2026-11-02: five seals of one row make five parts of that day.
+    for r in &rows[..5] {
+        data::write_log(&dir, "demo", std::slice::from_ref(r), 1);
+        s.catch_up(None).unwrap();
+        s.seal().unwrap();
+    }
+    assert_eq!(s.stats().parts, 5);
+    let held = s.snapshot("demo");
+    assert_eq!(s.compact().unwrap(), 5);
+    assert_eq!(s.stats().parts, 1);
+    assert_eq!(
+        s.delete_retired().unwrap(),
+        0,
+        "a query still holds the old parts"
+    );
+    assert!(held.parts.iter().all(|p| p.path.exists()));
+    let t = rt()
+        .block_on(run_sql(
+            &held,
+            "SELECT count(*) FROM events",
+            &Limits::default(),
+        ))
+        .unwrap();
+    assert_eq!(t.rows, vec![vec![json!(5)]]);
+    let old: Vec<_> = held.parts.iter().map(|p| p.path.clone()).collect();
+    drop(held);
+    assert_eq!(s.delete_retired().unwrap(), 5);
+    assert!(old.iter().all(|p| !p.exists()));
+    let t = rt()
+        .block_on(run_sql(
+            &s.snapshot("demo"),
+            "SELECT message_id FROM events",
+            &Limits::default(),
+        ))
+        .unwrap();
+    // One part, sorted by event, then time: estimate, fit, fit, fit, plot.
+    assert_eq!(
+        t.rows,
+        ["m01", "m00", "m03", "m04", "m02"].map(|m| vec![json!(m)])
+    );
+}
+
+#[test]
+fn sql_is_read_only_bounded_and_says_what_is_wrong() {
+    let dir = data::history("sql");
+    let s = Store::open(&dir, Options::default()).unwrap();
+    let snap = s.snapshot("demo");
+    let run = |sql: &str, limits: Limits| rt().block_on(run_sql(&snap, sql, &limits));
+    for (sql, expected) in [
+        ("DROP TABLE events", "DDL not supported"),
+        ("CREATE TABLE x AS SELECT 1", "DDL not supported"),
+        ("INSERT INTO tail SELECT * FROM tail", "DML not supported"),
+        ("COPY events TO '/tmp/x.csv'", "not supported"),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            "Statement not supported",
+        ),
+        ("SELEC 1", "Expected: an SQL statement"),
+        ("SELECT nope FROM events", "nope"),
+        ("SELECT * FROM '/etc/passwd'", "not found"),
+    ] {
+        let err = run(sql, Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), "bad_query", "{sql}: {err}");
+        assert!(err.to_string().contains(expected), "{sql}: {err}");
+    }
+    let tiny = Limits {
+        memory_bytes: 1024,
+        ..Limits::default()
+    };
+    let err = run(
+        "SELECT install, event, array_agg(properties) FROM events GROUP BY 1, 2 ORDER BY 3",
+        tiny,
+    )
+    .unwrap_err();
+    assert!(matches!(err, QueryError::Memory(_)), "{err}");
+    let quick = Limits {
+        time: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let err = run(
+        "SELECT sum(value) FROM generate_series(1, 100000000000)",
+        quick,
+    )
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped at its limit");
+    assert!(matches!(err, QueryError::Timeout(_)), "{err}");
+    let few = Limits {
+        max_rows: 3,
+        ..Limits::default()
+    };
+    let t = run("SELECT message_id FROM events ORDER BY 1", few).unwrap();
+    assert_eq!(t.rows.len(), 3);
+    assert!(t.truncated);
+    let t = run(
+        "SELECT message_id FROM events WHERE false",
+        Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(t.columns, ["message_id"], "columns even without rows");
+    assert!(t.rows.is_empty());
+}
