@@ -72,7 +72,7 @@ fn the_loader_reads_only_what_the_writer_made_durable() {
     let dir = data::history("durable");
     let mut positions = Vec::new();
     wal::read_from(&dir.join("log"), LogPos::default(), |pos, _| {
-        positions.push(pos)
+        positions.push(pos);
     })
     .unwrap();
     assert_eq!(positions.len(), 3, "12 events in records of 5, 5 and 2");
@@ -220,7 +220,10 @@ fn sql_is_read_only_bounded_and_says_what_is_wrong() {
         quick,
     )
     .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(20), "stopped at its limit");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped at its limit"
+    );
     assert!(matches!(err, QueryError::Timeout(_)), "{err}");
     let few = Limits {
         max_rows: 3,
