@@ -160,8 +160,8 @@ pub struct Demo {
     pub admin_token: String,
 }
 
-/// Creates the demo project on first use; later starts give it a fresh write key (keys are stored
-/// hashed, so the old one cannot be shown again).
+/// Creates the demo project on first use; later starts give it a fresh write key and admin
+/// token (both are stored hashed, so the old ones cannot be shown again).
 pub fn demo_project(meta: &MetaStore, catalog: &str) -> anyhow::Result<Demo> {
     let name = "demo";
     match meta.create_project(name, Some(catalog)) {
@@ -173,7 +173,7 @@ pub fn demo_project(meta: &MetaStore, catalog: &str) -> anyhow::Result<Demo> {
         Err(MetaError::Exists(_)) => Ok(Demo {
             name: name.into(),
             write_key: meta.rotate_write_key(name)?.expose().to_owned(),
-            admin_token: "(shown when the demo project was created)".into(),
+            admin_token: meta.rotate_admin_token(name)?.expose().to_owned(),
         }),
         Err(e) => Err(e.into()),
     }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod demo;
 mod query;
 mod user;
 
@@ -46,6 +47,9 @@ enum Command {
     Query(query::QueryArgs),
     /// Run one read-only SQL statement over a project's `events` table.
     Sql(query::SqlArgs),
+    /// Generate demo data.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
     /// Measure the collector under load (on this machine).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -114,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dump { data, project } => dump(&data, project.as_deref()),
         Command::Query(args) => query::query(&args),
         Command::Sql(args) => query::sql(&args),
+        Command::Demo(cmd) => demo::demo(cmd),
         Command::Bench(cmd) => bench::bench(cmd),
         Command::Catalog(CatalogCommand::Check { file }) => catalog_check(&file),
         Command::Status(args) => user::status(&args),
@@ -153,8 +158,11 @@ fn init_logging() {
         .init();
 }
 
+/// Events of history that `serve --demo` generates for a new demo project.
+const DEMO_EVENTS: u64 = 300_000;
+
 /// The example catalog, used by the demo project.
-const DEMO_CATALOG: &str = include_str!("../../../examples/catalog.toml");
+pub const DEMO_CATALOG: &str = include_str!("../../../examples/catalog.toml");
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
@@ -164,6 +172,24 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         ..RawConfig::default()
     };
     let cfg = resolve_config(&args.data, flags)?;
+    let demo = if args.demo {
+        let meta = opentally_server::meta::MetaStore::open(&cfg.data)
+            .with_context(|| format!("cannot open the data dir {}", cfg.data.display()))?;
+        let d = admin::demo_project(&meta, DEMO_CATALOG)?;
+        let store = opentally_store::Store::open(&cfg.data, opentally_store::Options::default())?;
+        let empty = store.snapshot(&d.name).parts.is_empty() && store.stats().tail_rows == 0;
+        drop(store);
+        if empty {
+            tracing::info!(
+                events = DEMO_EVENTS,
+                "generating the demo project's history"
+            );
+            demo::generate(&cfg.data, &d.name, DEMO_EVENTS, 90, 1, false)?;
+        }
+        Some(d)
+    } else {
+        None
+    };
     let collector = opentally_server::Collector::open(cfg.clone())
         .with_context(|| format!("cannot open the data dir {}", cfg.data.display()))?;
     let r = &collector.report;
@@ -174,11 +200,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         dedup_ids_in_memory = r.ids_in_memory,
         "log recovered"
     );
-    let demo = if args.demo {
-        Some(admin::demo_project(&collector.state.meta, DEMO_CATALOG)?)
-    } else {
-        None
-    };
     collector.state.keys.clear();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -204,6 +225,14 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 d.write_key
             )?;
             writeln!(out, "see it stored:\n  opentally dump --data {} --project {}", cfg.data.display(), d.name)?;
+            writeln!(out, "ask the project's history (90 days, generated on first start):")?;
+            writeln!(out, "  opentally query trend --data {} --project {} --interval week --by app.version", cfg.data.display(), d.name)?;
+            writeln!(out, "  opentally query errors --data {} --project {} --by app.version", cfg.data.display(), d.name)?;
+            writeln!(
+                out,
+                "  curl -sS 'http://{addr}/api/v1/projects/{}/insights/active?since=30d' -H 'authorization: Bearer {}'",
+                d.name, d.admin_token
+            )?;
         }
         drop(out);
         opentally_server::serve::serve(collector, listener, opentally_server::serve::shutdown_signal()).await?;

@@ -91,6 +91,9 @@ pub struct QueryArgs {
     /// How many rows the top-N tables keep.
     #[arg(long)]
     top: Option<usize>,
+    /// Print the SQL the insight compiles to, one statement per line, instead of running it.
+    #[arg(long)]
+    print_sql: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -161,6 +164,13 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         params.push(("where".into(), w.clone()));
     }
     let q = InsightQuery::from_params(args.kind.name(), &params, Timestamp::now())?;
+    if args.print_sql {
+        let mut out = std::io::stdout().lock();
+        for (name, sql) in q.to_sql() {
+            writeln!(out, "{name}\t{sql}")?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (store, limits) = open(&args.data, &args.project)?;
     let result = runtime()?.block_on(q.run(&store.snapshot(&args.project), &limits))?;
     let mut out = std::io::stdout().lock();

@@ -96,7 +96,13 @@ impl Loader {
         let stop_thread = stop.clone();
         let thread = std::thread::Builder::new()
             .name("opentally-loader".into())
-            .spawn(move || store.run_loader(&|| writer.durable_pos(), &stop_thread))?;
+            .spawn(move || {
+                store.run_loader(
+                    &|| writer.durable_pos(),
+                    &|| writer.checkpoint_pos(),
+                    &stop_thread,
+                );
+            })?;
         Ok(Loader {
             stop,
             thread: Some(thread),
@@ -247,6 +253,14 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .queue_depth
         .set(state.writer.queue_depth() as i64);
+    let store = state.store.stats();
+    let m = &state.metrics;
+    #[allow(clippy::cast_possible_wrap)]
+    {
+        m.store_tail_events.set(store.tail_rows as i64);
+        m.store_parts.set(store.parts as i64);
+        m.store_part_bytes.set(store.part_bytes as i64);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -188,9 +188,18 @@ impl MetaStore {
 
     /// Replaces a project's write key; the old one stops working at once.
     pub fn rotate_write_key(&self, name: &str) -> Result<Secret, MetaError> {
-        let key = Secret::generate(SecretKind::WriteKey);
+        self.rotate(name, SecretKind::WriteKey, "write_key_hash")
+    }
+
+    /// Replaces a project's admin token; the old one stops working at once.
+    pub fn rotate_admin_token(&self, name: &str) -> Result<Secret, MetaError> {
+        self.rotate(name, SecretKind::AdminToken, "admin_token_hash")
+    }
+
+    fn rotate(&self, name: &str, kind: SecretKind, column: &str) -> Result<Secret, MetaError> {
+        let key = Secret::generate(kind);
         let n = self.conn().execute(
-            "UPDATE projects SET write_key_hash = ?1 WHERE name = ?2",
+            &format!("UPDATE projects SET {column} = ?1 WHERE name = ?2"),
             params![hash_secret(key.expose()).as_slice(), name],
         )?;
         if n == 0 {

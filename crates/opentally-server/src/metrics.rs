@@ -30,6 +30,10 @@ pub struct Metrics {
     pub group_requests: Histogram,
     pub log_bytes: Counter,
     pub queue_depth: Gauge,
+    /// Events acknowledged but not yet sealed into parts: the store's lag.
+    pub store_tail_events: Gauge,
+    pub store_parts: Gauge,
+    pub store_part_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,6 +87,20 @@ impl Default for Metrics {
             "Requests waiting for the log writer",
             queue_depth.clone(),
         );
+        let store_tail_events = Gauge::default();
+        registry.register(
+            "store_tail_events",
+            "Events loaded from the log but not yet sealed into parts (the store's lag)",
+            store_tail_events.clone(),
+        );
+        let store_parts = Gauge::default();
+        registry.register("store_parts", "Live Parquet parts", store_parts.clone());
+        let store_part_bytes = Gauge::default();
+        registry.register(
+            "store_part_bytes",
+            "Bytes of the live Parquet parts",
+            store_part_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -93,6 +111,9 @@ impl Default for Metrics {
             group_requests,
             log_bytes,
             queue_depth,
+            store_tail_events,
+            store_parts,
+            store_part_bytes,
         }
     }
 }

@@ -74,9 +74,19 @@ pub struct WriterHandle {
     depth: Arc<AtomicUsize>,
     alive: Arc<AtomicBool>,
     durable: Arc<std::sync::Mutex<wal::LogPos>>,
+    checkpointed: Arc<std::sync::Mutex<wal::LogPos>>,
 }
 
 impl WriterHandle {
+    /// Where the dedup index's last checkpoint reaches: a restart replays the log from here, so
+    /// segments before it are not needed by the writer.
+    pub fn checkpoint_pos(&self) -> wal::LogPos {
+        *self
+            .checkpointed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// How far the log is durable: every record before this position has been synced.
     pub fn durable_pos(&self) -> wal::LogPos {
         *self
@@ -161,8 +171,10 @@ pub fn start(
     let depth = Arc::new(AtomicUsize::new(0));
     let alive = Arc::new(AtomicBool::new(true));
     let durable = Arc::new(std::sync::Mutex::new(log.position()));
+    let checkpointed = Arc::new(std::sync::Mutex::new(index.checkpoint()));
     let mut state = WriterState {
         durable: durable.clone(),
+        checkpointed: checkpointed.clone(),
         log,
         index,
         metrics,
@@ -184,6 +196,7 @@ pub fn start(
             depth,
             alive,
             durable,
+            checkpointed,
         },
         join,
         report,
@@ -193,6 +206,7 @@ pub fn start(
 struct WriterState {
     log: LogWriter,
     durable: Arc<std::sync::Mutex<wal::LogPos>>,
+    checkpointed: Arc<std::sync::Mutex<wal::LogPos>>,
     index: DedupIndex,
     metrics: Arc<Metrics>,
     depth: Arc<AtomicUsize>,
@@ -324,10 +338,17 @@ impl WriterState {
         }
         self.today = today;
         self.last_checkpoint = Instant::now();
+        let pos = self.log.position();
         let result = self
             .index
             .expire(today)
-            .and_then(|()| self.index.write_checkpoint(self.log.position()));
+            .and_then(|()| self.index.write_checkpoint(pos));
+        if result.is_ok() {
+            *self
+                .checkpointed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = pos;
+        }
         if let Err(e) = result {
             // Not fatal: the log still holds everything and the next start replays more of it.
             tracing::warn!(error = %e, "dedup checkpoint failed");

@@ -9,6 +9,7 @@
 pub mod stored;
 pub mod wal;
 
+pub mod demo;
 pub mod dump;
 pub mod insight;
 pub mod manifest;

@@ -18,7 +18,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::manifest::{Manifest, PartMeta, sync_dir};
 use crate::schema::{self, BatchBuilder};
-use crate::stored::LogRecord;
+use crate::stored::{LogRecord, StoredEvent};
 use crate::wal::{self, LogPos};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -235,6 +235,24 @@ impl Store {
         Ok(added)
     }
 
+    /// Adds events that did not come through the log (generated demo data) and seals them at
+    /// once. Only for a data dir no server is loading.
+    pub fn import(&self, project: &str, events: &[StoredEvent]) -> Result<usize, StoreError> {
+        let mut b = BatchBuilder::new();
+        for e in events {
+            b.push(project, e.timestamp, e);
+        }
+        {
+            let mut s = self.write();
+            s.tail
+                .entry(project.to_owned())
+                .or_default()
+                .push(b.finish());
+            s.tail_rows += events.len();
+        }
+        self.seal()
+    }
+
     /// True when the tail is due to be sealed.
     pub fn seal_due(&self) -> bool {
         let s = self.read();
@@ -435,15 +453,23 @@ impl Store {
         }
     }
 
-    /// The loader: tails the log up to what `durable` says is durable, seals and compacts, until
-    /// `stop` is set; then loads and seals what is left.
-    pub fn run_loader(&self, durable: &dyn Fn() -> LogPos, stop: &AtomicBool) {
+    /// The loader: tails the log up to what `durable` says is durable, seals and compacts, and
+    /// deletes log segments that are sealed and before `keep_from` (what the log's writer still
+    /// needs), until `stop` is set; then loads and seals what is left.
+    pub fn run_loader(
+        &self,
+        durable: &dyn Fn() -> LogPos,
+        keep_from: &dyn Fn() -> LogPos,
+        stop: &AtomicBool,
+    ) {
         let mut failing = false;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
-            let result = self.load_step(durable(), stopping);
+            let result = self
+                .load_step(durable(), stopping)
+                .and_then(|()| self.remove_loaded_segments(keep_from()));
             match result {
-                Ok(()) => failing = false,
+                Ok(_) => failing = false,
                 Err(e) if !failing => {
                     failing = true;
                     tracing::error!(error = %e, "loading into the store failed; retrying");
@@ -467,6 +493,15 @@ impl Store {
         }
         self.delete_retired()?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Deletes the log segments wholly before both the sealed position and `keep_from`.
+    /// Returns how many.
+    pub fn remove_loaded_segments(&self, keep_from: LogPos) -> Result<usize, StoreError> {
+        let sealed = self.read().manifest.log;
+        Ok(wal::remove_before(&self.log_dir, sealed.min(keep_from))?)
     }
 }
 

@@ -425,6 +425,13 @@ async fn health_readiness_and_metrics() {
     assert_eq!(h.send(get("/healthz")).await.0, StatusCode::OK);
     assert_eq!(h.send(get("/readyz")).await.0, StatusCode::OK);
     h.send(h.batch(&json!({"batch": [event("m1")]}))).await;
+    // The loader picks the event up from the log within its poll interval.
+    for _ in 0..250 {
+        if h.state.store.stats().tail_rows == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, _, text) = h.send(get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap().to_owned();
@@ -434,6 +441,8 @@ async fn health_readiness_and_metrics() {
         "opentally_log_fsync_seconds_count 1",
         "opentally_log_group_requests_count 1",
         "opentally_writer_queue_depth 0",
+        "opentally_store_tail_events 1",
+        "opentally_store_parts 0",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

@@ -240,3 +240,43 @@ fn sql_is_read_only_bounded_and_says_what_is_wrong() {
     assert_eq!(t.columns, ["message_id"], "columns even without rows");
     assert!(t.rows.is_empty());
 }
+
+#[test]
+fn sealed_log_segments_are_removed_only_when_the_writer_no_longer_needs_them() {
+    let dir = data::temp_dir("segments");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, data::event(i, r)))
+        .collect();
+    // Segments of 1 KiB: about one record each.
+    let (mut log, _) = wal::LogWriter::open(&dir.join("log"), 1024, false).unwrap();
+    for chunk in rows.chunks(2) {
+        let rec = opentally_store::stored::LogRecord {
+            project: "demo".into(),
+            project_id: 1,
+            received_at: opentally_protocol::Timestamp::parse("2026-11-20T00:00:00Z").unwrap(),
+            events: chunk.iter().map(|(_, e)| e.clone()).collect(),
+        };
+        let mut framed = Vec::new();
+        wal::frame(&mut framed, &serde_json::to_vec(&rec).unwrap());
+        log.append_durable(&framed).unwrap();
+    }
+    let end = log.position();
+    drop(log);
+    let segments = wal::list_segments(&dir.join("log")).unwrap().len();
+    assert!(segments >= 4, "{segments} segments");
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    // Nothing sealed yet: nothing goes, whatever the writer allows.
+    assert_eq!(s.remove_loaded_segments(end).unwrap(), 0);
+    s.seal().unwrap();
+    // Sealed, but the writer's checkpoint is still at the start: nothing goes.
+    assert_eq!(s.remove_loaded_segments(LogPos::default()).unwrap(), 0);
+    // Both past: every segment before the last goes.
+    assert_eq!(s.remove_loaded_segments(end).unwrap(), segments - 1);
+    assert_eq!(wal::list_segments(&dir.join("log")).unwrap().len(), 1);
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(count(&s), (12, 12));
+}
