@@ -384,9 +384,27 @@ impl InsightQuery {
             }
         };
         let event_filter = !matches!(insight, Insight::Funnel { .. } | Insight::Paths { .. });
+        // Insights count whole UTC days: `since` starts at its day's midnight, `until` ends at
+        // the next one (unless it is a midnight itself), as the per-day rollups see them.
+        let midnight = |t: Timestamp, up: bool| {
+            let secs = t.unix_secs();
+            let floor = secs.div_euclid(86_400) * 86_400;
+            let at = if up && (secs != floor || t.subsec_nanos() != 0) {
+                floor + 86_400
+            } else {
+                floor
+            };
+            Timestamp::from_unix(at, 0).unwrap_or(t)
+        };
         let filters = Filters {
-            since: one.get("since").map(|s| parse_time(s, now)).transpose()?,
-            until: one.get("until").map(|s| parse_time(s, now)).transpose()?,
+            since: one
+                .get("since")
+                .map(|s| parse_time(s, now).map(|t| midnight(t, false)))
+                .transpose()?,
+            until: one
+                .get("until")
+                .map(|s| parse_time(s, now).map(|t| midnight(t, true)))
+                .transpose()?,
             event: event.filter(|_| event_filter),
             wheres,
         };
@@ -482,7 +500,12 @@ impl InsightQuery {
             Insight::Durations { by } => {
                 let (sel, _, order) = by_cols(by);
                 let pct = |p: &str| {
-                    format!("round(percentile_cont({p}) WITHIN GROUP (ORDER BY duration_ms), 2)")
+                    // Nearest rank: the smallest duration with at least p of the calls at or
+                    // below it, as the rollups' KLL sketches give it.
+                    format!(
+                        "round(array_element(array_agg(duration_ms ORDER BY duration_ms), \
+                         CAST(greatest(ceil({p} * count(duration_ms) - 1e-9), 1) AS BIGINT)), 2)"
+                    )
                 };
                 vec![(
                     "durations",
@@ -634,6 +657,24 @@ impl InsightQuery {
         limits: &Limits,
     ) -> Result<InsightResult, QueryError> {
         let started = Instant::now();
+        if self.rollups_answer() {
+            let rollups = snapshot
+                .rollups()
+                .map_err(|e| QueryError::Internal(e.to_string()))?;
+            if let Some(a) = self.from_rollups(&rollups) {
+                return Ok(InsightResult {
+                    kind: self.insight.kind(),
+                    tables: a.tables,
+                    source: "rollups",
+                    distinct: if a.estimated {
+                        "estimated: theta sketch beyond 4096 installs per group"
+                    } else {
+                        "exact"
+                    },
+                    query_ms: started.elapsed().as_secs_f64() * 1000.0,
+                });
+            }
+        }
         let mut tables = BTreeMap::new();
         for (name, sql) in self.to_sql() {
             tables.insert(name, query::run_sql(snapshot, &sql, limits).await?);
@@ -641,6 +682,7 @@ impl InsightQuery {
         Ok(InsightResult {
             kind: self.insight.kind(),
             tables,
+            source: "events",
             distinct: "exact",
             query_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
@@ -652,7 +694,10 @@ impl InsightQuery {
 pub struct InsightResult {
     pub kind: &'static str,
     pub tables: BTreeMap<&'static str, Table>,
-    /// How distinct installs were counted: `exact` (COUNT DISTINCT over the events).
+    /// What answered: `rollups` (per-day sketches made at sealing) or `events` (a scan).
+    pub source: &'static str,
+    /// How distinct installs were counted: `exact`, or estimated by a theta sketch (only
+    /// rollups estimate, and only beyond 4,096 installs in one group).
     pub distinct: &'static str,
     /// How long the query took, in milliseconds.
     pub query_ms: f64,

@@ -11,9 +11,11 @@ pub mod wal;
 
 pub mod demo;
 pub mod dump;
+mod from_rollups;
 pub mod insight;
 pub mod manifest;
 pub mod query;
+pub mod rollup;
 pub mod schema;
 pub mod store;
 

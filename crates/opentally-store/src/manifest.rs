@@ -20,6 +20,9 @@ pub struct PartMeta {
     pub day: i64,
     /// Path relative to the store directory.
     pub file: String,
+    /// The part's rollup (see [`crate::rollup`]), relative to the store directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<String>,
     pub rows: u64,
     pub bytes: u64,
     /// Event times covered, micro-seconds since the epoch.

@@ -17,6 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::manifest::{Manifest, PartMeta, sync_dir};
+use crate::rollup::{self, RollupRow};
 use crate::schema::{self, BatchBuilder};
 use crate::stored::{LogRecord, StoredEvent};
 use crate::wal::{self, LogPos};
@@ -65,6 +66,40 @@ pub enum StoreError {
 pub struct LivePart {
     pub meta: PartMeta,
     pub path: PathBuf,
+    rollup_path: Option<PathBuf>,
+    /// Read on first use (or kept from when the part was written).
+    rollup: std::sync::Mutex<Option<Arc<Vec<RollupRow>>>>,
+}
+
+impl LivePart {
+    fn new(dir: &Path, meta: PartMeta, rollup: Option<Vec<RollupRow>>) -> Arc<LivePart> {
+        Arc::new(LivePart {
+            path: dir.join(&meta.file),
+            rollup_path: meta.rollup.as_ref().map(|r| dir.join(r)),
+            rollup: std::sync::Mutex::new(rollup.map(Arc::new)),
+            meta,
+        })
+    }
+
+    /// The part's rollup rows: from its rollup file, or made from the part if it has none.
+    pub fn rollup(&self) -> Result<Arc<Vec<RollupRow>>, StoreError> {
+        let mut slot = self
+            .rollup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let rows = if let Some(p) = &self.rollup_path {
+            rollup::read(p)?
+        } else {
+            let batches = read_part(&self.path)?;
+            rollup::of_batch(&concat_batches(&schema::schema(), &batches)?)
+        };
+        let rows = Arc::new(rows);
+        *slot = Some(rows.clone());
+        Ok(rows)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +108,8 @@ struct State {
     parts: Vec<Arc<LivePart>>,
     /// Events read from the log after `manifest.log`, per project.
     tail: HashMap<String, Vec<RecordBatch>>,
+    /// The rollup of each tail batch, per project.
+    tail_rollups: HashMap<String, Vec<Arc<Vec<RollupRow>>>>,
     tail_rows: usize,
     /// The log position the tail reaches.
     tail_pos: LogPos,
@@ -86,6 +123,19 @@ struct State {
 pub struct Snapshot {
     pub parts: Vec<Arc<LivePart>>,
     pub tail: Vec<RecordBatch>,
+    pub tail_rollups: Vec<Arc<Vec<RollupRow>>>,
+}
+
+impl Snapshot {
+    /// The rollups of every part and of the tail.
+    pub fn rollups(&self) -> Result<Vec<Arc<Vec<RollupRow>>>, StoreError> {
+        let mut out = Vec::with_capacity(self.parts.len() + self.tail_rollups.len());
+        for p in &self.parts {
+            out.push(p.rollup()?);
+        }
+        out.extend(self.tail_rollups.iter().cloned());
+        Ok(out)
+    }
 }
 
 /// Figures for `/metrics` and the CLI.
@@ -126,12 +176,7 @@ impl Store {
         let parts = manifest
             .parts
             .iter()
-            .map(|m| {
-                Arc::new(LivePart {
-                    path: dir.join(&m.file),
-                    meta: m.clone(),
-                })
-            })
+            .map(|m| LivePart::new(&dir, m.clone(), None))
             .collect();
         let state = State {
             tail_pos: manifest.log,
@@ -154,7 +199,12 @@ impl Store {
     pub fn prepare_loading(&self) -> Result<usize, StoreError> {
         let parts_dir = self.dir.join("parts");
         fs::create_dir_all(&parts_dir)?;
-        let live: HashSet<PathBuf> = self.read().parts.iter().map(|p| p.path.clone()).collect();
+        let live: HashSet<PathBuf> = self
+            .read()
+            .parts
+            .iter()
+            .flat_map(|p| std::iter::once(p.path.clone()).chain(p.rollup_path.clone()))
+            .collect();
         let mut removed = 0;
         for project in fs::read_dir(&parts_dir)? {
             let project = project?.path();
@@ -218,14 +268,25 @@ impl Store {
                 "log records with a valid checksum but unreadable content"
             );
         }
+        let batches: Vec<(String, RecordBatch, Vec<RollupRow>)> = builders
+            .into_iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(project, mut b)| {
+                let batch = b.finish();
+                let rollup = rollup::of_batch(&batch);
+                (project, batch, rollup)
+            })
+            .collect();
         let mut added = 0;
         let mut state = self.write();
-        for (project, mut b) in builders {
-            if b.is_empty() {
-                continue;
-            }
-            added += b.len();
-            state.tail.entry(project).or_default().push(b.finish());
+        for (project, batch, rollup) in batches {
+            added += batch.num_rows();
+            state.tail.entry(project.clone()).or_default().push(batch);
+            state
+                .tail_rollups
+                .entry(project)
+                .or_default()
+                .push(Arc::new(rollup));
         }
         if added > 0 && state.tail_since.is_none() {
             state.tail_since = Some(Instant::now());
@@ -280,19 +341,19 @@ impl Store {
                 new_parts.push(meta);
             }
         }
-        manifest.parts.extend(new_parts.iter().cloned());
+        manifest
+            .parts
+            .extend(new_parts.iter().map(|(m, _)| m.clone()));
         manifest.log = pos;
         manifest.store(&self.dir)?;
         let mut s = self.write();
         s.manifest = manifest;
-        for m in new_parts {
-            s.parts.push(Arc::new(LivePart {
-                path: self.dir.join(&m.file),
-                meta: m,
-            }));
+        for (m, rollup) in new_parts {
+            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
         }
         // Only the loader adds to the tail, and it is busy here: the tail is what was sealed.
         s.tail.clear();
+        s.tail_rollups.clear();
         s.tail_rows = 0;
         s.tail_since = None;
         Ok(rows)
@@ -304,7 +365,7 @@ impl Store {
         project: &str,
         day: i64,
         batch: &RecordBatch,
-    ) -> Result<PartMeta, StoreError> {
+    ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let id = manifest.next_part;
         manifest.next_part += 1;
         let rel = format!("parts/{project}/{day}-{id:08}.parquet");
@@ -326,16 +387,24 @@ impl Store {
             .column_by_name("ts")
             .expect("a ts column")
             .as_primitive::<TimestampMicrosecondType>();
-        Ok(PartMeta {
-            id,
-            project: project.to_owned(),
-            day,
-            file: rel,
-            rows: batch.num_rows() as u64,
-            bytes,
-            min_ts: arrow::compute::min(ts).unwrap_or_default(),
-            max_ts: arrow::compute::max(ts).unwrap_or_default(),
-        })
+        let rollup_rel = format!("parts/{project}/{day}-{id:08}.rollup");
+        let rollup = rollup::of_batch(batch);
+        let rollup_bytes = rollup::write(&self.dir.join(&rollup_rel), &rollup)?;
+        sync_dir(dir)?;
+        Ok((
+            PartMeta {
+                id,
+                project: project.to_owned(),
+                day,
+                file: rel,
+                rollup: Some(rollup_rel),
+                rows: batch.num_rows() as u64,
+                bytes: bytes + rollup_bytes,
+                min_ts: arrow::compute::min(ts).unwrap_or_default(),
+                max_ts: arrow::compute::max(ts).unwrap_or_default(),
+            },
+            rollup,
+        ))
     }
 
     /// Merges the small parts of a project's day into one, when a day has gathered
@@ -375,7 +444,7 @@ impl Store {
             replaced.extend(parts.iter().map(|p| p.id));
         }
         manifest.parts.retain(|p| !replaced.contains(&p.id));
-        manifest.parts.extend(added.iter().cloned());
+        manifest.parts.extend(added.iter().map(|(m, _)| m.clone()));
         manifest.store(&self.dir)?;
         let mut s = self.write();
         s.manifest = manifest;
@@ -384,11 +453,8 @@ impl Store {
             .partition(|p| replaced.contains(&p.meta.id));
         s.parts = keep;
         s.retired.extend(old);
-        for m in added {
-            s.parts.push(Arc::new(LivePart {
-                path: self.dir.join(&m.file),
-                meta: m,
-            }));
+        for (m, rollup) in added {
+            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
         }
         Ok(merged)
     }
@@ -404,10 +470,12 @@ impl Store {
             free
         };
         for p in &free {
-            match fs::remove_file(&p.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
+            for path in std::iter::once(&p.path).chain(&p.rollup_path) {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(free.len())
@@ -424,6 +492,7 @@ impl Store {
                 .cloned()
                 .collect(),
             tail: s.tail.get(project).cloned().unwrap_or_default(),
+            tail_rollups: s.tail_rollups.get(project).cloned().unwrap_or_default(),
         }
     }
 

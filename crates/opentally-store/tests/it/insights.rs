@@ -186,15 +186,28 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
                 ["2026-11-16", "1.1", 2, 100.0]
             ]),
         ),
+        // Nearest rank: the smallest duration with at least p of the calls at or below it.
         (
             "durations",
             "",
             "durations",
             json!(["event", "calls", "p50_ms", "p95_ms", "p99_ms", "max_ms"]),
             json!([
-                ["fit", 6, 250.0, 575.0, 595.0, 600.0],
-                ["estimate", 4, 135.0, 710.0, 782.0, 800.0],
-                ["plot", 2, 500.0, 680.0, 696.0, 700.0]
+                ["fit", 6, 100.0, 600.0, 600.0, 600.0],
+                ["estimate", 4, 70.0, 800.0, 800.0, 800.0],
+                ["plot", 2, 300.0, 700.0, 700.0, 700.0]
+            ]),
+        ),
+        (
+            "durations",
+            "event=fit&by=method",
+            "durations",
+            json!([
+                "event", "method", "calls", "p50_ms", "p95_ms", "p99_ms", "max_ms"
+            ]),
+            json!([
+                ["fit", "cbpe", 3, 100.0, 400.0, 400.0, 400.0],
+                ["fit", "dle", 3, 500.0, 600.0, 600.0, 600.0]
             ]),
         ),
         (
@@ -320,6 +333,42 @@ fn every_insight_matches_the_hand_worked_answer_in_every_store_state() {
         }
     }
     assert_eq!(checked, cases().len() * 4);
+}
+
+#[test]
+fn standard_insights_read_rollups_and_the_rest_read_events() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let dir = data::history("sources");
+    let store = Store::open(&dir, Options::default()).unwrap();
+    for (kind, q, source) in [
+        ("trend", "by=app.version&where=os.name=linux", "rollups"),
+        ("trend", "by=method", "events"),
+        ("trend", "where=context.hardware.arch=arm64", "events"),
+        ("active", "", "rollups"),
+        ("versions", "", "rollups"),
+        ("durations", "by=outcome", "rollups"),
+        ("durations", "by=method", "events"),
+        ("errors", "by=runtime.name", "rollups"),
+        ("new-returning", "", "events"),
+        ("retention", "", "events"),
+        ("funnel", "steps=fit,plot", "events"),
+        ("paths", "event=fit", "events"),
+        ("friction", "", "events"),
+    ] {
+        let query = InsightQuery::from_params(kind, &params(q), now).unwrap();
+        let r = rt
+            .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+            .unwrap();
+        assert_eq!(r.source, source, "{kind}?{q}");
+        assert_eq!(
+            r.distinct, "exact",
+            "{kind}?{q}: four installs are counted exactly"
+        );
+    }
 }
 
 #[test]

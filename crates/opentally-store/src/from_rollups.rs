@@ -1,0 +1,389 @@
+//! The standard insights answered from rollups instead of events: trends, active installs,
+//! version adoption, durations and errors, when every filter and breakdown is a rollup
+//! dimension. The answers have the same columns and order as the SQL the insight compiles to.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
+use crate::query::Table;
+use crate::rollup::{self, DIMS, RollupRow};
+
+/// Days since the epoch → `(year, month, day)` (proleptic Gregorian).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn date_text(days: i64) -> String {
+    let (y, m, d) = civil(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The first day of the period holding `day`, as text (weeks start on Monday).
+fn period(day: i32, interval: Interval) -> String {
+    let d = i64::from(day);
+    match interval {
+        Interval::Day => date_text(d),
+        Interval::Week => date_text(d - (d + 3).rem_euclid(7)),
+        Interval::Month => {
+            let (y, m, _) = civil(d);
+            format!("{y:04}-{m:02}-01")
+        }
+    }
+}
+
+fn dim_index(dim: &Dim) -> Option<usize> {
+    match dim {
+        Dim::Column(c) => DIMS.iter().position(|d| d == c),
+        _ => None,
+    }
+}
+
+/// A filter on rollup rows: the day range and a set of allowed values per dimension.
+struct RowFilter {
+    from_day: Option<i32>,
+    until_day: Option<i32>,
+    dims: Vec<(usize, Vec<String>)>,
+}
+
+impl RowFilter {
+    fn new(f: &Filters, with_event: bool) -> Option<RowFilter> {
+        let mut dims = Vec::new();
+        if let Some(e) = f.event.as_ref().filter(|_| with_event) {
+            dims.push((0, vec![e.clone()]));
+        }
+        for (dim, values) in &f.wheres {
+            dims.push((dim_index(dim)?, values.clone()));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let day = |t: opentally_protocol::Timestamp| t.unix_secs().div_euclid(86_400) as i32;
+        Some(RowFilter {
+            from_day: f.since.map(day),
+            until_day: f.until.map(day),
+            dims,
+        })
+    }
+
+    fn keeps(&self, r: &RollupRow) -> bool {
+        self.from_day.is_none_or(|d| r.day >= d)
+            && self.until_day.is_none_or(|d| r.day < d)
+            && self
+                .dims
+                .iter()
+                .all(|(i, vals)| r.dim(*i).is_some_and(|v| vals.iter().any(|x| x == v)))
+    }
+}
+
+fn text(v: Option<&str>) -> Value {
+    v.map_or(Value::Null, |s| Value::String(s.to_owned()))
+}
+
+fn round(x: f64, digits: i32) -> Value {
+    let p = 10f64.powi(digits);
+    serde_json::Number::from_f64((x * p).round() / p).map_or(Value::Null, Value::Number)
+}
+
+fn table(columns: &[&str], rows: Vec<Vec<Value>>) -> Table {
+    Table {
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        rows,
+        truncated: false,
+    }
+}
+
+/// Orders optional texts as SQL does by default: values ascending, nulls last.
+fn nulls_last(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+}
+
+/// A group of an event and an optional second dimension.
+type Pair<'a> = (Option<&'a str>, Option<&'a str>);
+
+/// Answers from rollups, or `None` when the query needs the events.
+#[derive(Debug)]
+pub struct Answer {
+    pub tables: BTreeMap<&'static str, Table>,
+    /// True when some distinct count came from a sketch in estimation mode.
+    pub estimated: bool,
+}
+
+impl InsightQuery {
+    /// Whether [`InsightQuery::from_rollups`] can answer this query.
+    pub fn rollups_answer(&self) -> bool {
+        let by_ok = |by: &Option<Dim>| by.as_ref().is_none_or(|d| dim_index(d).is_some());
+        let filters_ok = RowFilter::new(&self.filters, true).is_some();
+        filters_ok
+            && match &self.insight {
+                Insight::Trend { by, .. }
+                | Insight::Durations { by }
+                | Insight::Errors { by, .. } => by_ok(by),
+                Insight::Active | Insight::Versions { .. } => true,
+                _ => false,
+            }
+    }
+
+    /// The answer from rollup rows, or `None` when it needs the events.
+    pub fn from_rollups(&self, parts: &[Arc<Vec<RollupRow>>]) -> Option<Answer> {
+        if !self.rollups_answer() {
+            return None;
+        }
+        let filter = RowFilter::new(&self.filters, true)?;
+        let rows = || {
+            parts
+                .iter()
+                .flat_map(|p| p.iter())
+                .filter(|r| filter.keeps(r))
+        };
+        let mut estimated = false;
+        let mut distinct = |sketches: &[&datasketches::theta::CompactThetaSketch]| {
+            let u = rollup::union(sketches.iter().copied());
+            estimated |= u.is_estimation_mode();
+            rollup::count(&u)
+        };
+        let mut tables = BTreeMap::new();
+        match &self.insight {
+            Insight::Trend { interval, by } => {
+                let by_i = by.as_ref().and_then(dim_index);
+                let mut groups: BTreeMap<(String, Option<&str>), (u64, Vec<_>)> = BTreeMap::new();
+                for r in rows() {
+                    let g = groups
+                        .entry((period(r.day, *interval), by_i.and_then(|i| r.dim(i))))
+                        .or_default();
+                    g.0 += r.events;
+                    g.1.push(&r.installs);
+                }
+                let mut out: Vec<(String, Option<&str>, u64, u64)> = groups
+                    .into_iter()
+                    .map(|((p, v), (events, sketches))| (p, v, events, distinct(&sketches)))
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0).then(nulls_last(a.1, b.1)));
+                let mut columns = vec!["period"];
+                let name = by.as_ref().map(Dim::name);
+                if let Some(n) = &name {
+                    columns.push(n.as_str());
+                }
+                columns.extend(["events", "installs"]);
+                let rows = out
+                    .into_iter()
+                    .map(|(p, v, e, i)| {
+                        let mut row = vec![json!(p)];
+                        if by.is_some() {
+                            row.push(text(v));
+                        }
+                        row.extend([json!(e), json!(i)]);
+                        row
+                    })
+                    .collect();
+                tables.insert("trend", table(&columns, rows));
+            }
+            Insight::Active => {
+                // Days before `since` count towards WAU and MAU: read 29 more days.
+                let wide = RowFilter {
+                    from_day: filter.from_day.map(|d| d - 29),
+                    ..filter
+                };
+                let mut days: BTreeMap<i32, Vec<&datasketches::theta::CompactThetaSketch>> =
+                    BTreeMap::new();
+                for r in parts
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .filter(|r| wide.keeps(r))
+                {
+                    days.entry(r.day).or_default().push(&r.installs);
+                }
+                let daily: BTreeMap<i32, datasketches::theta::CompactThetaSketch> = days
+                    .into_iter()
+                    .map(|(d, s)| (d, rollup::union(s)))
+                    .collect();
+                let mut out = Vec::new();
+                for &day in daily.keys() {
+                    if wide.from_day.is_some_and(|f| day < f + 29) {
+                        continue;
+                    }
+                    let window = |n: i32| {
+                        let sketches: Vec<_> =
+                            daily.range(day - n + 1..=day).map(|(_, s)| s).collect();
+                        sketches
+                    };
+                    out.push(vec![
+                        json!(date_text(i64::from(day))),
+                        json!(distinct(&window(1))),
+                        json!(distinct(&window(7))),
+                        json!(distinct(&window(30))),
+                    ]);
+                }
+                tables.insert("active", table(&["day", "dau", "wau", "mau"], out));
+            }
+            Insight::Versions { interval } => {
+                let mut by_version: BTreeMap<(String, Option<&str>), Vec<_>> = BTreeMap::new();
+                let mut totals: BTreeMap<String, Vec<_>> = BTreeMap::new();
+                for r in rows() {
+                    let p = period(r.day, *interval);
+                    totals.entry(p.clone()).or_default().push(&r.installs);
+                    by_version
+                        .entry((p, r.dim(1)))
+                        .or_default()
+                        .push(&r.installs);
+                }
+                let totals: HashMap<String, u64> =
+                    totals.into_iter().map(|(p, s)| (p, distinct(&s))).collect();
+                let mut out: Vec<(String, Option<&str>, u64)> = by_version
+                    .into_iter()
+                    .map(|((p, v), s)| (p, v, distinct(&s)))
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)).then(nulls_last(a.1, b.1)));
+                let rows = out
+                    .into_iter()
+                    .map(|(p, v, n)| {
+                        #[allow(clippy::cast_precision_loss)]
+                        let share = 100.0 * n as f64 / totals[&p].max(1) as f64;
+                        vec![json!(p), text(v), json!(n), round(share, 1)]
+                    })
+                    .collect();
+                tables.insert(
+                    "versions",
+                    table(&["period", "app_version", "installs", "share_pct"], rows),
+                );
+            }
+            Insight::Durations { by } => {
+                let by_i = by.as_ref().and_then(dim_index);
+                let mut groups: BTreeMap<(Option<&str>, Option<&str>), Vec<_>> = BTreeMap::new();
+                for r in rows().filter(|r| !r.durations.is_empty()) {
+                    groups
+                        .entry((r.dim(0), by_i.and_then(|i| r.dim(i))))
+                        .or_default()
+                        .push(&r.durations);
+                }
+                let mut out: Vec<(Option<&str>, Option<&str>, _)> = groups
+                    .into_iter()
+                    .map(|((e, v), s)| (e, v, rollup::merge_kll(s)))
+                    .collect();
+                out.sort_by(|a, b| {
+                    b.2.n()
+                        .cmp(&a.2.n())
+                        .then(nulls_last(a.0, b.0))
+                        .then(nulls_last(a.1, b.1))
+                });
+                let mut columns = vec!["event"];
+                let name = by.as_ref().map(Dim::name);
+                if let Some(n) = &name {
+                    columns.push(n.as_str());
+                }
+                columns.extend(["calls", "p50_ms", "p95_ms", "p99_ms", "max_ms"]);
+                let rows = out
+                    .into_iter()
+                    .map(|(e, v, k)| {
+                        let mut row = vec![text(e)];
+                        if by.is_some() {
+                            row.push(text(v));
+                        }
+                        let q =
+                            |p: f64| rollup::quantile(&k, p).map_or(Value::Null, |x| round(x, 2));
+                        row.extend([json!(k.n()), q(0.5), q(0.95), q(0.99), q(1.0)]);
+                        row
+                    })
+                    .collect();
+                tables.insert("durations", table(&columns, rows));
+            }
+            Insight::Errors { by, top } => {
+                let by_i = by.as_ref().and_then(dim_index);
+                let mut rate: BTreeMap<Pair, (u64, u64)> = BTreeMap::new();
+                let mut kinds: BTreeMap<Pair, (u64, Vec<_>)> = BTreeMap::new();
+                for r in rows() {
+                    let Some(outcome) = r.dim(4) else { continue };
+                    let g = rate
+                        .entry((r.dim(0), by_i.and_then(|i| r.dim(i))))
+                        .or_default();
+                    g.0 += r.events;
+                    if outcome == "error" {
+                        g.1 += r.events;
+                        let k = kinds.entry((r.dim(0), r.dim(5))).or_default();
+                        k.0 += r.events;
+                        k.1.push(&r.installs);
+                    }
+                }
+                let mut out: Vec<_> = rate.into_iter().collect();
+                out.sort_by(|a, b| {
+                    b.1.1
+                        .cmp(&a.1.1)
+                        .then(nulls_last(a.0.0, b.0.0))
+                        .then(nulls_last(a.0.1, b.0.1))
+                });
+                let mut columns = vec!["event"];
+                let name = by.as_ref().map(Dim::name);
+                if let Some(n) = &name {
+                    columns.push(n.as_str());
+                }
+                columns.extend(["calls", "errors", "error_rate"]);
+                let rows = out
+                    .into_iter()
+                    .map(|((e, v), (calls, errors))| {
+                        let mut row = vec![text(e)];
+                        if by.is_some() {
+                            row.push(text(v));
+                        }
+                        #[allow(clippy::cast_precision_loss)]
+                        let r = errors as f64 / calls.max(1) as f64;
+                        row.extend([json!(calls), json!(errors), round(r, 4)]);
+                        row
+                    })
+                    .collect();
+                tables.insert("error_rate", table(&columns, rows));
+                let mut top_rows: Vec<_> = kinds
+                    .into_iter()
+                    .map(|((e, t), (n, s))| (e, t, n, distinct(&s)))
+                    .collect();
+                top_rows.sort_by(|a, b| {
+                    b.2.cmp(&a.2)
+                        .then(nulls_last(a.0, b.0))
+                        .then(nulls_last(a.1, b.1))
+                });
+                top_rows.truncate(*top);
+                let rows = top_rows
+                    .into_iter()
+                    .map(|(e, t, n, i)| vec![text(e), text(t), json!(n), json!(i)])
+                    .collect();
+                tables.insert(
+                    "top_errors",
+                    table(&["event", "error_type", "errors", "installs"], rows),
+                );
+            }
+            _ => return None,
+        }
+        Some(Answer { tables, estimated })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_start_on_the_right_day() {
+        // 2026-11-25 is a Wednesday, day 20_782 since the epoch.
+        assert_eq!(date_text(20_782), "2026-11-25");
+        assert_eq!(period(20_782, Interval::Week), "2026-11-23");
+        assert_eq!(period(20_782, Interval::Month), "2026-11-01");
+        assert_eq!(date_text(0), "1970-01-01");
+        assert_eq!(period(0, Interval::Week), "1969-12-29");
+        assert_eq!(date_text(11_016), "2000-02-29");
+        assert_eq!(date_text(-1), "1969-12-31");
+    }
+}

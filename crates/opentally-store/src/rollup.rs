@@ -1,0 +1,238 @@
+//! Rollups: per day × event × standard dimensions, the event count, a theta sketch of the
+//! installs and a KLL sketch of the durations (Apache DataSketches). Made when a part is written
+//! (and for the tail as it is loaded), kept beside the part, merged at query time: the dashboard's
+//! standard insights read these instead of scanning events.
+//!
+//! Theta sketches are exact while a group holds fewer than 4,096 installs (their nominal size)
+//! and estimate beyond; KLL sketches (k = 200) keep every duration while a group has fewer than
+//! 200 and answer within about 1.7 % of rank beyond.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int32Array, RecordBatch, StringArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use datasketches::common::SearchCriteria;
+use datasketches::kll::{KllFloat, KllSketch};
+use datasketches::theta::{CompactThetaSketch, ThetaSketch, ThetaSketchBuilder, ThetaUnionBuilder};
+use parquet::arrow::ArrowWriter;
+
+use crate::store::{StoreError, read_part};
+
+/// log2 of the theta sketches' nominal size: exact up to 4,096 installs per group.
+pub const THETA_LG_K: u8 = 12;
+/// KLL accuracy parameter.
+pub const KLL_K: u16 = 200;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The dimensions a rollup keeps, by their `events` column names.
+pub const DIMS: [&str; 6] = [
+    "event",
+    "app_version",
+    "os_name",
+    "runtime_name",
+    "outcome",
+    "error_type",
+];
+
+/// One rollup row: a day and a value (or none) for each of [`DIMS`].
+#[derive(Debug, Clone)]
+pub struct RollupRow {
+    pub day: i32,
+    pub dims: [Option<Arc<str>>; 6],
+    pub events: u64,
+    pub installs: CompactThetaSketch,
+    pub durations: KllSketch<KllFloat<f64>>,
+}
+
+impl RollupRow {
+    pub fn dim(&self, i: usize) -> Option<&str> {
+        self.dims[i].as_deref()
+    }
+}
+
+fn theta() -> ThetaSketch {
+    ThetaSketchBuilder::default()
+        .lg_k(THETA_LG_K)
+        .build()
+        .expect("a valid lg_k")
+}
+
+/// A theta union of the given sketches.
+pub fn union<'a>(sketches: impl IntoIterator<Item = &'a CompactThetaSketch>) -> CompactThetaSketch {
+    let mut u = ThetaUnionBuilder::default()
+        .lg_k(THETA_LG_K)
+        .build()
+        .expect("a valid lg_k");
+    for s in sketches {
+        u.update(s).expect("sketches of one seed");
+    }
+    u.to_sketch(true)
+}
+
+/// A count from a theta sketch: exact unless the sketch estimates.
+pub fn count(s: &CompactThetaSketch) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = s.estimate().round() as u64;
+    n
+}
+
+/// A merged KLL sketch.
+pub fn merge_kll<'a>(
+    sketches: impl IntoIterator<Item = &'a KllSketch<KllFloat<f64>>>,
+) -> KllSketch<KllFloat<f64>> {
+    let mut k = KllSketch::new(KLL_K).expect("a valid k");
+    for s in sketches {
+        k.merge(s).expect("sketches of one k");
+    }
+    k
+}
+
+/// The nearest-rank quantile: the smallest value whose share of values at or below it is at
+/// least `q` (exact while the sketch holds every value).
+pub fn quantile(k: &KllSketch<KllFloat<f64>>, q: f64) -> Option<f64> {
+    k.quantile(q, SearchCriteria::Inclusive)
+        .ok()
+        .flatten()
+        .map(KllFloat::into_inner)
+}
+
+/// One group while a rollup is made.
+struct Acc {
+    events: u64,
+    installs: ThetaSketch,
+    durations: KllSketch<KllFloat<f64>>,
+}
+
+/// The rollup of a batch of the `events` schema.
+pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
+    let text = |n: &str| {
+        batch
+            .column_by_name(n)
+            .expect("a schema column")
+            .as_string::<i32>()
+    };
+    let dims: Vec<&StringArray> = DIMS.iter().map(|d| text(d)).collect();
+    let install = text("install");
+    let ts = batch
+        .column_by_name("ts")
+        .expect("a ts column")
+        .as_primitive::<TimestampMicrosecondType>();
+    let duration = batch
+        .column_by_name("duration_ms")
+        .expect("a duration column")
+        .as_primitive::<Float64Type>();
+    let mut groups: HashMap<(i32, [Option<&str>; 6]), Acc> = HashMap::new();
+    for i in 0..batch.num_rows() {
+        #[allow(clippy::cast_possible_truncation)]
+        let day = ts.value(i).div_euclid(MICROS_PER_DAY) as i32;
+        let key: [Option<&str>; 6] =
+            std::array::from_fn(|d| (!dims[d].is_null(i)).then(|| dims[d].value(i)));
+        let acc = groups.entry((day, key)).or_insert_with(|| Acc {
+            events: 0,
+            installs: theta(),
+            durations: KllSketch::new(KLL_K).expect("a valid k"),
+        });
+        acc.events += 1;
+        acc.installs.update(install.value(i));
+        if !duration.is_null(i) {
+            if let Ok(v) = KllFloat::<f64>::new(duration.value(i)) {
+                acc.durations.update(v);
+            }
+        }
+    }
+    let mut interned: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut rows: Vec<RollupRow> = groups
+        .into_iter()
+        .map(|((day, key), acc)| RollupRow {
+            day,
+            dims: key.map(|v| v.map(|s| interned.entry(s).or_insert_with(|| s.into()).clone())),
+            events: acc.events,
+            installs: acc.installs.compact(true),
+            durations: acc.durations,
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.day, &a.dims).cmp(&(b.day, &b.dims)));
+    rows
+}
+
+fn schema() -> SchemaRef {
+    let mut fields = vec![Field::new("day", DataType::Int32, false)];
+    fields.extend(DIMS.iter().map(|d| Field::new(*d, DataType::Utf8, true)));
+    fields.push(Field::new("events", DataType::UInt64, false));
+    fields.push(Field::new("installs", DataType::Binary, false));
+    fields.push(Field::new("durations", DataType::Binary, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Writes rollup rows to a Parquet file and syncs it.
+pub fn write(path: &Path, rows: &[RollupRow]) -> Result<u64, StoreError> {
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int32Array::from_iter_values(
+        rows.iter().map(|r| r.day),
+    ))];
+    for d in 0..DIMS.len() {
+        columns.push(Arc::new(
+            rows.iter().map(|r| r.dim(d)).collect::<StringArray>(),
+        ));
+    }
+    columns.push(Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|r| r.events),
+    )));
+    let installs: Vec<Vec<u8>> = rows.iter().map(|r| r.installs.serialize()).collect();
+    columns.push(Arc::new(BinaryArray::from_iter_values(installs.iter())));
+    let durations: Vec<Vec<u8>> = rows.iter().map(|r| r.durations.serialize()).collect();
+    columns.push(Arc::new(BinaryArray::from_iter_values(durations.iter())));
+    let batch = RecordBatch::try_new(schema(), columns)?;
+    let mut w = ArrowWriter::try_new(File::create(path)?, schema(), None)?;
+    w.write(&batch)?;
+    let file = w.into_inner()?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+/// Reads rollup rows written by [`write`].
+pub fn read(path: &Path) -> Result<Vec<RollupRow>, StoreError> {
+    let bad = |what: &str| {
+        StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {what}", path.display()),
+        ))
+    };
+    let mut rows = Vec::new();
+    let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+    for b in read_part(path)? {
+        let day = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+        let dims: Vec<&StringArray> = (0..DIMS.len())
+            .map(|d| b.column(1 + d).as_string::<i32>())
+            .collect();
+        let events = b
+            .column(1 + DIMS.len())
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        let installs = b.column(2 + DIMS.len()).as_binary::<i32>();
+        let durations = b.column(3 + DIMS.len()).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            rows.push(RollupRow {
+                day: day.value(i),
+                dims: std::array::from_fn(|d| {
+                    (!dims[d].is_null(i)).then(|| {
+                        let s = dims[d].value(i);
+                        interned
+                            .entry(s.to_owned())
+                            .or_insert_with(|| s.into())
+                            .clone()
+                    })
+                }),
+                events: events.value(i),
+                installs: CompactThetaSketch::deserialize(installs.value(i))
+                    .map_err(|e| bad(&format!("theta sketch: {e}")))?,
+                durations: KllSketch::deserialize(durations.value(i))
+                    .map_err(|e| bad(&format!("KLL sketch: {e}")))?,
+            });
+        }
+    }
+    Ok(rows)
+}
