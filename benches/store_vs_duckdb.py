@@ -38,17 +38,20 @@ def run(*args):
 
 def to_duckdb(sql):
     # DataFusion casts a DATE to its day number with CAST(d AS INT); DuckDB subtracts dates.
-    return re.sub(r"CAST\(([\w.]+) AS INT\)", r"(\1 - DATE '1970-01-01')", sql)
+    sql = re.sub(r"CAST\(([\w.]+) AS INT\)", r"(\1 - DATE '1970-01-01')", sql)
+    return sql.replace("array_element(", "list_element(")
 
 
-def same(a, b):
-    def norm(v):
-        if isinstance(v, float):
-            return round(v, 1)
-        if hasattr(v, "isoformat"):
-            return v.isoformat()[:10]
-        return v
-    return [[norm(v) for v in r] for r in a] == [[norm(v) for v in r] for r in b]
+def same(a, b, tolerance):
+    """Same rows, numbers within `tolerance` (relative): sketches estimate beyond their exact range."""
+    def close(x, y):
+        if hasattr(y, "isoformat"):
+            y = y.isoformat()[:10]
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            return abs(x - y) <= tolerance * max(abs(x), abs(y), 1)
+        return x == y
+    return len(a) == len(b) and all(len(r) == len(s) and all(close(x, y) for x, y in zip(r, s))
+                                    for r, s in zip(a, b))
 
 
 def main():
@@ -67,22 +70,24 @@ def main():
         label = " ".join([kind, *params])
         statements = [line.split("\t", 1) for line in run("query", kind, "--project", PROJECT, *params,
                                                             "--print-sql").splitlines()]
-        ours, answer = [], None
+        ours, answer, source, distinct = [], None, None, None
         for _ in range(RUNS):
             out = json.loads(run("query", kind, "--project", PROJECT, *params, "--json"))
             ours.append(out["query_ms"])
-            answer = out["tables"]
+            answer, source, distinct = out["tables"], out["source"], out["distinct"]
         theirs = []
         for _ in range(RUNS):
             t0 = time.perf_counter()
             got = {name: con.execute(to_duckdb(sql)).fetchall() for name, sql in statements}
             theirs.append((time.perf_counter() - t0) * 1000)
-        agree = all(same(answer[name]["rows"], [list(r) for r in got[name]]) for name, _ in statements)
+        exact = all(same(answer[name]["rows"], [list(r) for r in got[name]], 0) for name, _ in statements)
+        close = all(same(answer[name]["rows"], [list(r) for r in got[name]], 0.03) for name, _ in statements)
         warm_ours = statistics.median(ours[1:])
         warm_theirs = statistics.median(theirs[1:])
         results.append({"insight": label, "opentally_ms": round(warm_ours, 1),
                         "duckdb_ms": round(warm_theirs, 1), "ratio": round(warm_ours / warm_theirs, 2),
-                        "same_answer": agree})
+                        "source": source, "distinct": distinct.split(":")[0],
+                        "answer": "same" if exact else ("within 3%" if close else "DIFFERENT")})
         print(json.dumps(results[-1]), flush=True)
     # Peak memory of one query process, on the heaviest insight.
     heaviest = max(results, key=lambda r: r["opentally_ms"])["insight"].split()

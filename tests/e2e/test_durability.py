@@ -27,6 +27,11 @@ def check_stored_once(data_dir, acked_ids, when):
                                "SELECT count(*) AS n, count(DISTINCT message_id) AS ids FROM events",
                                data=data_dir))
     n, ids = sql["rows"][0]
+    # The rollups (one per part and per tail batch) count each event once too.
+    trend = json.loads(opentally("query", "trend", "--project", "e2e", "--interval", "month", "--json",
+                                 data=data_dir))
+    assert trend["source"] == "rollups"
+    rolled = sum(row[1] for row in trend["tables"]["trend"]["rows"])
     manifest = data_dir / "store" / "MANIFEST.json"
     parts = len(json.loads(manifest.read_text())["parts"]) if manifest.exists() else 0
     print(f"{when}: stored {len(stored)} in {parts} parts and the unsealed log; SQL count {n}, "
@@ -34,6 +39,7 @@ def check_stored_once(data_dir, acked_ids, when):
     assert not missing, f"{when}: {len(missing)} acknowledged events were lost"
     assert not twice, f"{when}: {len(twice)} events were stored twice"
     assert n == ids == len(stored), f"{when}: SQL sees {n} rows, {ids} ids; the dump {len(stored)}"
+    assert rolled == n, f"{when}: the rollups count {rolled} events, the events table {n}"
     return len(stored), parts
 
 

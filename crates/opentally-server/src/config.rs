@@ -71,6 +71,8 @@ settings! {
     store_seal_events: usize = 100_000usize;
     /// …or once its oldest event has waited this many seconds.
     store_seal_secs: u64 = 10u64;
+    /// Days of events the store keeps (older days are dropped hourly); 0 keeps them forever.
+    store_retention_days: u32 = 0u32;
     /// Longest time an insight or SQL query may run, in seconds.
     query_timeout_secs: u64 = 30u64;
     /// Most memory one query may use, in MiB.
@@ -211,6 +213,7 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
                 "store_seal_secs",
                 r.store_seal_secs.expect("defaulted"),
             )?),
+            retention_days: Some(r.store_retention_days.expect("defaulted")).filter(|d| *d > 0),
             ..opentally_store::Options::default()
         },
         query_limits: opentally_store::Limits {

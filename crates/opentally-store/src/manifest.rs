@@ -37,6 +37,18 @@ pub struct Manifest {
     pub log: LogPos,
     pub next_part: u64,
     pub parts: Vec<PartMeta>,
+    /// Installs erased while some of their events were still only in the log: reading the log
+    /// again skips their events in records before `before`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erased: Vec<Erasure>,
+}
+
+/// One erased install, for the log records not yet sealed when it was erased.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub project: String,
+    pub install: String,
+    pub before: LogPos,
 }
 
 impl Manifest {

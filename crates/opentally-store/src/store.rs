@@ -37,6 +37,8 @@ pub struct Options {
     pub compact_parts: usize,
     /// Parts with at least this many rows are left alone by compaction.
     pub compact_rows: u64,
+    /// Days of events kept; older days' parts are dropped by the loader (none: kept forever).
+    pub retention_days: Option<u32>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             poll: Duration::from_millis(200),
             compact_parts: 8,
             compact_rows: 2_000_000,
+            retention_days: None,
         }
     }
 }
@@ -155,6 +158,7 @@ pub struct Store {
     log_dir: PathBuf,
     options: Options,
     state: RwLock<State>,
+    mutations: std::sync::Mutex<()>,
 }
 
 impl Store {
@@ -189,6 +193,7 @@ impl Store {
             log_dir: data.join("log"),
             options,
             state: RwLock::new(state),
+            mutations: std::sync::Mutex::new(()),
         };
         store.catch_up(until)?;
         Ok(store)
@@ -244,7 +249,10 @@ impl Store {
     /// Reads log records after the tail's position (and before `until`, when given) into the
     /// tail; returns how many events were added.
     pub fn catch_up(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
-        let from = self.read().tail_pos;
+        let (from, erased) = {
+            let s = self.read();
+            (s.tail_pos, s.manifest.erased.clone())
+        };
         let mut builders: HashMap<String, BatchBuilder> = HashMap::new();
         let mut bad = 0u64;
         let end =
@@ -252,11 +260,16 @@ impl Store {
                 &self.log_dir,
                 from,
                 until,
-                |_, payload| match serde_json::from_slice::<LogRecord>(payload) {
+                |pos, payload| match serde_json::from_slice::<LogRecord>(payload) {
                     Ok(rec) => {
                         let b = builders.entry(rec.project.clone()).or_default();
                         for e in &rec.events {
-                            b.push(&rec.project, rec.received_at, e);
+                            let gone = erased.iter().any(|x| {
+                                pos < x.before && x.project == rec.project && x.install == e.install
+                            });
+                            if !gone {
+                                b.push(&rec.project, rec.received_at, e);
+                            }
                         }
                     }
                     Err(_) => bad += 1,
@@ -345,6 +358,8 @@ impl Store {
             .parts
             .extend(new_parts.iter().map(|(m, _)| m.clone()));
         manifest.log = pos;
+        // No reload reads the records before the sealed position again.
+        manifest.erased.retain(|e| e.before > pos);
         manifest.store(&self.dir)?;
         let mut s = self.write();
         s.manifest = manifest;
@@ -532,8 +547,19 @@ impl Store {
         stop: &AtomicBool,
     ) {
         let mut failing = false;
+        let mut retention_due = Instant::now();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            if let Some(days) = self
+                .options
+                .retention_days
+                .filter(|_| Instant::now() >= retention_due)
+            {
+                retention_due = Instant::now() + Duration::from_secs(3600);
+                if let Err(e) = self.apply_retention(days) {
+                    tracing::error!(error = %e, "the retention job failed");
+                }
+            }
             let result = self
                 .load_step(durable(), stopping)
                 .and_then(|()| self.remove_loaded_segments(keep_from()));
@@ -554,6 +580,7 @@ impl Store {
 
     /// One round of the loader.
     pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<(), StoreError> {
+        let _one = self.lock_mutations();
         self.catch_up(Some(durable))?;
         let nonempty = self.read().tail_rows > 0;
         if self.seal_due() || (force_seal && nonempty) {
@@ -566,12 +593,159 @@ impl Store {
 }
 
 impl Store {
+    /// Removes every event of `install` in `project`: rewrites the parts that hold it (the old
+    /// files go once no query holds them), drops it from the tail, and records the erasure in
+    /// the manifest so that reading the log again after a crash does not bring it back.
+    /// Returns how many events were removed. Only the loading process may call this.
+    pub fn erase(&self, project: &str, install: &str) -> Result<u64, StoreError> {
+        let _one = self.lock_mutations();
+        let (parts, mut manifest, tail_pos) = {
+            let s = self.read();
+            let parts: Vec<Arc<LivePart>> = s
+                .parts
+                .iter()
+                .filter(|p| p.meta.project == project)
+                .cloned()
+                .collect();
+            (parts, s.manifest.clone(), s.tail_pos)
+        };
+        let mut removed = 0u64;
+        let mut replaced: HashSet<u64> = HashSet::new();
+        let mut added = Vec::new();
+        for p in &parts {
+            let batch = concat_batches(&schema::schema(), &read_part(&p.path)?)?;
+            let (kept, n) = without_install(&batch, install)?;
+            if n == 0 {
+                continue;
+            }
+            removed += n;
+            replaced.insert(p.meta.id);
+            if kept.num_rows() > 0 {
+                added.push(self.write_part(&mut manifest, project, p.meta.day, &kept)?);
+            }
+        }
+        // The tail: filtered in memory; the log keeps the events, so the erasure is recorded.
+        let tail: Vec<RecordBatch> = self.read().tail.get(project).cloned().unwrap_or_default();
+        let mut new_tail = Vec::with_capacity(tail.len());
+        let mut tail_removed = 0u64;
+        for b in &tail {
+            let (kept, n) = without_install(b, install)?;
+            tail_removed += n;
+            new_tail.push(kept);
+        }
+        removed += tail_removed;
+        if tail_removed > 0 || manifest.log < tail_pos {
+            manifest.erased.push(crate::manifest::Erasure {
+                project: project.to_owned(),
+                install: install.to_owned(),
+                before: tail_pos,
+            });
+        }
+        manifest.parts.retain(|p| !replaced.contains(&p.id));
+        manifest.parts.extend(added.iter().map(|(m, _)| m.clone()));
+        manifest.store(&self.dir)?;
+        let mut s = self.write();
+        s.manifest = manifest;
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
+            .into_iter()
+            .partition(|p| replaced.contains(&p.meta.id));
+        s.parts = keep;
+        s.retired.extend(old);
+        for (m, rollup) in added {
+            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
+        }
+        if tail_removed > 0 {
+            let rollups = new_tail
+                .iter()
+                .map(|b| Arc::new(rollup::of_batch(b)))
+                .collect();
+            s.tail.insert(project.to_owned(), new_tail);
+            s.tail_rollups.insert(project.to_owned(), rollups);
+            s.tail_rows -= usize::try_from(tail_removed).expect("a tail fits in memory");
+        }
+        Ok(removed)
+    }
+
+    /// Drops the parts of `project` holding days before `keep_from_day` (days since the epoch):
+    /// the retention job. Returns the parts and events dropped.
+    pub fn drop_days_before(
+        &self,
+        project: &str,
+        keep_from_day: i64,
+    ) -> Result<(usize, u64), StoreError> {
+        let _one = self.lock_mutations();
+        let mut manifest = self.read().manifest.clone();
+        let (gone, kept): (Vec<PartMeta>, Vec<PartMeta>) = manifest
+            .parts
+            .into_iter()
+            .partition(|p| p.project == project && p.day < keep_from_day);
+        if gone.is_empty() {
+            return Ok((0, 0));
+        }
+        manifest.parts = kept;
+        manifest.store(&self.dir)?;
+        let ids: HashSet<u64> = gone.iter().map(|p| p.id).collect();
+        let mut s = self.write();
+        s.manifest = manifest;
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
+            .into_iter()
+            .partition(|p| ids.contains(&p.meta.id));
+        s.parts = keep;
+        s.retired.extend(old);
+        Ok((gone.len(), gone.iter().map(|p| p.rows).sum()))
+    }
+
+    /// Drops every project's days older than `days` (counted back from today, UTC).
+    pub fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
+        #[allow(clippy::cast_possible_wrap)]
+        let today = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 86_400) as i64;
+        let mut dropped = 0;
+        for project in self.projects() {
+            let (parts, rows) = self.drop_days_before(&project, today - i64::from(days) + 1)?;
+            if parts > 0 {
+                tracing::info!(
+                    project,
+                    parts,
+                    events = rows,
+                    days,
+                    "retention: dropped old days"
+                );
+            }
+            dropped += rows;
+        }
+        Ok(dropped)
+    }
+
+    /// Held by whatever rewrites parts or the manifest, so the loader, erasure and retention
+    /// never interleave.
+    fn lock_mutations(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.mutations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Deletes the log segments wholly before both the sealed position and `keep_from`.
     /// Returns how many.
     pub fn remove_loaded_segments(&self, keep_from: LogPos) -> Result<usize, StoreError> {
         let sealed = self.read().manifest.log;
         Ok(wal::remove_before(&self.log_dir, sealed.min(keep_from))?)
     }
+}
+
+/// The rows of `batch` whose install is not `install`, and how many were left out.
+fn without_install(batch: &RecordBatch, install: &str) -> Result<(RecordBatch, u64), StoreError> {
+    let col = batch
+        .column_by_name("install")
+        .expect("an install column")
+        .as_string::<i32>();
+    let keep: arrow::array::BooleanArray = col.iter().map(|v| Some(v != Some(install))).collect();
+    let kept = arrow::compute::filter_record_batch(batch, &keep)?;
+    let removed = (batch.num_rows() - kept.num_rows()) as u64;
+    Ok((kept, removed))
 }
 
 /// Reads a whole part.

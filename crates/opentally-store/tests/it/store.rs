@@ -280,3 +280,107 @@ fn sealed_log_segments_are_removed_only_when_the_writer_no_longer_needs_them() {
     let s = Store::open(&dir, Options::default()).unwrap();
     assert_eq!(count(&s), (12, 12));
 }
+
+#[test]
+fn erasing_an_install_removes_it_from_parts_tail_and_every_reload() {
+    let dir = data::temp_dir("erase");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, data::event(i, r)))
+        .collect();
+    // B's first two events get sealed into a part; its last one stays in the tail.
+    data::write_log(&dir, "demo", &rows[..8], 4);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    data::write_log(&dir, "demo", &rows[8..], 4);
+    s.catch_up(None).unwrap();
+    let installs = |s: &Store| {
+        let t = rt()
+            .block_on(run_sql(
+                &s.snapshot("demo"),
+                "SELECT install, count(*) FROM events GROUP BY install ORDER BY install",
+                &Limits::default(),
+            ))
+            .unwrap();
+        t.rows
+    };
+    assert_eq!(
+        installs(&s),
+        vec![
+            vec![json!("A"), json!(5)],
+            vec![json!("B"), json!(3)],
+            vec![json!("C"), json!(2)],
+            vec![json!("D"), json!(2)],
+        ]
+    );
+    let held = s.snapshot("demo");
+    assert_eq!(s.erase("demo", "B").unwrap(), 3);
+    let without_b = vec![
+        vec![json!("A"), json!(5)],
+        vec![json!("C"), json!(2)],
+        vec![json!("D"), json!(2)],
+    ];
+    assert_eq!(installs(&s), without_b);
+    // The rollups forget B too: two installs were active on 2026-11-16, now one.
+    let trend = rt()
+        .block_on(
+            opentally_store::InsightQuery::from_params(
+                "trend",
+                &[("since".into(), "2026-11-16".into())],
+                opentally_protocol::Timestamp::now(),
+            )
+            .unwrap()
+            .run(&s.snapshot("demo"), &Limits::default()),
+        )
+        .unwrap();
+    assert_eq!(trend.source, "rollups");
+    assert_eq!(
+        trend.tables["trend"].rows,
+        vec![vec![json!("2026-11-16"), json!(1), json!(1)]]
+    );
+    // The rewritten part's old file stays while a query holds it, then goes.
+    drop(held);
+    assert!(s.delete_retired().unwrap() >= 1);
+    // A crash now: the tail is read from the log again, and B stays erased.
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(installs(&s), without_b);
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    assert!(
+        opentally_store::manifest::Manifest::load(&dir.join("store"))
+            .unwrap()
+            .erased
+            .is_empty(),
+        "once sealed past it, the erasure need not be kept"
+    );
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(installs(&s), without_b);
+    let mut dump = Vec::new();
+    opentally_store::dump::dump(&s.snapshot("demo"), &mut dump).unwrap();
+    assert!(
+        !String::from_utf8(dump)
+            .unwrap()
+            .contains("\"install\":\"B\"")
+    );
+}
+
+#[test]
+fn the_retention_job_drops_whole_days_past_retention() {
+    let dir = data::history("retention");
+    let s = Store::open(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.seal().unwrap();
+    // 2026-11-09 is day 20_766.
+    assert_eq!(s.drop_days_before("other", 20_766).unwrap(), (0, 0));
+    assert_eq!(s.drop_days_before("demo", 20_766).unwrap(), (2, 7));
+    assert_eq!(count(&s), (5, 5));
+    s.delete_retired().unwrap();
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(count(&s), (5, 5));
+    assert_eq!(s.stats().parts, 3);
+}
