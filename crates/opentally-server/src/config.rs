@@ -71,6 +71,8 @@ settings! {
     store_seal_events: usize = 100_000usize;
     /// …or once its oldest event has waited this many seconds.
     store_seal_secs: u64 = 10u64;
+    /// Above this many acknowledged events not yet sealed into parts, ingest answers 429.
+    store_max_unsealed_events: usize = 2_000_000usize;
     /// Days of events the store keeps (older days are dropped hourly); 0 keeps them forever.
     store_retention_days: u32 = 0u32;
     /// Longest time an insight or SQL query may run, in seconds.
@@ -95,6 +97,7 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     pub segment_bytes: u64,
     pub store: opentally_store::Options,
+    pub store_max_unsealed: usize,
     pub query_limits: opentally_store::Limits,
 }
 
@@ -216,6 +219,10 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
             retention_days: Some(r.store_retention_days.expect("defaulted")).filter(|d| *d > 0),
             ..opentally_store::Options::default()
         },
+        store_max_unsealed: positive(
+            "store_max_unsealed_events",
+            r.store_max_unsealed_events.expect("defaulted"),
+        )?,
         query_limits: opentally_store::Limits {
             time: std::time::Duration::from_secs(positive(
                 "query_timeout_secs",

@@ -34,6 +34,8 @@ pub enum IngestError {
     RateLimited,
     #[error("the log writer is behind; retry shortly")]
     Busy,
+    #[error("the store is behind sealing acknowledged events; retry shortly")]
+    StoreBehind,
     #[error("the collector cannot store events right now: {0}")]
     Unavailable(String),
 }
@@ -51,7 +53,9 @@ impl IngestError {
                 StatusCode::BAD_REQUEST
             }
             IngestError::MissingKey | IngestError::BadKey => StatusCode::UNAUTHORIZED,
-            IngestError::RateLimited | IngestError::Busy => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::RateLimited | IngestError::Busy | IngestError::StoreBehind => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -68,6 +72,7 @@ impl IngestError {
             IngestError::BadKey => "invalid_write_key",
             IngestError::RateLimited => "rate_limited",
             IngestError::Busy => "busy",
+            IngestError::StoreBehind => "store_behind",
             IngestError::Unavailable(_) => "unavailable",
         }
     }
@@ -75,9 +80,10 @@ impl IngestError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             IngestError::DiskLow | IngestError::DiskFull => Some(RETRY_DISK_SECS),
-            IngestError::RateLimited | IngestError::Busy | IngestError::Unavailable(_) => {
-                Some(RETRY_BUSY_SECS)
-            }
+            IngestError::RateLimited
+            | IngestError::Busy
+            | IngestError::StoreBehind
+            | IngestError::Unavailable(_) => Some(RETRY_BUSY_SECS),
             _ => None,
         }
     }

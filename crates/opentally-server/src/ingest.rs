@@ -197,6 +197,9 @@ async fn ingest_inner(
     if state.disk_low.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(IngestError::DiskLow);
     }
+    if state.store.tail_rows() > state.config.store_max_unsealed {
+        return Err(IngestError::StoreBehind);
+    }
     let limits = &state.config.limits;
     let raw = read_capped(body, limits.max_body_bytes).await?;
     // A request whose key is in a header is authenticated and rate-limited before any

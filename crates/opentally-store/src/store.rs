@@ -249,6 +249,11 @@ impl Store {
     /// Reads log records after the tail's position (and before `until`, when given) into the
     /// tail; returns how many events were added.
     pub fn catch_up(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
+        let _one = self.lock_mutations();
+        self.catch_up_locked(until)
+    }
+
+    fn catch_up_locked(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
         let (from, erased) = {
             let s = self.read();
             (s.tail_pos, s.manifest.erased.clone())
@@ -312,6 +317,7 @@ impl Store {
     /// Adds events that did not come through the log (generated demo data) and seals them at
     /// once. Only for a data dir no server is loading.
     pub fn import(&self, project: &str, events: &[StoredEvent]) -> Result<usize, StoreError> {
+        let _one = self.lock_mutations();
         let mut b = BatchBuilder::new();
         for e in events {
             b.push(project, e.timestamp, e);
@@ -324,7 +330,7 @@ impl Store {
                 .push(b.finish());
             s.tail_rows += events.len();
         }
-        self.seal()
+        self.seal_locked()
     }
 
     /// True when the tail is due to be sealed.
@@ -340,6 +346,11 @@ impl Store {
     /// in a manifest naming them and the log position they reach. Only the loader calls this.
     /// Returns the number of events sealed.
     pub fn seal(&self) -> Result<usize, StoreError> {
+        let _one = self.lock_mutations();
+        self.seal_locked()
+    }
+
+    fn seal_locked(&self) -> Result<usize, StoreError> {
         let (tail, pos, mut manifest) = {
             let s = self.read();
             (s.tail.clone(), s.tail_pos, s.manifest.clone())
@@ -425,6 +436,11 @@ impl Store {
     /// Merges the small parts of a project's day into one, when a day has gathered
     /// `compact_parts` of them. Returns the number of parts merged away.
     pub fn compact(&self) -> Result<usize, StoreError> {
+        let _one = self.lock_mutations();
+        self.compact_locked()
+    }
+
+    fn compact_locked(&self) -> Result<usize, StoreError> {
         let (candidates, mut manifest) = {
             let s = self.read();
             let mut by_day: BTreeMap<(String, i64), Vec<PartMeta>> = BTreeMap::new();
@@ -525,6 +541,11 @@ impl Store {
         names
     }
 
+    /// Events loaded but not yet sealed.
+    pub fn tail_rows(&self) -> usize {
+        self.read().tail_rows
+    }
+
     pub fn stats(&self) -> Stats {
         let s = self.read();
         Stats {
@@ -581,11 +602,11 @@ impl Store {
     /// One round of the loader.
     pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<(), StoreError> {
         let _one = self.lock_mutations();
-        self.catch_up(Some(durable))?;
+        self.catch_up_locked(Some(durable))?;
         let nonempty = self.read().tail_rows > 0;
         if self.seal_due() || (force_seal && nonempty) {
-            self.seal()?;
-            self.compact()?;
+            self.seal_locked()?;
+            self.compact_locked()?;
         }
         self.delete_retired()?;
         Ok(())

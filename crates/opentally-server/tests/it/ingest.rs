@@ -309,6 +309,39 @@ async fn a_write_key_over_its_rate_gets_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_store_behind_on_sealing_gets_429_with_retry_after() {
+    let overrides = RawConfig {
+        store_max_unsealed_events: Some(2),
+        store_seal_events: Some(1_000_000),
+        store_seal_secs: Some(3_600),
+        ..RawConfig::default()
+    };
+    let h = Harness::new("lag", Some(CATALOG), overrides);
+    let (got, _, resp) = h
+        .send(h.batch(&json!({"batch": [event("l1"), event("l2"), event("l3")]})))
+        .await;
+    assert_eq!(got, StatusCode::OK, "{resp}");
+    // Once the loader holds the three unsealed events, ingest pushes back.
+    for _ in 0..250 {
+        if h.state.store.tail_rows() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (got, retry, resp) = h.send(h.batch(&json!({"batch": [event("l4")]}))).await;
+    assert_eq!(
+        (got.as_u16(), resp["code"].as_str()),
+        (429, Some("store_behind")),
+        "{resp}"
+    );
+    assert_eq!(retry.as_deref(), Some("1"));
+    // Sealing catches up; ingest resumes.
+    h.state.store.seal().unwrap();
+    let (got, _, resp) = h.send(h.batch(&json!({"batch": [event("l4")]}))).await;
+    assert_eq!(got, StatusCode::OK, "{resp}");
+}
+
+#[tokio::test]
 async fn gzip_bodies_are_accepted() {
     let h = Harness::new("gzip", Some(CATALOG), RawConfig::default());
     let body = gzip(
