@@ -194,7 +194,7 @@ pub fn write(path: &Path, rows: &[RollupRow]) -> Result<u64, StoreError> {
     Ok(file.metadata()?.len())
 }
 
-/// Reads rollup rows written by [`write`].
+/// Reads rollup rows written by [`write()`].
 pub fn read(path: &Path) -> Result<Vec<RollupRow>, StoreError> {
     let bad = |what: &str| {
         StoreError::Io(std::io::Error::new(
