@@ -2,6 +2,7 @@
 second of their ack, the admin token guards every route, bad queries get JSON errors."""
 
 import json
+import re
 import subprocess
 import time
 import urllib.error
@@ -122,3 +123,33 @@ def test_events_are_queryable_within_a_second_and_only_by_their_project(data_dir
         [BIN, "sql", "--project", "nobody", "SELECT 1", "--data", str(data_dir)],
         capture_output=True, text=True)
     assert bad.returncode == 2 and "no project named `nobody`" in bad.stderr
+
+
+def test_the_readme_first_command_starts_a_living_demo_project(tmp_path):
+    """`opentally serve --demo` (smaller history here): the banner's admin token and curl lines
+    work at once, and the generated history answers insights."""
+    data = tmp_path / "data"
+    data.mkdir()
+    server = Server(data, "--demo", "--demo-events", "5000").start()
+    try:
+        banner = ""
+        for log in data.glob("serve-*.log"):
+            banner = log.read_text()
+        key = re.search(r"write key:\s+(otw_\w+)", banner).group(1)
+        token = re.search(r"admin token:\s+(ota_\w+)", banner).group(1)
+        status, body = call(server.url + "/api/v1/projects/demo/insights/versions?interval=month", token)
+        assert status == 200, body
+        versions = {row[1] for row in body["tables"]["versions"]["rows"]}
+        assert versions == {"1.0.0", "1.1.0", "1.2.0", "2.0.0"}, versions
+        status, body = call(server.url + "/api/v1/projects/demo/insights/errors?by=app.version", token)
+        worst = body["tables"]["error_rate"]["rows"][0]
+        assert worst[:2] == ["estimate", "1.2.0"], "errors cluster in 1.2.0"
+        send(server, key, [track("fit", "demo-install", "2.0.0")])
+    finally:
+        server.stop()
+    # A restart keeps the history and shows fresh secrets.
+    again = Server(data, "--demo", "--demo-events", "5000").start()
+    again.stop()
+    out = json.loads(opentally("sql", "--project", "demo", "--json",
+                               "SELECT count(*) FILTER (WHERE install IS NOT NULL) AS n FROM events", data=data))
+    assert 4000 < out["rows"][0][0] < 6500, out

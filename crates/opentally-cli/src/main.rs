@@ -88,6 +88,9 @@ struct ServeArgs {
     /// Start with a demo project (created on first use) and print its write key and a ready curl line.
     #[arg(long)]
     demo: bool,
+    /// Events of history generated for a new demo project.
+    #[arg(long, default_value_t = 300_000, requires = "demo")]
+    demo_events: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,9 +161,6 @@ fn init_logging() {
         .init();
 }
 
-/// Events of history that `serve --demo` generates for a new demo project.
-const DEMO_EVENTS: u64 = 300_000;
-
 /// The example catalog, used by the demo project.
 pub const DEMO_CATALOG: &str = include_str!("../../../examples/catalog.toml");
 
@@ -181,10 +181,10 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         drop(store);
         if empty {
             tracing::info!(
-                events = DEMO_EVENTS,
+                events = args.demo_events,
                 "generating the demo project's history"
             );
-            demo::generate(&cfg.data, &d.name, DEMO_EVENTS, 90, 1, false)?;
+            demo::generate(&cfg.data, &d.name, args.demo_events, 90, 1, false)?;
         }
         Some(d)
     } else {
