@@ -98,7 +98,7 @@ pub fn generate(
     let mut failed = None;
     let n = opentally_store::demo::generate(events, days, Timestamp::now(), seed, &mut |day| {
         chunk.extend(day);
-        if chunk.len() >= 500_000 && failed.is_none() {
+        if chunk.len() >= 100_000 && failed.is_none() {
             bar.inc(chunk.len() as u64);
             failed = store.import(project, &std::mem::take(&mut chunk)).err();
         }
