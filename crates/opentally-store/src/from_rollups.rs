@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
 use crate::query::Table;
-use crate::rollup::{self, DIMS, RollupRow};
+use crate::rollup::{self, DIMS, RollupRow, RollupSet};
 
 /// Days since the epoch → `(year, month, day)` (proleptic Gregorian).
 fn civil(days: i64) -> (i64, u32, u32) {
@@ -76,9 +76,12 @@ impl RowFilter {
         })
     }
 
+    fn day_in_range(&self, day: i32) -> bool {
+        self.from_day.is_none_or(|d| day >= d) && self.until_day.is_none_or(|d| day < d)
+    }
+
     fn keeps(&self, r: &RollupRow) -> bool {
-        self.from_day.is_none_or(|d| r.day >= d)
-            && self.until_day.is_none_or(|d| r.day < d)
+        self.day_in_range(r.day)
             && self
                 .dims
                 .iter()
@@ -140,15 +143,17 @@ impl InsightQuery {
     }
 
     /// The answer from rollup rows, or `None` when it needs the events.
-    pub fn from_rollups(&self, parts: &[Arc<Vec<RollupRow>>]) -> Option<Answer> {
+    pub fn from_rollups(&self, parts: &[Arc<RollupSet>]) -> Option<Answer> {
         if !self.rollups_answer() {
             return None;
         }
         let filter = RowFilter::new(&self.filters, true)?;
+        // Without a filter on a dimension, whole days can be read from the per-day totals.
+        let whole_days = filter.dims.is_empty();
         let rows = || {
             parts
                 .iter()
-                .flat_map(|p| p.iter())
+                .flat_map(|p| p.rows.iter())
                 .filter(|r| filter.keeps(r))
         };
         let mut estimated = false;
@@ -162,12 +167,22 @@ impl InsightQuery {
             Insight::Trend { interval, by } => {
                 let by_i = by.as_ref().and_then(dim_index);
                 let mut groups: BTreeMap<(String, Option<&str>), (u64, Vec<_>)> = BTreeMap::new();
-                for r in rows() {
-                    let g = groups
-                        .entry((period(r.day, *interval), by_i.and_then(|i| r.dim(i))))
-                        .or_default();
-                    g.0 += r.events;
-                    g.1.push(&r.installs);
+                if whole_days && by_i.is_none() {
+                    for (day, (events, sketch)) in parts.iter().flat_map(|p| p.days.iter()) {
+                        if filter.day_in_range(*day) {
+                            let g = groups.entry((period(*day, *interval), None)).or_default();
+                            g.0 += events;
+                            g.1.push(sketch);
+                        }
+                    }
+                } else {
+                    for r in rows() {
+                        let g = groups
+                            .entry((period(r.day, *interval), by_i.and_then(|i| r.dim(i))))
+                            .or_default();
+                        g.0 += r.events;
+                        g.1.push(&r.installs);
+                    }
                 }
                 let mut out: Vec<(String, Option<&str>, u64, u64)> = groups
                     .into_iter()
@@ -201,12 +216,20 @@ impl InsightQuery {
                 };
                 let mut days: BTreeMap<i32, Vec<&datasketches::theta::CompactThetaSketch>> =
                     BTreeMap::new();
-                for r in parts
-                    .iter()
-                    .flat_map(|p| p.iter())
-                    .filter(|r| wide.keeps(r))
-                {
-                    days.entry(r.day).or_default().push(&r.installs);
+                if whole_days {
+                    for (day, (_, sketch)) in parts.iter().flat_map(|p| p.days.iter()) {
+                        if wide.day_in_range(*day) {
+                            days.entry(*day).or_default().push(sketch);
+                        }
+                    }
+                } else {
+                    for r in parts
+                        .iter()
+                        .flat_map(|p| p.rows.iter())
+                        .filter(|r| wide.keeps(r))
+                    {
+                        days.entry(r.day).or_default().push(&r.installs);
+                    }
                 }
                 let daily: BTreeMap<i32, datasketches::theta::CompactThetaSketch> = days
                     .into_iter()

@@ -55,6 +55,32 @@ impl RollupRow {
     }
 }
 
+/// The rollup rows of a part (or a tail batch), with each day's totals over all its rows: the
+/// event count and the union of the install sketches, which unfiltered trends and active-install
+/// counts read instead of merging every row.
+#[derive(Debug)]
+pub struct RollupSet {
+    pub rows: Vec<RollupRow>,
+    pub days: std::collections::BTreeMap<i32, (u64, CompactThetaSketch)>,
+}
+
+impl RollupSet {
+    pub fn new(rows: Vec<RollupRow>) -> RollupSet {
+        let mut by_day: std::collections::BTreeMap<i32, (u64, Vec<&CompactThetaSketch>)> =
+            std::collections::BTreeMap::new();
+        for r in &rows {
+            let d = by_day.entry(r.day).or_default();
+            d.0 += r.events;
+            d.1.push(&r.installs);
+        }
+        let days = by_day
+            .into_iter()
+            .map(|(day, (events, sketches))| (day, (events, union(sketches))))
+            .collect();
+        RollupSet { rows, days }
+    }
+}
+
 fn theta() -> ThetaSketch {
     ThetaSketchBuilder::default()
         .lg_k(THETA_LG_K)

@@ -17,7 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::manifest::{Manifest, PartMeta, sync_dir};
-use crate::rollup::{self, RollupRow};
+use crate::rollup::{self, RollupRow, RollupSet};
 use crate::schema::{self, BatchBuilder};
 use crate::stored::{LogRecord, StoredEvent};
 use crate::wal::{self, LogPos};
@@ -71,7 +71,7 @@ pub struct LivePart {
     pub path: PathBuf,
     rollup_path: Option<PathBuf>,
     /// Read on first use (or kept from when the part was written).
-    rollup: std::sync::Mutex<Option<Arc<Vec<RollupRow>>>>,
+    rollup: std::sync::Mutex<Option<Arc<RollupSet>>>,
 }
 
 impl LivePart {
@@ -79,13 +79,13 @@ impl LivePart {
         Arc::new(LivePart {
             path: dir.join(&meta.file),
             rollup_path: meta.rollup.as_ref().map(|r| dir.join(r)),
-            rollup: std::sync::Mutex::new(rollup.map(Arc::new)),
+            rollup: std::sync::Mutex::new(rollup.map(|r| Arc::new(RollupSet::new(r)))),
             meta,
         })
     }
 
     /// The part's rollup rows: from its rollup file, or made from the part if it has none.
-    pub fn rollup(&self) -> Result<Arc<Vec<RollupRow>>, StoreError> {
+    pub fn rollup(&self) -> Result<Arc<RollupSet>, StoreError> {
         let mut slot = self
             .rollup
             .lock()
@@ -99,7 +99,7 @@ impl LivePart {
             let batches = read_part(&self.path)?;
             rollup::of_batch(&concat_batches(&schema::schema(), &batches)?)
         };
-        let rows = Arc::new(rows);
+        let rows = Arc::new(RollupSet::new(rows));
         *slot = Some(rows.clone());
         Ok(rows)
     }
@@ -112,7 +112,7 @@ struct State {
     /// Events read from the log after `manifest.log`, per project.
     tail: HashMap<String, Vec<RecordBatch>>,
     /// The rollup of each tail batch, per project.
-    tail_rollups: HashMap<String, Vec<Arc<Vec<RollupRow>>>>,
+    tail_rollups: HashMap<String, Vec<Arc<RollupSet>>>,
     tail_rows: usize,
     /// The log position the tail reaches.
     tail_pos: LogPos,
@@ -126,12 +126,12 @@ struct State {
 pub struct Snapshot {
     pub parts: Vec<Arc<LivePart>>,
     pub tail: Vec<RecordBatch>,
-    pub tail_rollups: Vec<Arc<Vec<RollupRow>>>,
+    pub tail_rollups: Vec<Arc<RollupSet>>,
 }
 
 impl Snapshot {
     /// The rollups of every part and of the tail.
-    pub fn rollups(&self) -> Result<Vec<Arc<Vec<RollupRow>>>, StoreError> {
+    pub fn rollups(&self) -> Result<Vec<Arc<RollupSet>>, StoreError> {
         let mut out = Vec::with_capacity(self.parts.len() + self.tail_rollups.len());
         for p in &self.parts {
             out.push(p.rollup()?);
@@ -304,7 +304,7 @@ impl Store {
                 .tail_rollups
                 .entry(project)
                 .or_default()
-                .push(Arc::new(rollup));
+                .push(Arc::new(RollupSet::new(rollup)));
         }
         if added > 0 && state.tail_since.is_none() {
             state.tail_since = Some(Instant::now());
@@ -678,7 +678,7 @@ impl Store {
         if tail_removed > 0 {
             let rollups = new_tail
                 .iter()
-                .map(|b| Arc::new(rollup::of_batch(b)))
+                .map(|b| Arc::new(RollupSet::new(rollup::of_batch(b))))
                 .collect();
             s.tail.insert(project.to_owned(), new_tail);
             s.tail_rollups.insert(project.to_owned(), rollups);
