@@ -474,19 +474,7 @@ impl Store {
             merged += parts.len();
             replaced.extend(parts.iter().map(|p| p.id));
         }
-        manifest.parts.retain(|p| !replaced.contains(&p.id));
-        manifest.parts.extend(added.iter().map(|(m, _)| m.clone()));
-        manifest.store(&self.dir)?;
-        let mut s = self.write();
-        s.manifest = manifest;
-        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
-            .into_iter()
-            .partition(|p| replaced.contains(&p.meta.id));
-        s.parts = keep;
-        s.retired.extend(old);
-        for (m, rollup) in added {
-            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
-        }
+        drop(self.swap_parts(manifest, &replaced, added)?);
         Ok(merged)
     }
 
@@ -662,19 +650,7 @@ impl Store {
                 before: tail_pos,
             });
         }
-        manifest.parts.retain(|p| !replaced.contains(&p.id));
-        manifest.parts.extend(added.iter().map(|(m, _)| m.clone()));
-        manifest.store(&self.dir)?;
-        let mut s = self.write();
-        s.manifest = manifest;
-        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
-            .into_iter()
-            .partition(|p| replaced.contains(&p.meta.id));
-        s.parts = keep;
-        s.retired.extend(old);
-        for (m, rollup) in added {
-            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
-        }
+        let mut s = self.swap_parts(manifest, &replaced, added)?;
         if tail_removed > 0 {
             let rollups = new_tail
                 .iter()
@@ -695,25 +671,19 @@ impl Store {
         keep_from_day: i64,
     ) -> Result<(usize, u64), StoreError> {
         let _one = self.lock_mutations();
-        let mut manifest = self.read().manifest.clone();
-        let (gone, kept): (Vec<PartMeta>, Vec<PartMeta>) = manifest
+        let manifest = self.read().manifest.clone();
+        let gone: Vec<&PartMeta> = manifest
             .parts
-            .into_iter()
-            .partition(|p| p.project == project && p.day < keep_from_day);
+            .iter()
+            .filter(|p| p.project == project && p.day < keep_from_day)
+            .collect();
         if gone.is_empty() {
             return Ok((0, 0));
         }
-        manifest.parts = kept;
-        manifest.store(&self.dir)?;
+        let dropped = (gone.len(), gone.iter().map(|p| p.rows).sum());
         let ids: HashSet<u64> = gone.iter().map(|p| p.id).collect();
-        let mut s = self.write();
-        s.manifest = manifest;
-        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
-            .into_iter()
-            .partition(|p| ids.contains(&p.meta.id));
-        s.parts = keep;
-        s.retired.extend(old);
-        Ok((gone.len(), gone.iter().map(|p| p.rows).sum()))
+        drop(self.swap_parts(manifest, &ids, Vec::new())?);
+        Ok(dropped)
     }
 
     /// Drops every project's days older than `days` (counted back from today, UTC).
@@ -739,6 +709,31 @@ impl Store {
             dropped += rows;
         }
         Ok(dropped)
+    }
+
+    /// Replaces the parts `replaced` by `added` in `manifest`, stores it, and swaps it in; the
+    /// old parts are retired (deleted once no query holds them). Returns the state, still
+    /// locked, for changes that must appear together with the new parts.
+    fn swap_parts(
+        &self,
+        mut manifest: Manifest,
+        replaced: &HashSet<u64>,
+        added: Vec<(PartMeta, Vec<RollupRow>)>,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, State>, StoreError> {
+        manifest.parts.retain(|p| !replaced.contains(&p.id));
+        manifest.parts.extend(added.iter().map(|(m, _)| m.clone()));
+        manifest.store(&self.dir)?;
+        let mut s = self.write();
+        s.manifest = manifest;
+        let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)
+            .into_iter()
+            .partition(|p| replaced.contains(&p.meta.id));
+        s.parts = keep;
+        s.retired.extend(old);
+        for (m, rollup) in added {
+            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
+        }
+        Ok(s)
     }
 
     /// Held by whatever rewrites parts or the manifest, so the loader, erasure and retention
