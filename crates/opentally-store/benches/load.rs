@@ -2,7 +2,8 @@
 //! (`Store::open` reads the log into the tail, `seal` writes the parts), against a baseline
 //! measured in the same run: only reading and parsing the same log records.
 //!
-//! `cargo bench -p opentally-store --bench load` (EVENTS=500000 by default).
+//! `cargo bench -p opentally-store --bench load` (EVENTS=500000 by default). Run without
+//! `--bench` (as `cargo test --all-targets` does), it loads 2,000 events as a smoke test.
 
 use std::time::Instant;
 
@@ -13,10 +14,12 @@ use opentally_store::{Options, Store};
 
 #[allow(clippy::print_stdout, clippy::cast_precision_loss)]
 fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
     let events: u64 = std::env::var("EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500_000);
+        .filter(|_| benching)
+        .unwrap_or(if benching { 500_000 } else { 2_000 });
     let dir = std::env::temp_dir().join(format!("opentally-load-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (mut log, _) = LogWriter::open(&dir.join("log"), 64 << 20, false).unwrap();
