@@ -420,7 +420,6 @@ impl InsightQuery {
                 .map(|d| {
                     (
                         format!(", {} AS {}", d.sql(), d.name()),
-                        ", 2".to_owned(),
                         format!(", {}", d.name()),
                     )
                 })
@@ -428,7 +427,7 @@ impl InsightQuery {
         };
         match &self.insight {
             Insight::Trend { interval, by } => {
-                let (sel, _, order) = by_cols(by);
+                let (sel, order) = by_cols(by);
                 vec![(
                     "trend",
                     format!(
@@ -498,7 +497,7 @@ impl InsightQuery {
                 )]
             }
             Insight::Durations { by } => {
-                let (sel, _, order) = by_cols(by);
+                let (sel, order) = by_cols(by);
                 let pct = |p: &str| {
                     // Nearest rank: the smallest duration with at least p of the calls at or
                     // below it, as the rollups' KLL sketches give it.
@@ -521,7 +520,7 @@ impl InsightQuery {
                 )]
             }
             Insight::Errors { by, top } => {
-                let (sel, _, order) = by_cols(by);
+                let (sel, order) = by_cols(by);
                 vec![
                     (
                         "error_rate",
@@ -675,9 +674,13 @@ impl InsightQuery {
                 });
             }
         }
+        // One session for all of the insight's statements: building it lists the parts.
+        let ctx = tokio::time::timeout(limits.time, query::session(snapshot, limits))
+            .await
+            .map_err(|_| QueryError::Timeout(limits.time))??;
         let mut tables = BTreeMap::new();
         for (name, sql) in self.to_sql() {
-            tables.insert(name, query::run_sql(snapshot, &sql, limits).await?);
+            tables.insert(name, query::run_in(&ctx, &sql, limits).await?);
         }
         Ok(InsightResult {
             kind: self.insight.kind(),

@@ -241,9 +241,19 @@ pub async fn session(snapshot: &Snapshot, limits: &Limits) -> Result<SessionCont
 
 /// Runs one read-only statement over the snapshot.
 pub async fn run_sql(snapshot: &Snapshot, sql: &str, limits: &Limits) -> Result<Table, QueryError> {
-    let started = Instant::now();
     let work = async {
         let ctx = session(snapshot, limits).await?;
+        run_in(&ctx, sql, limits).await
+    };
+    tokio::time::timeout(limits.time, work)
+        .await
+        .map_err(|_| QueryError::Timeout(limits.time))?
+}
+
+/// Runs one read-only statement in a session made by [`session`], within `limits.time`.
+pub async fn run_in(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<Table, QueryError> {
+    let started = Instant::now();
+    let work = async {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

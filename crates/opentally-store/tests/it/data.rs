@@ -199,7 +199,18 @@ pub fn event(i: usize, row: &Row) -> StoredEvent {
 
 /// Appends `rows` of `project` to the log of `data`, `per_record` events per log record.
 pub fn write_log(data: &Path, project: &str, rows: &[(usize, StoredEvent)], per_record: usize) {
-    let (mut log, _) = LogWriter::open(&data.join("log"), 1 << 20, false).unwrap();
+    write_log_in_segments(data, project, rows, per_record, 1 << 20);
+}
+
+/// [`write_log`] with log segments closed at `segment_bytes`; returns the log's end.
+pub fn write_log_in_segments(
+    data: &Path,
+    project: &str,
+    rows: &[(usize, StoredEvent)],
+    per_record: usize,
+    segment_bytes: u64,
+) -> wal::LogPos {
+    let (mut log, _) = LogWriter::open(&data.join("log"), segment_bytes, false).unwrap();
     for chunk in rows.chunks(per_record) {
         let rec = LogRecord {
             project: project.into(),
@@ -211,6 +222,7 @@ pub fn write_log(data: &Path, project: &str, rows: &[(usize, StoredEvent)], per_
         wal::frame(&mut framed, &serde_json::to_vec(&rec).unwrap());
         log.append_durable(&framed).unwrap();
     }
+    log.position()
 }
 
 /// A data dir holding the history of project `demo`.

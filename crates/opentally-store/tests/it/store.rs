@@ -250,20 +250,7 @@ fn sealed_log_segments_are_removed_only_when_the_writer_no_longer_needs_them() {
         .map(|(i, r)| (i, data::event(i, r)))
         .collect();
     // Segments of 1 KiB: about one record each.
-    let (mut log, _) = wal::LogWriter::open(&dir.join("log"), 1024, false).unwrap();
-    for chunk in rows.chunks(2) {
-        let rec = opentally_store::stored::LogRecord {
-            project: "demo".into(),
-            project_id: 1,
-            received_at: opentally_protocol::Timestamp::parse("2026-11-20T00:00:00Z").unwrap(),
-            events: chunk.iter().map(|(_, e)| e.clone()).collect(),
-        };
-        let mut framed = Vec::new();
-        wal::frame(&mut framed, &serde_json::to_vec(&rec).unwrap());
-        log.append_durable(&framed).unwrap();
-    }
-    let end = log.position();
-    drop(log);
+    let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1024);
     let segments = wal::list_segments(&dir.join("log")).unwrap().len();
     assert!(segments >= 4, "{segments} segments");
     let s = Store::open(&dir, Options::default()).unwrap();
