@@ -3,6 +3,7 @@
 # and each dashboard insight's warm time against DuckDB (the PyPI wheel) running the same SQL on
 # the same Parquet files, in the same run, both on 2 threads.
 #   EVENTS=10000000 bash benches/store.sh
+# ONLY=trend,active runs only those insights; PEER=0 skips DuckDB (for the 100M one-off).
 # The generated data dir is kept (keyed by the event count) so later runs skip generation.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,6 +21,8 @@ import duckdb
 BIN, DATA = sys.argv[1], sys.argv[2]
 RUNS = int(os.environ.get("RUNS", "4"))
 ONLY = [k for k in os.environ.get("ONLY", "").split(",") if k]
+# PEER=0 times OpenTally alone (the 100M one-off, where DuckDB's scans would take many minutes).
+PEER = os.environ.get("PEER", "1") != "0"
 PROJECT = "demo"
 
 INSIGHTS = [
@@ -123,6 +125,11 @@ def main():
             out = api(url, token, kind, params)
             ours.append(out["query_ms"])
             answer, source, distinct = out["tables"], out["source"], out["distinct"]
+        if not PEER:
+            results.append({"insight": label, "opentally_ms": round(statistics.median(ours[1:]), 1),
+                            "source": source, "distinct": distinct.split(":")[0]})
+            print(json.dumps(results[-1]), flush=True)
+            continue
         theirs = []
         for _ in range(RUNS):
             t0 = time.perf_counter()

@@ -1,10 +1,18 @@
 //! The standard insights answered from rollups instead of events: trends, active installs,
-//! version adoption, durations and errors, when every filter and breakdown is a rollup
-//! dimension. The answers have the same columns and order as the SQL the insight compiles to.
+//! new vs returning, version adoption, durations, errors, retention and friction, when every
+//! filter and breakdown is a rollup dimension. The answers have the same columns and order as
+//! the SQL the insight compiles to.
+//!
+//! New vs returning and retention need each install's first period: the install sketches'
+//! retained hashes stand for the installs, read at the smallest theta of every sketch involved
+//! (the rule theta set operations follow), so they are exact while every sketch is exact and
+//! estimates scaled by that theta otherwise.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use datasketches::theta::{CompactThetaSketch, ThetaANotB};
 use serde_json::{Value, json};
 
 use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
@@ -44,6 +52,128 @@ fn period(day: i32, interval: Interval) -> String {
     }
 }
 
+/// Days since the epoch of `(year, month, day)` (proleptic Gregorian).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The first day of the period holding `day`, in days since the epoch.
+fn period_start(day: i32, interval: Interval) -> i32 {
+    match interval {
+        Interval::Day => day,
+        Interval::Week => day - (day + 3).rem_euclid(7),
+        Interval::Month => {
+            let (y, m, _) = civil(i64::from(day));
+            #[allow(clippy::cast_possible_truncation)]
+            let start = days_from_civil(y, m, 1) as i32;
+            start
+        }
+    }
+}
+
+/// A hasher for keys that already are uniform 64-bit hashes (theta sketch entries).
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashKeyed = BuildHasherDefault<KeyIsHash>;
+
+/// Installs as sketch hashes, per day, with the theta they can be compared at.
+struct DayHashes<'a> {
+    days: BTreeMap<i32, Vec<&'a CompactThetaSketch>>,
+    /// The smallest theta of all the sketches (as a hash bound and as a fraction).
+    theta: u64,
+    fraction: f64,
+}
+
+impl<'a> DayHashes<'a> {
+    fn new(days: BTreeMap<i32, Vec<&'a CompactThetaSketch>>) -> DayHashes<'a> {
+        let (mut theta, mut fraction) = (u64::MAX, 1.0);
+        for s in days.values().flatten() {
+            if s.is_estimation_mode() && s.theta64() < theta {
+                (theta, fraction) = (s.theta64(), s.theta());
+            }
+        }
+        DayHashes {
+            days,
+            theta,
+            fraction,
+        }
+    }
+
+    fn estimated(&self) -> bool {
+        self.theta != u64::MAX
+    }
+
+    /// The comparable hashes of one day's sketches (an install may repeat across them).
+    fn hashes<'s>(&self, sketches: &'s [&'a CompactThetaSketch]) -> impl Iterator<Item = u64> + 's
+    where
+        'a: 's,
+    {
+        let theta = self.theta;
+        sketches
+            .iter()
+            .flat_map(|s| s.iter().map(|e| e.hash()))
+            .filter(move |h| *h < theta)
+    }
+
+    /// Each install's first period.
+    fn first_periods(&self, interval: Interval) -> HashMap<u64, i32, HashKeyed> {
+        let mut first = HashMap::with_hasher(HashKeyed::default());
+        for (day, sketches) in &self.days {
+            let p = period_start(*day, interval);
+            for h in self.hashes(sketches) {
+                first.entry(h).or_insert(p);
+            }
+        }
+        first
+    }
+
+    /// The distinct installs of each period holding one of the days `keep` accepts.
+    fn per_period(
+        &self,
+        interval: Interval,
+        keep: impl Fn(i32) -> bool,
+    ) -> BTreeMap<i32, HashSet<u64, HashKeyed>> {
+        let mut out: BTreeMap<i32, HashSet<u64, HashKeyed>> = BTreeMap::new();
+        for (day, sketches) in self.days.iter().filter(|(d, _)| keep(**d)) {
+            let set = out.entry(period_start(*day, interval)).or_default();
+            set.extend(self.hashes(sketches));
+        }
+        out
+    }
+
+    /// A count of comparable hashes, scaled back to installs.
+    fn scale(&self, n: usize) -> u64 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let scaled = (n as f64 / self.fraction).round() as u64;
+        scaled
+    }
+}
+
 fn dim_index(dim: &Dim) -> Option<usize> {
     match dim {
         Dim::Column(c) => DIMS.iter().position(|d| d == c),
@@ -74,6 +204,40 @@ impl RowFilter {
             until_day: f.until.map(day),
             dims,
         })
+    }
+
+    /// The same filter over all of history.
+    fn all_days(&self) -> RowFilter {
+        RowFilter {
+            from_day: None,
+            until_day: None,
+            dims: self.dims.clone(),
+        }
+    }
+
+    /// The install sketches of each day this filter keeps, from the per-day totals when no
+    /// dimension is filtered.
+    fn day_sketches<'a>(
+        &self,
+        parts: &'a [Arc<RollupSet>],
+    ) -> BTreeMap<i32, Vec<&'a CompactThetaSketch>> {
+        let mut days: BTreeMap<i32, Vec<&CompactThetaSketch>> = BTreeMap::new();
+        if self.dims.is_empty() {
+            for (day, (_, sketch)) in parts.iter().flat_map(|p| p.days.iter()) {
+                if self.day_in_range(*day) {
+                    days.entry(*day).or_default().push(sketch);
+                }
+            }
+        } else {
+            for r in parts
+                .iter()
+                .flat_map(|p| p.rows.iter())
+                .filter(|r| self.keeps(r))
+            {
+                days.entry(r.day).or_default().push(&r.installs);
+            }
+        }
+        days
     }
 
     fn day_in_range(&self, day: i32) -> bool {
@@ -137,8 +301,12 @@ impl InsightQuery {
                 Insight::Trend { by, .. }
                 | Insight::Durations { by }
                 | Insight::Errors { by, .. } => by_ok(by),
-                Insight::Active | Insight::Versions { .. } => true,
-                _ => false,
+                Insight::Active
+                | Insight::Versions { .. }
+                | Insight::NewReturning { .. }
+                | Insight::Retention
+                | Insight::Friction { .. } => true,
+                Insight::Funnel { .. } | Insight::Paths { .. } => false,
             }
     }
 
@@ -157,7 +325,7 @@ impl InsightQuery {
                 .filter(|r| filter.keeps(r))
         };
         let mut estimated = false;
-        let mut distinct = |sketches: &[&datasketches::theta::CompactThetaSketch]| {
+        let mut distinct = |sketches: &[&CompactThetaSketch]| {
             let u = rollup::union(sketches.iter().copied());
             estimated |= u.is_estimation_mode();
             rollup::count(&u)
@@ -214,24 +382,8 @@ impl InsightQuery {
                     from_day: filter.from_day.map(|d| d - 29),
                     ..filter
                 };
-                let mut days: BTreeMap<i32, Vec<&datasketches::theta::CompactThetaSketch>> =
-                    BTreeMap::new();
-                if whole_days {
-                    for (day, (_, sketch)) in parts.iter().flat_map(|p| p.days.iter()) {
-                        if wide.day_in_range(*day) {
-                            days.entry(*day).or_default().push(sketch);
-                        }
-                    }
-                } else {
-                    for r in parts
-                        .iter()
-                        .flat_map(|p| p.rows.iter())
-                        .filter(|r| wide.keeps(r))
-                    {
-                        days.entry(r.day).or_default().push(&r.installs);
-                    }
-                }
-                let daily: BTreeMap<i32, datasketches::theta::CompactThetaSketch> = days
+                let days = wide.day_sketches(parts);
+                let daily: BTreeMap<i32, CompactThetaSketch> = days
                     .into_iter()
                     .map(|(d, s)| (d, rollup::union(s)))
                     .collect();
@@ -388,7 +540,153 @@ impl InsightQuery {
                     table(&["event", "error_type", "errors", "installs"], rows),
                 );
             }
-            _ => return None,
+            Insight::NewReturning { interval } => {
+                // First periods over all of history; activity only within `since`..`until`.
+                let hashes = DayHashes::new(filter.all_days().day_sketches(parts));
+                estimated |= hashes.estimated();
+                let first = hashes.first_periods(*interval);
+                let rows = hashes
+                    .per_period(*interval, |d| filter.day_in_range(d))
+                    .into_iter()
+                    .map(|(p, set)| {
+                        let new = set.iter().filter(|h| first.get(h) == Some(&p)).count();
+                        vec![
+                            json!(date_text(i64::from(p))),
+                            json!(hashes.scale(new)),
+                            json!(hashes.scale(set.len() - new)),
+                        ]
+                    })
+                    .collect();
+                tables.insert(
+                    "new_returning",
+                    table(&["period", "new", "returning"], rows),
+                );
+            }
+            Insight::Retention => {
+                // Cohorts and activity over all of history; cohorts from `since`'s week on.
+                let hashes = DayHashes::new(filter.all_days().day_sketches(parts));
+                estimated |= hashes.estimated();
+                let first = hashes.first_periods(Interval::Week);
+                let mut cells: BTreeMap<(i32, i32), usize> = BTreeMap::new();
+                for (week, set) in hashes.per_period(Interval::Week, |_| true) {
+                    for h in &set {
+                        let cohort = first.get(h).copied().unwrap_or(week);
+                        *cells.entry((cohort, (week - cohort) / 7)).or_default() += 1;
+                    }
+                }
+                let from = filter.from_day.map(|d| period_start(d, Interval::Week));
+                let rows = cells
+                    .iter()
+                    .filter(|((cohort, _), _)| from.is_none_or(|f| *cohort >= f))
+                    .map(|(&(cohort, week), &n)| {
+                        let size = cells.get(&(cohort, 0)).copied().unwrap_or(n).max(1);
+                        #[allow(clippy::cast_precision_loss)]
+                        let pct = 100.0 * n as f64 / size as f64;
+                        vec![
+                            json!(date_text(i64::from(cohort))),
+                            json!(week),
+                            json!(hashes.scale(n)),
+                            round(pct, 1),
+                        ]
+                    })
+                    .collect();
+                tables.insert(
+                    "retention",
+                    table(&["cohort", "week", "installs", "retained_pct"], rows),
+                );
+            }
+            Insight::Friction { top } => {
+                if !parts.iter().all(|p| p.has_sessions) {
+                    return None;
+                }
+                // Errors per session, added up across parts: a session may span several.
+                let mut per_session: HashMap<(Pair, u64), u64> = HashMap::new();
+                let mut failed: BTreeMap<Option<&str>, (Vec<_>, Vec<_>)> = BTreeMap::new();
+                let mut by_version: BTreeMap<Option<&str>, (u64, u64)> = BTreeMap::new();
+                for r in rows() {
+                    let Some(outcome) = r.dim(4) else { continue };
+                    let v = by_version.entry(r.dim(1)).or_default();
+                    v.0 += r.events;
+                    let f = failed.entry(r.dim(0)).or_default();
+                    match outcome {
+                        "error" => {
+                            v.1 += r.events;
+                            f.0.push(&r.installs);
+                            for (key, n) in &r.error_sessions {
+                                *per_session.entry(((r.dim(0), r.dim(5)), *key)).or_default() +=
+                                    u64::from(*n);
+                            }
+                        }
+                        "ok" => f.1.push(&r.installs),
+                        _ => {}
+                    }
+                }
+                let mut repeated: BTreeMap<Pair, (u64, u64)> = BTreeMap::new();
+                for ((pair, _), n) in per_session {
+                    if n >= 2 {
+                        let g = repeated.entry(pair).or_default();
+                        g.0 += 1;
+                        g.1 += n;
+                    }
+                }
+                let mut repeated: Vec<_> = repeated.into_iter().collect();
+                repeated.sort_by(|a, b| {
+                    b.1.0
+                        .cmp(&a.1.0)
+                        .then(nulls_last(a.0.0, b.0.0))
+                        .then(nulls_last(a.0.1, b.0.1))
+                });
+                repeated.truncate(*top);
+                let rows = repeated
+                    .into_iter()
+                    .map(|((e, t), (sessions, errors))| {
+                        vec![text(e), text(t), json!(sessions), json!(errors)]
+                    })
+                    .collect();
+                tables.insert(
+                    "repeated_errors",
+                    table(&["event", "error_type", "sessions", "errors"], rows),
+                );
+                // Installs whose calls of an event failed and never succeeded: A and not B.
+                let mut never: Vec<(Option<&str>, u64)> = Vec::new();
+                for (event, (errors, oks)) in failed {
+                    if errors.is_empty() {
+                        continue;
+                    }
+                    let a = rollup::union_at(rollup::WIDE_LG_K, errors);
+                    let b = rollup::union_at(rollup::WIDE_LG_K, oks);
+                    let only = ThetaANotB::default()
+                        .compute(&a, &b, false)
+                        .expect("sketches of one seed");
+                    estimated |= only.is_estimation_mode();
+                    let n = rollup::count(&only);
+                    if n > 0 {
+                        never.push((event, n));
+                    }
+                }
+                never.sort_by(|a, b| b.1.cmp(&a.1).then(nulls_last(a.0, b.0)));
+                never.truncate(*top);
+                let rows = never
+                    .into_iter()
+                    .map(|(e, n)| vec![text(e), json!(n)])
+                    .collect();
+                tables.insert("never_succeeded", table(&["event", "installs"], rows));
+                let mut by_version: Vec<_> = by_version.into_iter().collect();
+                by_version.sort_by(|a, b| nulls_last(a.0, b.0));
+                let rows = by_version
+                    .into_iter()
+                    .map(|(v, (calls, errors))| {
+                        #[allow(clippy::cast_precision_loss)]
+                        let r = errors as f64 / calls.max(1) as f64;
+                        vec![text(v), json!(calls), json!(errors), round(r, 4)]
+                    })
+                    .collect();
+                tables.insert(
+                    "error_rate_by_version",
+                    table(&["app_version", "calls", "errors", "error_rate"], rows),
+                );
+            }
+            Insight::Funnel { .. } | Insight::Paths { .. } => return None,
         }
         Some(Answer { tables, estimated })
     }

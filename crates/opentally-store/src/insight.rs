@@ -666,7 +666,7 @@ impl InsightQuery {
                     tables: a.tables,
                     source: "rollups",
                     distinct: if a.estimated {
-                        "estimated: theta sketch beyond 4096 installs per group"
+                        "estimated: theta sketches, exact up to 4,096 installs per count"
                     } else {
                         "exact"
                     },
@@ -674,6 +674,16 @@ impl InsightQuery {
                 });
             }
         }
+        self.scan(snapshot, limits).await
+    }
+
+    /// Runs the insight's SQL over the events, even when rollups could answer it.
+    pub async fn scan(
+        &self,
+        snapshot: &Snapshot,
+        limits: &Limits,
+    ) -> Result<InsightResult, QueryError> {
+        let started = Instant::now();
         // One session for all of the insight's statements: building it lists the parts.
         let ctx = tokio::time::timeout(limits.time, query::session(snapshot, limits))
             .await
@@ -700,7 +710,8 @@ pub struct InsightResult {
     /// What answered: `rollups` (per-day sketches made at sealing) or `events` (a scan).
     pub source: &'static str,
     /// How distinct installs were counted: `exact`, or estimated by a theta sketch (only
-    /// rollups estimate, and only beyond 4,096 installs in one group).
+    /// rollups estimate: counts of more than 4,096 installs, and set operations over
+    /// sketches past their exact size).
     pub distinct: &'static str,
     /// How long the query took, in milliseconds.
     pub query_ms: f64,

@@ -3,9 +3,14 @@
 //! (and for the tail as it is loaded), kept beside the part, merged at query time: the dashboard's
 //! standard insights read these instead of scanning events.
 //!
-//! Theta sketches are exact while a group holds fewer than 4,096 installs (their nominal size)
-//! and estimate beyond; KLL sketches (k = 200) keep every duration while a group has fewer than
+//! Theta sketches are exact while a group holds fewer than 16,384 installs (their nominal size)
+//! and estimate beyond; a distinct count merges them into a union of nominal size 4,096, exact up
+//! to that many installs and within about 1.6 % (one standard error) beyond; KLL sketches (k = 200) keep every duration while a group has fewer than
 //! 200 and answer within about 1.7 % of rank beyond.
+//!
+//! Error rows also keep, per session (a hash of install and session), how many errors it had:
+//! friction's "errors repeated within a session" adds these up across parts, which a count per
+//! group could not do for a session that spans two parts.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,8 +28,15 @@ use parquet::arrow::ArrowWriter;
 
 use crate::store::{StoreError, read_part};
 
-/// log2 of the theta sketches' nominal size: exact up to 4,096 installs per group.
-pub const THETA_LG_K: u8 = 12;
+/// log2 of the rollup rows' theta sketches' nominal size: exact up to 16,384 installs per group
+/// (a sketch holds only as many hashes as installs it saw, up to that size).
+pub const THETA_LG_K: u8 = 14;
+/// log2 of the nominal size of the unions that distinct counts read: exact up to 4,096.
+pub const COUNT_LG_K: u8 = 12;
+/// log2 of the nominal size of the per-day install sketches and of the unions that set
+/// operations read (installs seen first, installs that never succeeded): exact up to 65,536
+/// installs a day, which bounds both the memory they hold and the work of a set operation.
+pub const WIDE_LG_K: u8 = 16;
 /// KLL accuracy parameter.
 pub const KLL_K: u16 = 200;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -47,6 +59,8 @@ pub struct RollupRow {
     pub events: u64,
     pub installs: CompactThetaSketch,
     pub durations: KllSketch<KllFloat<f64>>,
+    /// For error rows: `(hash of install and session, errors)`, sorted by hash.
+    pub error_sessions: Vec<(u64, u32)>,
 }
 
 impl RollupRow {
@@ -56,16 +70,18 @@ impl RollupRow {
 }
 
 /// The rollup rows of a part (or a tail batch), with each day's totals over all its rows: the
-/// event count and the union of the install sketches, which unfiltered trends and active-install
-/// counts read instead of merging every row.
+/// event count and the union of the install sketches (at [`WIDE_LG_K`]), which unfiltered
+/// insights read instead of merging every row.
 #[derive(Debug)]
 pub struct RollupSet {
     pub rows: Vec<RollupRow>,
     pub days: std::collections::BTreeMap<i32, (u64, CompactThetaSketch)>,
+    /// False for rollups written before error rows kept their sessions.
+    pub has_sessions: bool,
 }
 
 impl RollupSet {
-    pub fn new(rows: Vec<RollupRow>) -> RollupSet {
+    pub fn new(rows: Vec<RollupRow>, has_sessions: bool) -> RollupSet {
         let mut by_day: std::collections::BTreeMap<i32, (u64, Vec<&CompactThetaSketch>)> =
             std::collections::BTreeMap::new();
         for r in &rows {
@@ -75,9 +91,13 @@ impl RollupSet {
         }
         let days = by_day
             .into_iter()
-            .map(|(day, (events, sketches))| (day, (events, union(sketches))))
+            .map(|(day, (events, sketches))| (day, (events, union_at(WIDE_LG_K, sketches))))
             .collect();
-        RollupSet { rows, days }
+        RollupSet {
+            rows,
+            days,
+            has_sessions,
+        }
     }
 }
 
@@ -88,10 +108,18 @@ fn theta() -> ThetaSketch {
         .expect("a valid lg_k")
 }
 
-/// A theta union of the given sketches.
+/// A theta union of the given sketches, at the nominal size distinct counts read.
 pub fn union<'a>(sketches: impl IntoIterator<Item = &'a CompactThetaSketch>) -> CompactThetaSketch {
+    union_at(COUNT_LG_K, sketches)
+}
+
+/// A theta union of the given sketches with nominal size `2^lg_k`.
+pub fn union_at<'a>(
+    lg_k: u8,
+    sketches: impl IntoIterator<Item = &'a CompactThetaSketch>,
+) -> CompactThetaSketch {
     let mut u = ThetaUnionBuilder::default()
-        .lg_k(THETA_LG_K)
+        .lg_k(lg_k)
         .build()
         .expect("a valid lg_k");
     for s in sketches {
@@ -132,7 +160,30 @@ struct Acc {
     events: u64,
     installs: ThetaSketch,
     durations: KllSketch<KllFloat<f64>>,
+    sessions: HashMap<u64, u32>,
 }
+
+/// A stable 64-bit hash of an install and its session (none is its own value), written to disk.
+pub fn session_key(install: &str, session: Option<&str>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(
+        &u64::try_from(install.len())
+            .unwrap_or(u64::MAX)
+            .to_le_bytes(),
+    );
+    h.update(install.as_bytes());
+    match session {
+        Some(s) => {
+            h.update(&[1]);
+            h.update(s.as_bytes());
+        }
+        None => h.update(&[0]),
+    }
+    h.digest()
+}
+
+/// Error index of the `outcome` dimension.
+const OUTCOME: usize = 4;
 
 /// The rollup of a batch of the `events` schema.
 pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
@@ -144,6 +195,7 @@ pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
     };
     let dims: Vec<&StringArray> = DIMS.iter().map(|d| text(d)).collect();
     let install = text("install");
+    let session = text("session");
     let ts = batch
         .column_by_name("ts")
         .expect("a ts column")
@@ -162,8 +214,15 @@ pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
             events: 0,
             installs: theta(),
             durations: KllSketch::new(KLL_K).expect("a valid k"),
+            sessions: HashMap::new(),
         });
         acc.events += 1;
+        if key[OUTCOME] == Some("error") {
+            let s = (!session.is_null(i)).then(|| session.value(i));
+            *acc.sessions
+                .entry(session_key(install.value(i), s))
+                .or_default() += 1;
+        }
         acc.installs.update(install.value(i));
         if !duration.is_null(i) {
             if let Ok(v) = KllFloat::<f64>::new(duration.value(i)) {
@@ -180,6 +239,11 @@ pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
             events: acc.events,
             installs: acc.installs.compact(true),
             durations: acc.durations,
+            error_sessions: {
+                let mut v: Vec<(u64, u32)> = acc.sessions.into_iter().collect();
+                v.sort_unstable();
+                v
+            },
         })
         .collect();
     rows.sort_by(|a, b| (a.day, &a.dims).cmp(&(b.day, &b.dims)));
@@ -192,6 +256,7 @@ fn schema() -> SchemaRef {
     fields.push(Field::new("events", DataType::UInt64, false));
     fields.push(Field::new("installs", DataType::Binary, false));
     fields.push(Field::new("durations", DataType::Binary, false));
+    fields.push(Field::new("error_sessions", DataType::Binary, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -208,10 +273,23 @@ pub fn write(path: &Path, rows: &[RollupRow]) -> Result<u64, StoreError> {
     columns.push(Arc::new(UInt64Array::from_iter_values(
         rows.iter().map(|r| r.events),
     )));
-    let installs: Vec<Vec<u8>> = rows.iter().map(|r| r.installs.serialize()).collect();
+    let installs: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| r.installs.serialize_compressed())
+        .collect();
     columns.push(Arc::new(BinaryArray::from_iter_values(installs.iter())));
     let durations: Vec<Vec<u8>> = rows.iter().map(|r| r.durations.serialize()).collect();
     columns.push(Arc::new(BinaryArray::from_iter_values(durations.iter())));
+    let sessions: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| {
+            r.error_sessions
+                .iter()
+                .flat_map(|(k, n)| k.to_le_bytes().into_iter().chain(n.to_le_bytes()))
+                .collect()
+        })
+        .collect();
+    columns.push(Arc::new(BinaryArray::from_iter_values(sessions.iter())));
     let batch = RecordBatch::try_new(schema(), columns)?;
     let mut w = ArrowWriter::try_new(File::create(path)?, schema(), None)?;
     w.write(&batch)?;
@@ -220,8 +298,8 @@ pub fn write(path: &Path, rows: &[RollupRow]) -> Result<u64, StoreError> {
     Ok(file.metadata()?.len())
 }
 
-/// Reads rollup rows written by [`write()`].
-pub fn read(path: &Path) -> Result<Vec<RollupRow>, StoreError> {
+/// Reads rollup rows written by [`write()`], and whether they keep error sessions.
+pub fn read(path: &Path) -> Result<(Vec<RollupRow>, bool), StoreError> {
     let bad = |what: &str| {
         StoreError::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -230,7 +308,14 @@ pub fn read(path: &Path) -> Result<Vec<RollupRow>, StoreError> {
     };
     let mut rows = Vec::new();
     let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+    let mut has_sessions = true;
     for b in read_part(path)? {
+        let sessions = b
+            .schema()
+            .index_of("error_sessions")
+            .ok()
+            .map(|i| b.column(i).as_binary::<i32>().clone());
+        has_sessions &= sessions.is_some();
         let day = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
         let dims: Vec<&StringArray> = (0..DIMS.len())
             .map(|d| b.column(1 + d).as_string::<i32>())
@@ -257,8 +342,27 @@ pub fn read(path: &Path) -> Result<Vec<RollupRow>, StoreError> {
                     .map_err(|e| bad(&format!("theta sketch: {e}")))?,
                 durations: KllSketch::deserialize(durations.value(i))
                     .map_err(|e| bad(&format!("KLL sketch: {e}")))?,
+                error_sessions: match &sessions {
+                    Some(s) => unpack_sessions(s.value(i)).ok_or_else(|| bad("error sessions"))?,
+                    None => Vec::new(),
+                },
             });
         }
     }
-    Ok(rows)
+    Ok((rows, has_sessions))
+}
+
+fn unpack_sessions(bytes: &[u8]) -> Option<Vec<(u64, u32)>> {
+    if bytes.len() % 12 != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(12)
+        .map(|c| {
+            Some((
+                u64::from_le_bytes(c[..8].try_into().ok()?),
+                u32::from_le_bytes(c[8..].try_into().ok()?),
+            ))
+        })
+        .collect()
 }

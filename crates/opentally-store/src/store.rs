@@ -79,7 +79,7 @@ impl LivePart {
         Arc::new(LivePart {
             path: dir.join(&meta.file),
             rollup_path: meta.rollup.as_ref().map(|r| dir.join(r)),
-            rollup: std::sync::Mutex::new(rollup.map(|r| Arc::new(RollupSet::new(r)))),
+            rollup: std::sync::Mutex::new(rollup.map(|r| Arc::new(RollupSet::new(r, true)))),
             meta,
         })
     }
@@ -93,13 +93,16 @@ impl LivePart {
         if let Some(r) = slot.as_ref() {
             return Ok(r.clone());
         }
-        let rows = if let Some(p) = &self.rollup_path {
+        let (rows, has_sessions) = if let Some(p) = &self.rollup_path {
             rollup::read(p)?
         } else {
             let batches = read_part(&self.path)?;
-            rollup::of_batch(&concat_batches(&schema::schema(), &batches)?)
+            (
+                rollup::of_batch(&concat_batches(&schema::schema(), &batches)?),
+                true,
+            )
         };
-        let rows = Arc::new(RollupSet::new(rows));
+        let rows = Arc::new(RollupSet::new(rows, has_sessions));
         *slot = Some(rows.clone());
         Ok(rows)
     }
@@ -304,7 +307,7 @@ impl Store {
                 .tail_rollups
                 .entry(project)
                 .or_default()
-                .push(Arc::new(RollupSet::new(rollup)));
+                .push(Arc::new(RollupSet::new(rollup, true)));
         }
         if added > 0 && state.tail_since.is_none() {
             state.tail_since = Some(Instant::now());
@@ -654,7 +657,7 @@ impl Store {
         if tail_removed > 0 {
             let rollups = new_tail
                 .iter()
-                .map(|b| Arc::new(RollupSet::new(rollup::of_batch(b))))
+                .map(|b| Arc::new(RollupSet::new(rollup::of_batch(b), true)))
                 .collect();
             s.tail.insert(project.to_owned(), new_tail);
             s.tail_rollups.insert(project.to_owned(), rollups);

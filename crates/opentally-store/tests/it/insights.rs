@@ -34,24 +34,29 @@ fn states() -> Vec<(&'static str, Store)> {
     s.catch_up(None).unwrap();
     out.push(("mixed", s));
 
-    // Sealed in three rounds (so days span several parts), then compacted.
-    let dir = data::temp_dir("compacted");
-    let opts = Options {
-        compact_parts: 2,
-        ..Options::default()
+    // Sealed in three rounds, so days (and sessions) span several parts: left so, and compacted.
+    let sealed_in_rounds = |name: &str| {
+        let dir = data::temp_dir(name);
+        let opts = Options {
+            compact_parts: 2,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).unwrap();
+        s.prepare_loading().unwrap();
+        for round in 0..3 {
+            let some: Vec<_> = rows
+                .iter()
+                .filter(|(i, _)| i % 3 == round)
+                .cloned()
+                .collect();
+            data::write_log(&dir, "demo", &some, 2);
+            s.catch_up(None).unwrap();
+            s.seal().unwrap();
+        }
+        s
     };
-    let s = Store::open(&dir, opts).unwrap();
-    s.prepare_loading().unwrap();
-    for round in 0..3 {
-        let some: Vec<_> = rows
-            .iter()
-            .filter(|(i, _)| i % 3 == round)
-            .cloned()
-            .collect();
-        data::write_log(&dir, "demo", &some, 2);
-        s.catch_up(None).unwrap();
-        s.seal().unwrap();
-    }
+    out.push(("rounds", sealed_in_rounds("rounds")));
+    let s = sealed_in_rounds("compacted");
     let before = s.stats().parts;
     let merged = s.compact().unwrap();
     assert!(
@@ -175,6 +180,55 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
             ]),
         ),
         (
+            "new-returning",
+            "interval=day",
+            "new_returning",
+            json!(["period", "new", "returning"]),
+            json!([
+                ["2026-11-02", 2, 0],
+                ["2026-11-03", 1, 0],
+                ["2026-11-09", 0, 1],
+                ["2026-11-10", 1, 0],
+                ["2026-11-16", 0, 2]
+            ]),
+        ),
+        // Only activity from `since` on counts, but an install's first week is its first ever:
+        // C, first seen on 11-03, is new in the week of 11-02.
+        (
+            "new-returning",
+            "interval=week&since=2026-11-03",
+            "new_returning",
+            json!(["period", "new", "returning"]),
+            json!([
+                ["2026-11-02", 1, 0],
+                ["2026-11-09", 1, 1],
+                ["2026-11-16", 0, 2]
+            ]),
+        ),
+        // First seen among the events kept: A first used `estimate` on 11-02, B on 11-16.
+        (
+            "new-returning",
+            "interval=day&event=estimate",
+            "new_returning",
+            json!(["period", "new", "returning"]),
+            json!([
+                ["2026-11-02", 1, 0],
+                ["2026-11-03", 1, 0],
+                ["2026-11-16", 1, 1]
+            ]),
+        ),
+        (
+            "new-returning",
+            "interval=week&where=app.version=1.1",
+            "new_returning",
+            json!(["period", "new", "returning"]),
+            json!([
+                ["2026-11-02", 1, 0],
+                ["2026-11-09", 2, 0],
+                ["2026-11-16", 1, 1]
+            ]),
+        ),
+        (
             "versions",
             "interval=week",
             "versions",
@@ -254,6 +308,27 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
                 ["2026-11-09", 0, 1, 100.0]
             ]),
         ),
+        // A's cohort is the week of 11-02, so from 11-09 on only D's cohort is left.
+        (
+            "retention",
+            "since=2026-11-09",
+            "retention",
+            json!(["cohort", "week", "installs", "retained_pct"]),
+            json!([["2026-11-09", 0, 1, 100.0]]),
+        ),
+        // On 1.1 only: C starts in the week of 11-02, A and D in the next, B in the last.
+        (
+            "retention",
+            "where=app.version=1.1",
+            "retention",
+            json!(["cohort", "week", "installs", "retained_pct"]),
+            json!([
+                ["2026-11-02", 0, 1, 100.0],
+                ["2026-11-09", 0, 2, 100.0],
+                ["2026-11-09", 1, 1, 50.0],
+                ["2026-11-16", 0, 1, 100.0]
+            ]),
+        ),
         (
             "funnel",
             "steps=fit,estimate,plot&window=1d",
@@ -306,6 +381,35 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
             json!(["app_version", "calls", "errors", "error_rate"]),
             json!([["1.0", 5, 2, 0.4], ["1.1", 7, 2, 0.2857]]),
         ),
+        // From 11-03 on, no session repeats an error; C and B never got `estimate` to work.
+        (
+            "friction",
+            "since=2026-11-03",
+            "repeated_errors",
+            json!(["event", "error_type", "sessions", "errors"]),
+            json!([]),
+        ),
+        (
+            "friction",
+            "since=2026-11-03",
+            "never_succeeded",
+            json!(["event", "installs"]),
+            json!([["estimate", 2]]),
+        ),
+        (
+            "friction",
+            "since=2026-11-03",
+            "error_rate_by_version",
+            json!(["app_version", "calls", "errors", "error_rate"]),
+            json!([["1.1", 7, 2, 0.2857]]),
+        ),
+        (
+            "friction",
+            "where=app.version=1.0",
+            "never_succeeded",
+            json!(["event", "installs"]),
+            json!([["fit", 1]]),
+        ),
     ]
 }
 
@@ -322,17 +426,31 @@ fn every_insight_matches_the_hand_worked_answer_in_every_store_state() {
         let query = InsightQuery::from_params(kind, &params(q), now)
             .unwrap_or_else(|e| panic!("{kind}?{q}: {e}"));
         for (state, store) in &states {
-            let result = rt
-                .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
-                .unwrap_or_else(|e| panic!("{kind}?{q} on {state}: {e}\n{:#?}", query.to_sql()));
-            let t = &result.tables[table];
-            assert_eq!(json!(t.columns), columns, "{kind}?{q} on {state}: columns");
-            assert_eq!(json!(t.rows), rows, "{kind}?{q} on {state}: {table}");
-            assert!(!t.truncated);
-            checked += 1;
+            // As asked (from rollups where they answer), and from the events.
+            for scan in [false, true] {
+                let snapshot = store.snapshot("demo");
+                let limits = Limits::default();
+                let result = rt
+                    .block_on(async {
+                        if scan {
+                            query.scan(&snapshot, &limits).await
+                        } else {
+                            query.run(&snapshot, &limits).await
+                        }
+                    })
+                    .unwrap_or_else(|e| {
+                        panic!("{kind}?{q} on {state}: {e}\n{:#?}", query.to_sql())
+                    });
+                let how = format!("{kind}?{q} on {state} from {}", result.source);
+                let t = &result.tables[table];
+                assert_eq!(json!(t.columns), columns, "{how}: columns");
+                assert_eq!(json!(t.rows), rows, "{how}: {table}");
+                assert!(!t.truncated);
+                checked += 1;
+            }
         }
     }
-    assert_eq!(checked, cases().len() * 4);
+    assert_eq!(checked, cases().len() * 5 * 2);
 }
 
 #[test]
@@ -353,11 +471,14 @@ fn standard_insights_read_rollups_and_the_rest_read_events() {
         ("durations", "by=outcome", "rollups"),
         ("durations", "by=method", "events"),
         ("errors", "by=runtime.name", "rollups"),
-        ("new-returning", "", "events"),
-        ("retention", "", "events"),
+        ("new-returning", "where=app.version=1.1", "rollups"),
+        ("new-returning", "where=method=cbpe", "events"),
+        ("retention", "", "rollups"),
+        ("retention", "where=context.hardware.arch=arm64", "events"),
         ("funnel", "steps=fit,plot", "events"),
         ("paths", "event=fit", "events"),
-        ("friction", "", "events"),
+        ("friction", "event=fit", "rollups"),
+        ("friction", "where=method=dle", "events"),
     ] {
         let query = InsightQuery::from_params(kind, &params(q), now).unwrap();
         let r = rt
