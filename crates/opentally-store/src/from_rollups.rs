@@ -8,11 +8,11 @@
 //! (the rule theta set operations follow), so they are exact while every sketch is exact and
 //! estimates scaled by that theta otherwise.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use datasketches::theta::{CompactThetaSketch, ThetaANotB};
+use datasketches::theta::CompactThetaSketch;
 use serde_json::{Value, json};
 
 use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
@@ -83,7 +83,9 @@ struct KeyIsHash(u64);
 
 impl Hasher for KeyIsHash {
     fn finish(&self) -> u64 {
-        self.0
+        // Theta keeps hashes below it, so their high bits are often zero, and the hash table
+        // reads its tags from the high bits: spread them (Fibonacci hashing).
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
@@ -97,22 +99,51 @@ impl Hasher for KeyIsHash {
 
 type HashKeyed = BuildHasherDefault<KeyIsHash>;
 
-/// Installs as sketch hashes, per day, with the theta they can be compared at.
-struct DayHashes<'a> {
-    days: BTreeMap<i32, Vec<&'a CompactThetaSketch>>,
-    /// The smallest theta of all the sketches (as a hash bound and as a fraction).
+/// Installs as sketch hashes, per day, at the smallest theta of all the sketches involved: each
+/// day's hashes sorted, so that the work goes through the hash space a slice at a time with a
+/// table that stays in the CPU cache (one table for millions of installs would miss it on every
+/// lookup).
+struct DayHashes {
+    /// `(day, sorted distinct hashes below theta)`, by day.
+    days: Vec<(i32, Vec<u64>)>,
     theta: u64,
+    /// `theta` as a fraction of the hash space.
     fraction: f64,
 }
 
-impl<'a> DayHashes<'a> {
-    fn new(days: BTreeMap<i32, Vec<&'a CompactThetaSketch>>) -> DayHashes<'a> {
-        let (mut theta, mut fraction) = (u64::MAX, 1.0);
-        for s in days.values().flatten() {
-            if s.is_estimation_mode() && s.theta64() < theta {
-                (theta, fraction) = (s.theta64(), s.theta());
-            }
+/// Installs a slice of the hash space holds, for the table to stay in cache.
+const SLICE: usize = 32_768;
+
+/// The smallest theta of the sketches, as a hash bound and as a fraction (`u64::MAX` and 1
+/// when all are exact): set operations compare hashes below it only.
+fn common_theta<'a>(sketches: impl IntoIterator<Item = &'a CompactThetaSketch>) -> (u64, f64) {
+    let (mut theta, mut fraction) = (u64::MAX, 1.0);
+    for s in sketches {
+        if s.is_estimation_mode() && s.theta64() < theta {
+            (theta, fraction) = (s.theta64(), s.theta());
         }
+    }
+    (theta, fraction)
+}
+
+impl DayHashes {
+    fn new(days: BTreeMap<i32, Vec<&CompactThetaSketch>>) -> DayHashes {
+        let (theta, fraction) = common_theta(days.values().flatten().copied());
+        let days = days
+            .into_iter()
+            .map(|(day, sketches)| {
+                let mut hashes: Vec<u64> = sketches
+                    .iter()
+                    .flat_map(|s| s.iter().map(|e| e.hash()))
+                    .filter(|h| *h < theta)
+                    .collect();
+                if sketches.len() > 1 || sketches.iter().any(|s| !s.is_ordered()) {
+                    hashes.sort_unstable();
+                    hashes.dedup();
+                }
+                (day, hashes)
+            })
+            .collect();
         DayHashes {
             days,
             theta,
@@ -124,42 +155,65 @@ impl<'a> DayHashes<'a> {
         self.theta != u64::MAX
     }
 
-    /// The comparable hashes of one day's sketches (an install may repeat across them).
-    fn hashes<'s>(&self, sketches: &'s [&'a CompactThetaSketch]) -> impl Iterator<Item = u64> + 's
-    where
-        'a: 's,
-    {
-        let theta = self.theta;
-        sketches
+    /// The starts of the periods that hold a day, ascending.
+    fn periods(&self, interval: Interval) -> Vec<i32> {
+        let mut p: Vec<i32> = self
+            .days
             .iter()
-            .flat_map(|s| s.iter().map(|e| e.hash()))
-            .filter(move |h| *h < theta)
+            .map(|(d, _)| period_start(*d, interval))
+            .collect();
+        p.dedup();
+        p
     }
 
-    /// Each install's first period.
-    fn first_periods(&self, interval: Interval) -> HashMap<u64, i32, HashKeyed> {
-        let mut first = HashMap::with_hasher(HashKeyed::default());
-        for (day, sketches) in &self.days {
-            let p = period_start(*day, interval);
-            for h in self.hashes(sketches) {
-                first.entry(h).or_insert(p);
-            }
-        }
-        first
-    }
-
-    /// The distinct installs of each period holding one of the days `keep` accepts.
-    fn per_period(
+    /// Calls `visit(first, period)` once for each install and each period it was active in on
+    /// a day `keep` accepts, with `first` the install's first period over all the days; both
+    /// are indexes into [`DayHashes::periods`].
+    fn each_active_period(
         &self,
         interval: Interval,
         keep: impl Fn(i32) -> bool,
-    ) -> BTreeMap<i32, HashSet<u64, HashKeyed>> {
-        let mut out: BTreeMap<i32, HashSet<u64, HashKeyed>> = BTreeMap::new();
-        for (day, sketches) in self.days.iter().filter(|(d, _)| keep(**d)) {
-            let set = out.entry(period_start(*day, interval)).or_default();
-            set.extend(self.hashes(sketches));
+        mut visit: impl FnMut(usize, usize),
+    ) {
+        let periods = self.periods(interval);
+        let day_period: Vec<(usize, bool)> = self
+            .days
+            .iter()
+            .map(|(d, _)| {
+                let start = period_start(*d, interval);
+                (periods.partition_point(|p| *p < start), keep(*d))
+            })
+            .collect();
+        let total: usize = self.days.iter().map(|(_, h)| h.len()).sum();
+        let slices = (total / SLICE).max(1) as u64;
+        // Theta hashes are below 2^63.
+        let bound = self.theta.min(i64::MAX as u64);
+        let step = bound / slices + 1;
+        let mut cursors = vec![0usize; self.days.len()];
+        // Per install: its first period and the last period it was counted in.
+        let mut seen: HashMap<u64, (usize, usize), HashKeyed> =
+            HashMap::with_capacity_and_hasher(2 * SLICE, HashKeyed::default());
+        for slice in 1..=slices {
+            let end = if slice == slices {
+                u64::MAX
+            } else {
+                slice * step
+            };
+            seen.clear();
+            for (i, (_, hashes)) in self.days.iter().enumerate() {
+                let (p, kept) = day_period[i];
+                let from = cursors[i];
+                let to = from + hashes[from..].partition_point(|h| *h < end);
+                cursors[i] = to;
+                for h in &hashes[from..to] {
+                    let e = seen.entry(*h).or_insert((p, usize::MAX));
+                    if kept && e.1 != p {
+                        e.1 = p;
+                        visit(e.0, p);
+                    }
+                }
+            }
         }
-        out
     }
 
     /// A count of comparable hashes, scaled back to installs.
@@ -544,16 +598,28 @@ impl InsightQuery {
                 // First periods over all of history; activity only within `since`..`until`.
                 let hashes = DayHashes::new(filter.all_days().day_sketches(parts));
                 estimated |= hashes.estimated();
-                let first = hashes.first_periods(*interval);
-                let rows = hashes
-                    .per_period(*interval, |d| filter.day_in_range(d))
-                    .into_iter()
-                    .map(|(p, set)| {
-                        let new = set.iter().filter(|h| first.get(h) == Some(&p)).count();
+                let periods = hashes.periods(*interval);
+                let mut counts = vec![(0usize, 0usize); periods.len()];
+                hashes.each_active_period(
+                    *interval,
+                    |d| filter.day_in_range(d),
+                    |first, p| {
+                        if first == p {
+                            counts[p].0 += 1;
+                        } else {
+                            counts[p].1 += 1;
+                        }
+                    },
+                );
+                let rows = periods
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, (new, returning))| new + returning > 0)
+                    .map(|(p, (new, returning))| {
                         vec![
-                            json!(date_text(i64::from(p))),
+                            json!(date_text(i64::from(*p))),
                             json!(hashes.scale(new)),
-                            json!(hashes.scale(set.len() - new)),
+                            json!(hashes.scale(returning)),
                         ]
                     })
                     .collect();
@@ -566,30 +632,36 @@ impl InsightQuery {
                 // Cohorts and activity over all of history; cohorts from `since`'s week on.
                 let hashes = DayHashes::new(filter.all_days().day_sketches(parts));
                 estimated |= hashes.estimated();
-                let first = hashes.first_periods(Interval::Week);
-                let mut cells: BTreeMap<(i32, i32), usize> = BTreeMap::new();
-                for (week, set) in hashes.per_period(Interval::Week, |_| true) {
-                    for h in &set {
-                        let cohort = first.get(h).copied().unwrap_or(week);
-                        *cells.entry((cohort, (week - cohort) / 7)).or_default() += 1;
+                let weeks = hashes.periods(Interval::Week);
+                let n = weeks.len();
+                let mut cells = vec![0usize; n * n];
+                hashes.each_active_period(
+                    Interval::Week,
+                    |_| true,
+                    |first, week| cells[first * n + week] += 1,
+                );
+                let from = filter.from_day.map(|d| period_start(d, Interval::Week));
+                let mut rows = Vec::new();
+                for (c, cohort) in weeks.iter().enumerate() {
+                    let size = cells[c * n + c];
+                    if from.is_some_and(|f| *cohort < f) || size == 0 {
+                        continue;
+                    }
+                    for (w, week) in weeks.iter().enumerate().skip(c) {
+                        let installs = cells[c * n + w];
+                        if installs == 0 {
+                            continue;
+                        }
+                        #[allow(clippy::cast_precision_loss)]
+                        let pct = 100.0 * installs as f64 / size as f64;
+                        rows.push(vec![
+                            json!(date_text(i64::from(*cohort))),
+                            json!((week - cohort) / 7),
+                            json!(hashes.scale(installs)),
+                            round(pct, 1),
+                        ]);
                     }
                 }
-                let from = filter.from_day.map(|d| period_start(d, Interval::Week));
-                let rows = cells
-                    .iter()
-                    .filter(|((cohort, _), _)| from.is_none_or(|f| *cohort >= f))
-                    .map(|(&(cohort, week), &n)| {
-                        let size = cells.get(&(cohort, 0)).copied().unwrap_or(n).max(1);
-                        #[allow(clippy::cast_precision_loss)]
-                        let pct = 100.0 * n as f64 / size as f64;
-                        vec![
-                            json!(date_text(i64::from(cohort))),
-                            json!(week),
-                            json!(hashes.scale(n)),
-                            round(pct, 1),
-                        ]
-                    })
-                    .collect();
                 tables.insert(
                     "retention",
                     table(&["cohort", "week", "installs", "retained_pct"], rows),
@@ -600,7 +672,8 @@ impl InsightQuery {
                     return None;
                 }
                 // Errors per session, added up across parts: a session may span several.
-                let mut per_session: HashMap<(Pair, u64), u64> = HashMap::new();
+                let mut pairs: HashMap<Pair, usize> = HashMap::new();
+                let mut per_session: Vec<HashMap<u64, u64, HashKeyed>> = Vec::new();
                 let mut failed: BTreeMap<Option<&str>, (Vec<_>, Vec<_>)> = BTreeMap::new();
                 let mut by_version: BTreeMap<Option<&str>, (u64, u64)> = BTreeMap::new();
                 for r in rows() {
@@ -612,24 +685,27 @@ impl InsightQuery {
                         "error" => {
                             v.1 += r.events;
                             f.0.push(&r.installs);
+                            let next = pairs.len();
+                            let i = *pairs.entry((r.dim(0), r.dim(5))).or_insert(next);
+                            if i == per_session.len() {
+                                per_session.push(HashMap::default());
+                            }
                             for (key, n) in &r.error_sessions {
-                                *per_session.entry(((r.dim(0), r.dim(5)), *key)).or_default() +=
-                                    u64::from(*n);
+                                *per_session[i].entry(*key).or_default() += u64::from(*n);
                             }
                         }
                         "ok" => f.1.push(&r.installs),
                         _ => {}
                     }
                 }
-                let mut repeated: BTreeMap<Pair, (u64, u64)> = BTreeMap::new();
-                for ((pair, _), n) in per_session {
-                    if n >= 2 {
-                        let g = repeated.entry(pair).or_default();
-                        g.0 += 1;
-                        g.1 += n;
-                    }
-                }
-                let mut repeated: Vec<_> = repeated.into_iter().collect();
+                let mut repeated: Vec<(Pair, (u64, u64))> = pairs
+                    .into_iter()
+                    .map(|(pair, i)| {
+                        let many = per_session[i].values().filter(|n| **n >= 2);
+                        (pair, many.fold((0, 0), |(s, e), n| (s + 1, e + n)))
+                    })
+                    .filter(|(_, (sessions, _))| *sessions > 0)
+                    .collect();
                 repeated.sort_by(|a, b| {
                     b.1.0
                         .cmp(&a.1.0)
@@ -647,19 +723,37 @@ impl InsightQuery {
                     "repeated_errors",
                     table(&["event", "error_type", "sessions", "errors"], rows),
                 );
-                // Installs whose calls of an event failed and never succeeded: A and not B.
+                // Installs whose calls of an event failed and never succeeded: A and not B, at
+                // the smallest theta of both (a union of B would hash every install it saw).
                 let mut never: Vec<(Option<&str>, u64)> = Vec::new();
                 for (event, (errors, oks)) in failed {
                     if errors.is_empty() {
                         continue;
                     }
-                    let a = rollup::union_at(rollup::WIDE_LG_K, errors);
-                    let b = rollup::union_at(rollup::WIDE_LG_K, oks);
-                    let only = ThetaANotB::default()
-                        .compute(&a, &b, false)
-                        .expect("sketches of one seed");
-                    estimated |= only.is_estimation_mode();
-                    let n = rollup::count(&only);
+                    let (theta, fraction) = common_theta(errors.iter().chain(&oks).copied());
+                    estimated |= theta != u64::MAX;
+                    let mut only: std::collections::HashSet<u64, HashKeyed> = errors
+                        .iter()
+                        .flat_map(|s| s.iter().map(|e| e.hash()))
+                        .filter(|h| *h < theta)
+                        .collect();
+                    for ok in &oks {
+                        if only.is_empty() {
+                            break;
+                        }
+                        for h in ok.iter().map(|e| e.hash()) {
+                            if h >= theta && ok.is_ordered() {
+                                break;
+                            }
+                            only.remove(&h);
+                        }
+                    }
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss,
+                        clippy::cast_precision_loss
+                    )]
+                    let n = (only.len() as f64 / fraction).round() as u64;
                     if n > 0 {
                         never.push((event, n));
                     }
@@ -695,6 +789,80 @@ impl InsightQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datasketches::kll::KllSketch;
+    use datasketches::theta::ThetaSketchBuilder;
+
+    /// A rollup row of `fit` on `day` whose installs are `ids`.
+    fn row(day: i32, ids: std::ops::Range<u32>) -> RollupRow {
+        let mut s = ThetaSketchBuilder::default()
+            .lg_k(rollup::THETA_LG_K)
+            .build()
+            .unwrap();
+        for id in ids.clone() {
+            s.update(format!("install-{id}"));
+        }
+        RollupRow {
+            day,
+            dims: std::array::from_fn(|i| (i == 0).then(|| Arc::from("fit"))),
+            events: u64::from(ids.end - ids.start),
+            installs: s.compact(true),
+            durations: KllSketch::new(rollup::KLL_K).unwrap(),
+            error_sessions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn set_operations_past_the_sketches_exact_size_are_scaled_estimates() {
+        // 2026-11-02 and 2026-11-09 are Mondays: 60,000 installs in the first week, then
+        // 60,000 of which 20,000 came back — more than a row sketch holds exactly.
+        let (d1, d2) = (20_759, 20_766);
+        assert_eq!(date_text(d1.into()), "2026-11-02");
+        let parts = vec![Arc::new(RollupSet::new(
+            vec![row(d1, 0..60_000), row(d2, 40_000..100_000)],
+            true,
+        ))];
+        let now = opentally_protocol::Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+        let ask = |kind: &str, q: &[(&str, &str)]| {
+            let params: Vec<(String, String)> = q
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let a = InsightQuery::from_params(kind, &params, now)
+                .unwrap()
+                .from_rollups(&parts)
+                .unwrap();
+            assert!(
+                a.estimated,
+                "{kind}: past its exact size a sketch estimates"
+            );
+            a.tables
+        };
+        let near = |got: &Value, want: f64| {
+            let got = got.as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 0.05 * want,
+                "{got} is not within 5 % of {want}"
+            );
+        };
+        let t = ask("new-returning", &[("interval", "week")]);
+        let rows = &t["new_returning"].rows;
+        assert_eq!(rows.len(), 2);
+        near(&rows[0][1], 60_000.0);
+        assert_eq!(rows[0][2], json!(0));
+        near(&rows[1][1], 40_000.0);
+        near(&rows[1][2], 20_000.0);
+        let t = ask("retention", &[]);
+        let rows = &t["retention"].rows;
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(
+            (&rows[0][0], &rows[0][1]),
+            (&json!("2026-11-02"), &json!(0))
+        );
+        near(&rows[0][2], 60_000.0);
+        near(&rows[1][2], 20_000.0);
+        near(&rows[1][3], 33.3);
+        near(&rows[2][2], 40_000.0);
+    }
 
     #[test]
     fn periods_start_on_the_right_day() {

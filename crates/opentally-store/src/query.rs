@@ -14,6 +14,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -209,8 +210,10 @@ fn json_get_udf() -> datafusion::logical_expr::ScalarUDF {
 
 /// A session whose `events` table is the snapshot: its parts and its tail.
 pub async fn session(snapshot: &Snapshot, limits: &Limits) -> Result<SessionContext, QueryError> {
+    // A fair pool: operators that can spill (sorts, repartitions) share what the ones that
+    // cannot (a sort's final merge) leave, instead of the first sort taking it all.
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
         .build_arc()?;
     let config = SessionConfig::new()
         .with_target_partitions(2)
