@@ -41,15 +41,7 @@ fn date_text(days: i64) -> String {
 
 /// The first day of the period holding `day`, as text (weeks start on Monday).
 fn period(day: i32, interval: Interval) -> String {
-    let d = i64::from(day);
-    match interval {
-        Interval::Day => date_text(d),
-        Interval::Week => date_text(d - (d + 3).rem_euclid(7)),
-        Interval::Month => {
-            let (y, m, _) = civil(d);
-            format!("{y:04}-{m:02}-01")
-        }
-    }
+    date_text(i64::from(period_start(day, interval)))
 }
 
 /// Days since the epoch of `(year, month, day)` (proleptic Gregorian).
@@ -63,7 +55,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// The first day of the period holding `day`, in days since the epoch.
+/// The first day of the period holding `day`, in days since the epoch (weeks start on Monday).
 fn period_start(day: i32, interval: Interval) -> i32 {
     match interval {
         Interval::Day => day,
@@ -113,6 +105,18 @@ struct DayHashes {
 
 /// Installs a slice of the hash space holds, for the table to stay in cache.
 const SLICE: usize = 32_768;
+
+/// A count of hashes compared at a theta that is `fraction` of the hash space, scaled back to
+/// installs.
+fn scale(n: usize, fraction: f64) -> u64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let scaled = (n as f64 / fraction).round() as u64;
+    scaled
+}
 
 /// The smallest theta of the sketches, as a hash bound and as a fraction (`u64::MAX` and 1
 /// when all are exact): set operations compare hashes below it only.
@@ -168,14 +172,14 @@ impl DayHashes {
 
     /// Calls `visit(first, period)` once for each install and each period it was active in on
     /// a day `keep` accepts, with `first` the install's first period over all the days; both
-    /// are indexes into [`DayHashes::periods`].
+    /// are indexes into `periods`, which [`DayHashes::periods`] gave for `interval`.
     fn each_active_period(
         &self,
+        periods: &[i32],
         interval: Interval,
         keep: impl Fn(i32) -> bool,
         mut visit: impl FnMut(usize, usize),
     ) {
-        let periods = self.periods(interval);
         let day_period: Vec<(usize, bool)> = self
             .days
             .iter()
@@ -218,13 +222,7 @@ impl DayHashes {
 
     /// A count of comparable hashes, scaled back to installs.
     fn scale(&self, n: usize) -> u64 {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let scaled = (n as f64 / self.fraction).round() as u64;
-        scaled
+        scale(n, self.fraction)
     }
 }
 
@@ -601,6 +599,7 @@ impl InsightQuery {
                 let periods = hashes.periods(*interval);
                 let mut counts = vec![(0usize, 0usize); periods.len()];
                 hashes.each_active_period(
+                    &periods,
                     *interval,
                     |d| filter.day_in_range(d),
                     |first, p| {
@@ -636,6 +635,7 @@ impl InsightQuery {
                 let n = weeks.len();
                 let mut cells = vec![0usize; n * n];
                 hashes.each_active_period(
+                    &weeks,
                     Interval::Week,
                     |_| true,
                     |first, week| cells[first * n + week] += 1,
@@ -748,12 +748,7 @@ impl InsightQuery {
                             only.remove(&h);
                         }
                     }
-                    #[allow(
-                        clippy::cast_possible_truncation,
-                        clippy::cast_sign_loss,
-                        clippy::cast_precision_loss
-                    )]
-                    let n = (only.len() as f64 / fraction).round() as u64;
+                    let n = scale(only.len(), fraction);
                     if n > 0 {
                         never.push((event, n));
                     }

@@ -5,8 +5,9 @@
 //!
 //! Theta sketches are exact while a group holds fewer than 16,384 installs (their nominal size)
 //! and estimate beyond; a distinct count merges them into a union of nominal size 4,096, exact up
-//! to that many installs and within about 1.6 % (one standard error) beyond; KLL sketches (k = 200) keep every duration while a group has fewer than
-//! 200 and answer within about 1.7 % of rank beyond.
+//! to that many installs and within about 1.6 % (one standard error) beyond. KLL sketches
+//! (k = 200) keep every duration while a group has fewer than 200 and answer within about 1.7 %
+//! of rank beyond.
 //!
 //! Error rows also keep, per session (a hash of install and session), how many errors it had:
 //! friction's "errors repeated within a session" adds these up across parts, which a count per
@@ -182,7 +183,7 @@ pub fn session_key(install: &str, session: Option<&str>) -> u64 {
     h.digest()
 }
 
-/// Error index of the `outcome` dimension.
+/// The index of `outcome` in [`DIMS`].
 const OUTCOME: usize = 4;
 
 /// The rollup of a batch of the `events` schema.
