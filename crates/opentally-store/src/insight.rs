@@ -7,10 +7,15 @@ use std::time::Instant;
 
 use opentally_protocol::Timestamp;
 use serde::Serialize;
+use serde_json::json;
 
 use crate::query::{self, Limits, QueryError, Table};
 use crate::schema::{CONTEXT_COLUMNS, column_names};
+use crate::sequence::{self, Sequences};
 use crate::store::Snapshot;
+
+/// How paths name the end of a session.
+const END: &str = "(end)";
 
 /// What an insight is broken down or filtered by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -613,7 +618,7 @@ impl InsightQuery {
                      count(DISTINCT install) AS installs FROM (SELECT install, event, \
                      lead(event) OVER (PARTITION BY install, session ORDER BY ts, message_id) AS next_event \
                      FROM events WHERE {wn}) WHERE event = {ev} \
-                     GROUP BY next_event ORDER BY times DESC, next_event LIMIT {top}",
+                     GROUP BY 1 ORDER BY times DESC, next_event LIMIT {top}",
                     wn = f.sql("", true, false),
                     ev = lit(event)
                 ),
@@ -674,7 +679,115 @@ impl InsightQuery {
                 });
             }
         }
+        if let Some(tables) = self.sequences_answer(snapshot)? {
+            return Ok(InsightResult {
+                kind: self.insight.kind(),
+                tables,
+                source: "sequences",
+                distinct: "exact",
+                query_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
         self.scan(snapshot, limits).await
+    }
+
+    /// Funnels and paths from the parts' per-install event sequences, when no filter needs the
+    /// events' other columns; `None` when the events must be scanned (a filter on a dimension, a
+    /// part without sequences, or a day whose parts hold an install's events out of order).
+    fn sequences_answer(
+        &self,
+        snapshot: &Snapshot,
+    ) -> Result<Option<BTreeMap<&'static str, Table>>, QueryError> {
+        if !matches!(self.insight, Insight::Funnel { .. } | Insight::Paths { .. })
+            || !self.filters.wheres.is_empty()
+        {
+            return Ok(None);
+        }
+        let Some(parts) = snapshot
+            .sequences()
+            .map_err(|e| QueryError::Internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let refs: Vec<&Sequences> = parts.iter().collect();
+        let (names, codes) = sequence::shared_codes(&refs);
+        let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
+        // `ts >= since` and `ts < until` on micro-second times, for bounds in nanoseconds.
+        let micros = |t: Timestamp| {
+            let n = t.unix_nanos();
+            i64::try_from(n.div_euclid(1000) + i128::from(n.rem_euclid(1000) != 0)).ok()
+        };
+        let since = self.filters.since.and_then(micros);
+        let until = self.filters.until.and_then(micros);
+        let table = |columns: &[&str], rows: Vec<Vec<serde_json::Value>>| Table {
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            rows,
+            truncated: false,
+        };
+        let mut tables = BTreeMap::new();
+        match &self.insight {
+            Insight::Funnel { steps, window_secs } => {
+                let window =
+                    i64::try_from(window_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+                let codes = steps.iter().map(|s| names.get(s)).collect();
+                let Some(f) = sequence::walk(&parts, since, until, || {
+                    sequence::Funnel::new(Vec::clone(&codes), window)
+                }) else {
+                    return Ok(None);
+                };
+                let first = f.reached[0];
+                let rows = steps
+                    .iter()
+                    .zip(&f.reached)
+                    .enumerate()
+                    .map(|(i, (step, n))| {
+                        #[allow(clippy::cast_precision_loss)]
+                        let pct = 100.0 * *n as f64 / first as f64;
+                        vec![
+                            json!(i + 1),
+                            json!(step),
+                            json!(n),
+                            serde_json::Number::from_f64((pct * 10.0).round() / 10.0)
+                                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                        ]
+                    })
+                    .collect();
+                tables.insert(
+                    "funnel",
+                    table(&["step", "event", "installs", "pct_of_first"], rows),
+                );
+            }
+            Insight::Paths { event, top } => {
+                let mut rows: Vec<(String, u64, u64)> = Vec::new();
+                if let Some(target) = names.get(event) {
+                    let n = names.names.len() + 1;
+                    let Some(p) = sequence::walk(&parts, since, until, || {
+                        sequence::Paths::new(target, names.get(END), n)
+                    }) else {
+                        return Ok(None);
+                    };
+                    for (code, (&times, &installs)) in p.times.iter().zip(&p.installs).enumerate() {
+                        if times > 0 {
+                            let code = u32::try_from(code).expect("codes fit in u32");
+                            rows.push((
+                                names.name(code).unwrap_or(END).to_owned(),
+                                times,
+                                installs,
+                            ));
+                        }
+                    }
+                }
+                rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                rows.truncate(*top);
+                let rows = rows
+                    .into_iter()
+                    .map(|(next, times, installs)| vec![json!(next), json!(times), json!(installs)])
+                    .collect();
+                tables.insert("paths", table(&["next_event", "times", "installs"], rows));
+            }
+            _ => unreachable!("only funnels and paths"),
+        }
+        Ok(Some(tables))
     }
 
     /// Runs the insight's SQL over the events, even when rollups could answer it.

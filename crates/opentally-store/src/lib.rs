@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod query;
 pub mod rollup;
 pub mod schema;
+pub mod sequence;
 pub mod store;
 
 pub use insight::{Dim, Filters, Insight, InsightQuery, InsightResult, Interval};

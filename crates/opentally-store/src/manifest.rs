@@ -23,6 +23,10 @@ pub struct PartMeta {
     /// The part's rollup (see [`crate::rollup`]), relative to the store directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollup: Option<String>,
+    /// The part's per-install event sequences (see [`crate::sequence`]), relative to the store
+    /// directory; parts written before sequences were kept, or too large for them, have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<String>,
     pub rows: u64,
     pub bytes: u64,
     /// Event times covered, micro-seconds since the epoch.

@@ -19,6 +19,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::manifest::{Manifest, PartMeta, sync_dir};
 use crate::rollup::{self, RollupRow, RollupSet};
 use crate::schema::{self, BatchBuilder};
+use crate::sequence::{self, Sequences};
 use crate::stored::{LogRecord, StoredEvent};
 use crate::wal::{self, LogPos};
 
@@ -70,6 +71,7 @@ pub struct LivePart {
     pub meta: PartMeta,
     pub path: PathBuf,
     rollup_path: Option<PathBuf>,
+    sequences_path: Option<PathBuf>,
     /// Read on first use (or kept from when the part was written).
     rollup: std::sync::Mutex<Option<Arc<RollupSet>>>,
 }
@@ -79,6 +81,7 @@ impl LivePart {
         Arc::new(LivePart {
             path: dir.join(&meta.file),
             rollup_path: meta.rollup.as_ref().map(|r| dir.join(r)),
+            sequences_path: meta.sequences.as_ref().map(|r| dir.join(r)),
             rollup: std::sync::Mutex::new(rollup.map(|r| Arc::new(RollupSet::new(r, true)))),
             meta,
         })
@@ -105,6 +108,23 @@ impl LivePart {
         let rows = Arc::new(RollupSet::new(rows, has_sessions));
         *slot = Some(rows.clone());
         Ok(rows)
+    }
+
+    /// The part's per-install event sequences, read from its file each time (they are large,
+    /// and the page cache keeps them); `None` for a part written without them.
+    pub fn sequences(&self) -> Result<Option<Sequences>, StoreError> {
+        self.sequences_path
+            .as_ref()
+            .map(|p| Sequences::read(p))
+            .transpose()
+            .map_err(StoreError::Io)
+    }
+
+    /// The part's files: its events, and its rollup and sequences when it has them.
+    fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.path)
+            .chain(&self.rollup_path)
+            .chain(&self.sequences_path)
     }
 }
 
@@ -133,6 +153,33 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The per-install event sequences of every part and of the tail, in time order (by day,
+    /// then as loaded); `None` when a part has none.
+    pub fn sequences(&self) -> Result<Option<Vec<Sequences>>, StoreError> {
+        let mut parts: Vec<&Arc<LivePart>> = self.parts.iter().collect();
+        parts.sort_by_key(|p| (p.meta.day, p.meta.id));
+        let mut out: Vec<(i64, usize, Sequences)> = Vec::new();
+        for p in parts {
+            let Some(s) = p.sequences()? else {
+                return Ok(None);
+            };
+            out.push((p.meta.day, out.len(), s));
+        }
+        // The tail comes after the parts of its days, before those of later days.
+        for batch in &self.tail {
+            for (day, b) in split_by_day(batch)? {
+                let Some(bytes) = sequence::encode(&b) else {
+                    return Ok(None);
+                };
+                let s = Sequences::parse(bytes)
+                    .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                out.push((day, out.len(), s));
+            }
+        }
+        out.sort_by_key(|(day, i, _)| (*day, *i));
+        Ok(Some(out.into_iter().map(|(_, _, s)| s).collect()))
+    }
+
     /// The rollups of every part and of the tail.
     pub fn rollups(&self) -> Result<Vec<Arc<RollupSet>>, StoreError> {
         let mut out = Vec::with_capacity(self.parts.len() + self.tail_rollups.len());
@@ -211,7 +258,7 @@ impl Store {
             .read()
             .parts
             .iter()
-            .flat_map(|p| std::iter::once(p.path.clone()).chain(p.rollup_path.clone()))
+            .flat_map(|p| p.files().cloned().collect::<Vec<_>>())
             .collect();
         let mut removed = 0;
         for project in fs::read_dir(&parts_dir)? {
@@ -419,6 +466,11 @@ impl Store {
         let rollup_rel = format!("parts/{project}/{day}-{id:08}.rollup");
         let rollup = rollup::of_batch(batch);
         let rollup_bytes = rollup::write(&self.dir.join(&rollup_rel), &rollup)?;
+        let sequences_rel = format!("parts/{project}/{day}-{id:08}.seq");
+        let sequences = match sequence::encode(batch) {
+            Some(bytes) => Some(sequence::write(&self.dir.join(&sequences_rel), &bytes)?),
+            None => None,
+        };
         sync_dir(dir)?;
         Ok((
             PartMeta {
@@ -427,8 +479,9 @@ impl Store {
                 day,
                 file: rel,
                 rollup: Some(rollup_rel),
+                sequences: sequences.map(|_| sequences_rel),
                 rows: batch.num_rows() as u64,
-                bytes: bytes + rollup_bytes,
+                bytes: bytes + rollup_bytes + sequences.unwrap_or(0),
                 min_ts: arrow::compute::min(ts).unwrap_or_default(),
                 max_ts: arrow::compute::max(ts).unwrap_or_default(),
             },
@@ -492,7 +545,7 @@ impl Store {
             free
         };
         for p in &free {
-            for path in std::iter::once(&p.path).chain(&p.rollup_path) {
+            for path in p.files() {
                 match fs::remove_file(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -3,4 +3,5 @@
 
 mod data;
 mod insights;
+mod sequences;
 mod store;

@@ -1,0 +1,748 @@
+//! Per-install event sequences, written beside each part when it is sealed (`.seq`): for each
+//! install of the part, its sessions and its events in order — name, session and time, none of
+//! the other columns. Funnels and paths walk them, install by install and part by part, instead
+//! of sorting every event by install at query time.
+//!
+//! File layout, little-endian:
+//!
+//! ```text
+//! "OTSEQ001" | u32 name count | names (u16 length + UTF-8) | u32 install count | i64 base time
+//! | u64 × installs: install keys, ascending | u32 × (installs + 1): body offsets | body
+//! | u64 xxh3 of everything before
+//! ```
+//!
+//! Per install, the body holds: varint session count, the sessions' keys (u64 each), varint
+//! event count, then per event: varint name code (0: no name, else 1 + index into the names),
+//! varint session index (only when the install has several sessions in the part) and varint
+//! micro-seconds since the install's previous event (the first: since the base time). Events are
+//! in `(time, message id)` order, the order paths read a session in.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
+
+use crate::rollup::session_key;
+
+const MAGIC: &[u8; 8] = b"OTSEQ001";
+
+/// The install's key in sequence files: a stable 64-bit hash of its id.
+pub fn install_key(install: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(install.as_bytes())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        #[allow(clippy::cast_possible_truncation)]
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    out.push(v as u8);
+}
+
+fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// The sequences of a batch of events (any order), as the bytes of a `.seq` file; `None` when
+/// the batch is too large for the file's 32-bit offsets.
+pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
+    let text = |n: &str| {
+        batch
+            .column_by_name(n)
+            .expect("a schema column")
+            .as_string::<i32>()
+    };
+    let (install, session, event, mid) = (
+        text("install"),
+        text("session"),
+        text("event"),
+        text("message_id"),
+    );
+    let ts = batch
+        .column_by_name("ts")
+        .expect("a ts column")
+        .as_primitive::<TimestampMicrosecondType>()
+        .values();
+    let n = batch.num_rows();
+    let keys: Vec<u64> = (0..n).map(|i| install_key(install.value(i))).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| {
+        keys[a]
+            .cmp(&keys[b])
+            .then(ts[a].cmp(&ts[b]))
+            .then_with(|| mid.value(a).cmp(mid.value(b)))
+    });
+    let base = ts.iter().copied().min().unwrap_or(0);
+    let mut names: Vec<&str> = Vec::new();
+    let mut codes: HashMap<&str, u64> = HashMap::new();
+    let mut run_keys: Vec<u64> = Vec::new();
+    let mut offsets: Vec<u32> = vec![0];
+    let mut body = Vec::new();
+    let mut sessions: Vec<u64> = Vec::new();
+    let mut session_index: HashMap<u64, u64> = HashMap::new();
+    let mut events: Vec<(u64, u64, i64)> = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let key = keys[order[i]];
+        sessions.clear();
+        session_index.clear();
+        events.clear();
+        while i < n && keys[order[i]] == key {
+            let r = order[i];
+            let s = session_key(
+                install.value(r),
+                (!session.is_null(r)).then(|| session.value(r)),
+            );
+            let si = *session_index.entry(s).or_insert_with(|| {
+                sessions.push(s);
+                sessions.len() as u64 - 1
+            });
+            let code = if event.is_null(r) {
+                0
+            } else {
+                *codes.entry(event.value(r)).or_insert_with(|| {
+                    names.push(event.value(r));
+                    names.len() as u64
+                })
+            };
+            events.push((code, si, ts[r]));
+            i += 1;
+        }
+        put_varint(&mut body, sessions.len() as u64);
+        for s in &sessions {
+            body.extend_from_slice(&s.to_le_bytes());
+        }
+        put_varint(&mut body, events.len() as u64);
+        let mut prev = base;
+        for &(code, si, t) in &events {
+            put_varint(&mut body, code);
+            if sessions.len() > 1 {
+                put_varint(&mut body, si);
+            }
+            put_varint(&mut body, t.abs_diff(prev));
+            prev = t;
+        }
+        run_keys.push(key);
+        offsets.push(u32::try_from(body.len()).ok()?);
+    }
+    let mut out = Vec::with_capacity(body.len() + run_keys.len() * 12 + 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&u32::try_from(names.len()).ok()?.to_le_bytes());
+    for name in &names {
+        out.extend_from_slice(&u16::try_from(name.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.extend_from_slice(&u32::try_from(run_keys.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(&base.to_le_bytes());
+    for k in &run_keys {
+        out.extend_from_slice(&k.to_le_bytes());
+    }
+    for o in &offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out.extend_from_slice(&body);
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    Some(out)
+}
+
+/// Writes a `.seq` file and syncs it; returns its size.
+pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(bytes.len() as u64)
+}
+
+/// A part's sequences, as read from its file.
+#[derive(Debug)]
+pub struct Sequences {
+    bytes: Vec<u8>,
+    names: Vec<String>,
+    installs: usize,
+    base: i64,
+    keys_at: usize,
+    offsets_at: usize,
+    body_at: usize,
+}
+
+/// One install's events in one part.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub sessions: Vec<u64>,
+    /// `(name code, session index, time)`, in order.
+    pub events: Vec<(u32, u32, i64)>,
+}
+
+impl Sequences {
+    /// Reads and checks a `.seq` file.
+    pub fn read(path: &Path) -> std::io::Result<Sequences> {
+        Sequences::parse(std::fs::read(path)?).map_err(|what| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {what}", path.display()),
+            )
+        })
+    }
+
+    /// Checks the bytes of a `.seq` file and reads its header.
+    pub fn parse(bytes: Vec<u8>) -> Result<Sequences, &'static str> {
+        let short = "the file is cut short";
+        let end = bytes.len().checked_sub(8).ok_or(short)?;
+        let sum = u64::from_le_bytes(bytes[end..].try_into().expect("8 bytes"));
+        if bytes.get(..8) != Some(MAGIC.as_slice()) {
+            return Err("not a sequence file");
+        }
+        if xxhash_rust::xxh3::xxh3_64(&bytes[..end]) != sum {
+            return Err("checksum mismatch");
+        }
+        // The offset of the next `n` bytes, which must lie before the checksum.
+        let mut at: usize = 8;
+        let mut take = |n: usize| -> Result<usize, &'static str> {
+            let from = at;
+            at = at.checked_add(n).filter(|a| *a <= end).ok_or(short)?;
+            Ok(from)
+        };
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let count = u32_at(take(4)?);
+        let mut names = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let i = take(2)?;
+            let len = usize::from(u16::from_le_bytes([bytes[i], bytes[i + 1]]));
+            let i = take(len)?;
+            let name =
+                std::str::from_utf8(&bytes[i..i + len]).map_err(|_| "a name is not UTF-8")?;
+            names.push(name.to_owned());
+        }
+        let installs = u32_at(take(4)?) as usize;
+        let i = take(8)?;
+        let base = i64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let keys_at = take(installs * 8)?;
+        let offsets_at = take((installs + 1) * 4)?;
+        let body_at = take(0)?;
+        let seq = Sequences {
+            bytes,
+            names,
+            installs,
+            base,
+            keys_at,
+            offsets_at,
+            body_at,
+        };
+        if body_at + seq.offset(installs) as usize != end {
+            return Err("the body's length does not match its offsets");
+        }
+        Ok(seq)
+    }
+
+    /// Event names; code `c > 0` is `names()[c - 1]`.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Installs in the part.
+    pub fn len(&self) -> usize {
+        self.installs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.installs == 0
+    }
+
+    /// The key of the `i`-th install (keys ascend).
+    pub fn key(&self, i: usize) -> u64 {
+        let at = self.keys_at + i * 8;
+        u64::from_le_bytes(self.bytes[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    fn offset(&self, i: usize) -> u32 {
+        let at = self.offsets_at + i * 4;
+        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The first install whose key is at least `key`.
+    pub fn seek(&self, key: u64) -> usize {
+        let (mut lo, mut hi) = (0, self.installs);
+        while lo < hi {
+            let mid = usize::midpoint(lo, hi);
+            if self.key(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Reads the `i`-th install's run into `run`, name codes mapped through `codes`; `None` when
+    /// the body is malformed.
+    pub fn run(&self, i: usize, codes: &[u32], run: &mut Run) -> Option<()> {
+        let b = &self.bytes
+            [self.body_at + self.offset(i) as usize..self.body_at + self.offset(i + 1) as usize];
+        let mut at = 0;
+        run.sessions.clear();
+        run.events.clear();
+        let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
+        for _ in 0..sessions {
+            let k = b.get(at..at + 8)?;
+            run.sessions
+                .push(u64::from_le_bytes(k.try_into().expect("8 bytes")));
+            at += 8;
+        }
+        let events = varint(b, &mut at)?;
+        let mut t = self.base;
+        for _ in 0..events {
+            let code = *codes.get(usize::try_from(varint(b, &mut at)?).ok()?)?;
+            let si = if sessions > 1 {
+                u32::try_from(varint(b, &mut at)?).ok()?
+            } else {
+                0
+            };
+            if si as usize >= sessions {
+                return None;
+            }
+            t = t.checked_add_unsigned(varint(b, &mut at)?)?;
+            run.events.push((code, si, t));
+        }
+        Some(())
+    }
+}
+
+/// A hasher for keys that already are uniform 64-bit hashes.
+#[derive(Debug, Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashKeyed = BuildHasherDefault<KeyIsHash>;
+
+/// Event names across the parts of a walk: code 0 is "no name", which is also how paths say
+/// that a session ended.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Names {
+    fn code(&mut self, name: &str) -> u32 {
+        if let Some(c) = self.index.get(name) {
+            return *c;
+        }
+        self.names.push(name.to_owned());
+        let c = u32::try_from(self.names.len()).expect("fewer than 4G names");
+        self.index.insert(name.to_owned(), c);
+        c
+    }
+
+    /// The code of `name`, if any part holds it.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    /// The name of code `c` (`None` for 0).
+    pub fn name(&self, c: u32) -> Option<&str> {
+        c.checked_sub(1).map(|i| self.names[i as usize].as_str())
+    }
+}
+
+/// What a walk does with each install's runs, met in time order across the parts.
+pub trait Walker: Send {
+    type State: Default;
+    /// One run of the install, its events already cut to the time range (never empty).
+    fn run(&mut self, key: u64, state: &mut Self::State, run: &Run);
+    /// The install has no more runs.
+    fn finish(&mut self, key: u64, state: Self::State);
+    /// A slice of the install key space is done (all of its installs finished).
+    fn end_slice(&mut self) {}
+    fn merge(&mut self, other: Self);
+}
+
+/// Installs a slice of the key space should hold, for its table to stay in the CPU cache.
+const SLICE: usize = 16_384;
+
+/// Walks every install's runs through the parts in order (`parts` must be in time order: by day,
+/// then as loaded), keeping events in `[since, until)`. `None` when the parts do not give an
+/// install's events in time order (one of a day's later parts holds events before an earlier
+/// part's, or at the same time, whose order only the message ids settle), or a file is
+/// malformed: the caller then scans the events.
+pub fn walk<W: Walker>(
+    parts: &[(&Sequences, Vec<u32>)],
+    since: Option<i64>,
+    until: Option<i64>,
+    make: impl Fn() -> W + Sync,
+) -> Option<W> {
+    let total: usize = parts.iter().map(|(p, _)| p.len()).sum();
+    let slices = (total / SLICE).max(1).next_power_of_two().min(1 << 16);
+    let bits = slices.trailing_zeros();
+    let bound = |s: usize| -> u128 { (s as u128) << (64 - bits) };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(slices);
+    let failed = AtomicBool::new(false);
+    let walk_slices = |first: usize, last: usize| -> Option<W> {
+        let mut w = make();
+        let mut states: HashMap<u64, (i64, W::State), HashKeyed> = HashMap::default();
+        let mut run = Run::default();
+        let lo = u64::try_from(bound(first)).unwrap_or(u64::MAX);
+        let mut cursors: Vec<usize> = parts.iter().map(|(p, _)| p.seek(lo)).collect();
+        for s in first..last {
+            let hi = bound(s + 1);
+            for ((p, codes), cursor) in parts.iter().zip(&mut cursors) {
+                while *cursor < p.len() && u128::from(p.key(*cursor)) < hi {
+                    let key = p.key(*cursor);
+                    p.run(*cursor, codes, &mut run)?;
+                    *cursor += 1;
+                    run.events.retain(|e| {
+                        since.is_none_or(|s| e.2 >= s) && until.is_none_or(|u| e.2 < u)
+                    });
+                    let (Some(first_ts), Some(last_ts)) = (
+                        run.events.first().map(|e| e.2),
+                        run.events.last().map(|e| e.2),
+                    ) else {
+                        continue;
+                    };
+                    let (seen, state) =
+                        states.entry(key).or_insert((i64::MIN, W::State::default()));
+                    if first_ts <= *seen {
+                        failed.store(true, Ordering::Relaxed);
+                        return None;
+                    }
+                    *seen = last_ts;
+                    w.run(key, state, &run);
+                }
+            }
+            if failed.load(Ordering::Relaxed) {
+                return None;
+            }
+            for (key, (_, state)) in states.drain() {
+                w.finish(key, state);
+            }
+            w.end_slice();
+        }
+        Some(w)
+    };
+    let walk_slices = &walk_slices;
+    let results: Vec<Option<W>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (first, last) = (slices * t / threads, slices * (t + 1) / threads);
+                scope.spawn(move || walk_slices(first, last))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(None))
+            .collect()
+    });
+    let mut out: Option<W> = None;
+    for r in results {
+        let r = r?;
+        match &mut out {
+            None => out = Some(r),
+            Some(o) => o.merge(r),
+        }
+    }
+    out
+}
+
+/// Maps each part's name codes to codes shared by all parts.
+pub fn shared_codes(parts: &[&Sequences]) -> (Names, Vec<Vec<u32>>) {
+    let mut names = Names::default();
+    let codes = parts
+        .iter()
+        .map(|p| {
+            std::iter::once(0)
+                .chain(p.names().iter().map(|n| names.code(n)))
+                .collect()
+        })
+        .collect();
+    (names, codes)
+}
+
+/// A funnel: installs reaching each step, the steps done in order, each after the one before,
+/// all within `window` micro-seconds of the install's first first step.
+#[derive(Debug)]
+pub struct Funnel {
+    steps: Vec<Option<u32>>,
+    window: i64,
+    pub reached: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct FunnelState {
+    step: usize,
+    start: i64,
+    last: i64,
+}
+
+impl Funnel {
+    pub fn new(steps: Vec<Option<u32>>, window: i64) -> Funnel {
+        Funnel {
+            reached: vec![0; steps.len()],
+            steps,
+            window,
+        }
+    }
+}
+
+impl Walker for Funnel {
+    type State = FunnelState;
+
+    fn run(&mut self, _key: u64, st: &mut FunnelState, run: &Run) {
+        for &(code, _, ts) in &run.events {
+            let Some(want) = self.steps.get(st.step) else {
+                return;
+            };
+            if *want != Some(code) {
+                continue;
+            }
+            if st.step == 0 {
+                st.start = ts;
+                st.last = ts;
+                st.step = 1;
+            } else if ts > st.last && ts <= st.start.saturating_add(self.window) {
+                st.last = ts;
+                st.step += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self, _key: u64, st: FunnelState) {
+        for r in &mut self.reached[..st.step] {
+            *r += 1;
+        }
+    }
+
+    fn merge(&mut self, other: Funnel) {
+        for (a, b) in self.reached.iter_mut().zip(other.reached) {
+            *a += b;
+        }
+    }
+}
+
+/// Paths: what follows each `target` event in its session (code 0: the session's end, or an
+/// event without a name), how often and for how many installs.
+#[derive(Debug)]
+pub struct Paths {
+    target: u32,
+    /// The code of an event named like the end, `(end)`, counted as the end.
+    end_alias: Option<u32>,
+    pub times: Vec<u64>,
+    pub installs: Vec<u64>,
+    /// Sessions whose last event so far was `target`, across the slice's installs.
+    open: HashSet<u64, HashKeyed>,
+    /// `(install, next)` pairs of the slice, counted once each at its end.
+    pairs: Vec<(u64, u32)>,
+    last: Vec<Option<u32>>,
+}
+
+impl Paths {
+    pub fn new(target: u32, end_alias: Option<u32>, codes: usize) -> Paths {
+        Paths {
+            target,
+            end_alias,
+            times: vec![0; codes],
+            installs: vec![0; codes],
+            open: HashSet::default(),
+            pairs: Vec::new(),
+            last: Vec::new(),
+        }
+    }
+}
+
+impl Walker for Paths {
+    /// Sessions of the install left open on `target`.
+    type State = u32;
+
+    fn run(&mut self, key: u64, open: &mut u32, run: &Run) {
+        self.last.clear();
+        for s in &run.sessions {
+            if self.open.remove(s) {
+                *open -= 1;
+                self.last.push(Some(self.target));
+            } else {
+                self.last.push(None);
+            }
+        }
+        for &(code, si, _) in &run.events {
+            let last = &mut self.last[si as usize];
+            if *last == Some(self.target) {
+                let next = if Some(code) == self.end_alias {
+                    0
+                } else {
+                    code
+                };
+                self.times[next as usize] += 1;
+                self.pairs.push((key, next));
+            }
+            *last = Some(code);
+        }
+        for (s, last) in run.sessions.iter().zip(&self.last) {
+            if *last == Some(self.target) {
+                self.open.insert(*s);
+                *open += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self, key: u64, open: u32) {
+        if open > 0 {
+            self.times[0] += u64::from(open);
+            self.pairs.push((key, 0));
+        }
+    }
+
+    fn end_slice(&mut self) {
+        self.pairs.sort_unstable();
+        self.pairs.dedup();
+        for (_, code) in self.pairs.drain(..) {
+            self.installs[code as usize] += 1;
+        }
+        self.open.clear();
+    }
+
+    fn merge(&mut self, other: Paths) {
+        for (a, b) in self.times.iter_mut().zip(other.times) {
+            *a += b;
+        }
+        for (a, b) in self.installs.iter_mut().zip(other.installs) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema;
+    use crate::stored::StoredEvent;
+    use opentally_protocol::{Message, MessageType, Timestamp};
+
+    fn batch(rows: &[(&str, Option<&str>, Option<&str>, &str)]) -> RecordBatch {
+        let events: Vec<StoredEvent> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (install, session, name, time))| {
+                let mut m = Message::new(MessageType::Track);
+                m.event = name.map(Into::into);
+                if let Some(s) = session {
+                    m.context.insert("session".into(), (*s).into());
+                }
+                StoredEvent {
+                    message_id: format!("m{i}"),
+                    install: (*install).into(),
+                    timestamp: Timestamp::parse(time).unwrap(),
+                    message: m,
+                }
+            })
+            .collect();
+        let mut b = schema::BatchBuilder::new();
+        let received = Timestamp::parse("2026-11-20T00:00:00Z").unwrap();
+        for e in &events {
+            b.push("p", received, e);
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn a_part_reads_back_as_each_installs_events_in_time_order() {
+        let part = batch(&[
+            ("b", Some("x"), Some("plot"), "2026-11-02T10:00:02Z"),
+            ("a", Some("s"), Some("fit"), "2026-11-02T10:00:00Z"),
+            ("b", Some("y"), None, "2026-11-02T09:00:00Z"),
+            ("a", Some("s"), Some("plot"), "2026-11-02T10:00:00.5Z"),
+            ("b", Some("x"), Some("fit"), "2026-11-02T10:00:01Z"),
+        ]);
+        let seq = Sequences::parse(encode(&part).unwrap()).unwrap();
+        assert_eq!(seq.len(), 2);
+        let mut names = seq.names().to_vec();
+        names.sort();
+        assert_eq!(names, ["fit", "plot"]);
+        let code =
+            |n: &str| 1 + u32::try_from(seq.names().iter().position(|x| x == n).unwrap()).unwrap();
+        let (fit, plot) = (code("fit"), code("plot"));
+        let (key_a, key_b) = (install_key("a"), install_key("b"));
+        let base = Timestamp::parse("2026-11-02T09:00:00Z")
+            .unwrap()
+            .unix_millis()
+            * 1000;
+        let codes = [0, 1, 2];
+        let mut run = Run::default();
+        for i in 0..2 {
+            seq.run(i, &codes, &mut run).unwrap();
+            if seq.key(i) == key_a {
+                assert_eq!(run.sessions, [session_key("a", Some("s"))]);
+                let t = base + 3_600_000_000;
+                assert_eq!(run.events, [(fit, 0, t), (plot, 0, t + 500_000)]);
+            } else {
+                assert_eq!(seq.key(i), key_b);
+                let (x, y) = (session_key("b", Some("x")), session_key("b", Some("y")));
+                assert_eq!(run.sessions, [y, x]);
+                let t = base + 3_600_000_000;
+                assert_eq!(
+                    run.events,
+                    [
+                        (0, 0, base),
+                        (fit, 1, t + 1_000_000),
+                        (plot, 1, t + 2_000_000)
+                    ]
+                );
+            }
+        }
+        assert!(seq.key(0) < seq.key(1), "keys ascend");
+        assert_eq!(seq.seek(seq.key(1)), 1);
+        assert_eq!(
+            seq.seek(u64::MAX),
+            if seq.key(1) == u64::MAX { 1 } else { 2 }
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused() {
+        let b = batch(&[("a", None, Some("fit"), "2026-11-02T10:00:00Z")]);
+        let bytes = encode(&b).unwrap();
+        for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(Sequences::parse(bad).is_err(), "a flipped bit at {at}");
+        }
+        assert_eq!(
+            Sequences::parse(bytes[..bytes.len() - 3].to_vec()).unwrap_err(),
+            "checksum mismatch"
+        );
+        assert!(Sequences::parse(Vec::new()).is_err());
+    }
+}
