@@ -703,12 +703,18 @@ impl InsightQuery {
         {
             return Ok(None);
         }
+        let started = Instant::now();
         let Some(parts) = snapshot
             .sequences()
             .map_err(|e| QueryError::Internal(e.to_string()))?
         else {
             return Ok(None);
         };
+        tracing::debug!(
+            parts = parts.len(),
+            read_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "sequences read"
+        );
         let refs: Vec<&Sequences> = parts.iter().collect();
         let (names, codes) = sequence::shared_codes(&refs);
         let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
@@ -787,6 +793,10 @@ impl InsightQuery {
             }
             _ => unreachable!("only funnels and paths"),
         }
+        tracing::debug!(
+            total_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "sequences walked"
+        );
         Ok(Some(tables))
     }
 
@@ -820,7 +830,8 @@ impl InsightQuery {
 pub struct InsightResult {
     pub kind: &'static str,
     pub tables: BTreeMap<&'static str, Table>,
-    /// What answered: `rollups` (per-day sketches made at sealing) or `events` (a scan).
+    /// What answered: `rollups` (per-day sketches made at sealing), `sequences` (per-install
+    /// event sequences made at sealing: funnels and paths) or `events` (a scan).
     pub source: &'static str,
     /// How distinct installs were counted: `exact`, or estimated by a theta sketch (only
     /// rollups estimate: counts of more than 4,096 installs, and set operations over

@@ -46,7 +46,13 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline]
 fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let first = *b.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
     let mut v = 0u64;
     let mut shift = 0;
     loop {
@@ -381,6 +387,11 @@ impl Names {
 /// What a walk does with each install's runs, met in time order across the parts.
 pub trait Walker: Send {
     type State: Default;
+    /// Whether nothing at or after `from` can change the install's part of the answer (its
+    /// later runs are then skipped unread).
+    fn settled(&self, _state: &Self::State, _from: i64) -> bool {
+        false
+    }
     /// One run of the install, its events already cut to the time range (never empty).
     fn run(&mut self, key: u64, state: &mut Self::State, run: &Run);
     /// The install has no more runs.
@@ -423,19 +434,26 @@ pub fn walk<W: Walker>(
             for ((p, codes), cursor) in parts.iter().zip(&mut cursors) {
                 while *cursor < p.len() && u128::from(p.key(*cursor)) < hi {
                     let key = p.key(*cursor);
-                    p.run(*cursor, codes, &mut run)?;
+                    let i = *cursor;
                     *cursor += 1;
-                    run.events.retain(|e| {
-                        since.is_none_or(|s| e.2 >= s) && until.is_none_or(|u| e.2 < u)
-                    });
+                    let (seen, state) =
+                        states.entry(key).or_insert((i64::MIN, W::State::default()));
+                    // A part that starts after the install's last event cannot be out of order.
+                    if p.base > *seen && w.settled(state, p.base) {
+                        continue;
+                    }
+                    p.run(i, codes, &mut run)?;
+                    if since.is_some() || until.is_some() {
+                        run.events.retain(|e| {
+                            since.is_none_or(|s| e.2 >= s) && until.is_none_or(|u| e.2 < u)
+                        });
+                    }
                     let (Some(first_ts), Some(last_ts)) = (
                         run.events.first().map(|e| e.2),
                         run.events.last().map(|e| e.2),
                     ) else {
                         continue;
                     };
-                    let (seen, state) =
-                        states.entry(key).or_insert((i64::MIN, W::State::default()));
                     if first_ts <= *seen {
                         failed.store(true, Ordering::Relaxed);
                         return None;
@@ -521,6 +539,10 @@ impl Funnel {
 impl Walker for Funnel {
     type State = FunnelState;
 
+    fn settled(&self, st: &FunnelState, from: i64) -> bool {
+        st.step == self.steps.len() || (st.step > 0 && from > st.start.saturating_add(self.window))
+    }
+
     fn run(&mut self, _key: u64, st: &mut FunnelState, run: &Run) {
         for &(code, _, ts) in &run.events {
             let Some(want) = self.steps.get(st.step) else {
@@ -564,7 +586,8 @@ pub struct Paths {
     pub installs: Vec<u64>,
     /// Sessions whose last event so far was `target`, across the slice's installs.
     open: HashSet<u64, HashKeyed>,
-    /// `(install, next)` pairs of the slice, counted once each at its end.
+    /// `(install, next)` pairs of the slice for next codes of 64 and above, counted once each
+    /// at its end.
     pairs: Vec<(u64, u32)>,
     last: Vec<Option<u32>>,
 }
@@ -583,15 +606,32 @@ impl Paths {
     }
 }
 
-impl Walker for Paths {
-    /// Sessions of the install left open on `target`.
-    type State = u32;
+/// Per install: sessions left open on the target, and the next events seen (codes below 64 as
+/// bits; higher codes go to the slice's pairs).
+#[derive(Debug, Default)]
+pub struct PathsState {
+    open: u32,
+    next: u64,
+}
 
-    fn run(&mut self, key: u64, open: &mut u32, run: &Run) {
+impl Paths {
+    fn saw(&mut self, key: u64, st: &mut PathsState, code: u32) {
+        if code < 64 {
+            st.next |= 1 << code;
+        } else {
+            self.pairs.push((key, code));
+        }
+    }
+}
+
+impl Walker for Paths {
+    type State = PathsState;
+
+    fn run(&mut self, key: u64, st: &mut PathsState, run: &Run) {
         self.last.clear();
         for s in &run.sessions {
-            if self.open.remove(s) {
-                *open -= 1;
+            if st.open > 0 && self.open.remove(s) {
+                st.open -= 1;
                 self.last.push(Some(self.target));
             } else {
                 self.last.push(None);
@@ -599,29 +639,35 @@ impl Walker for Paths {
         }
         for &(code, si, _) in &run.events {
             let last = &mut self.last[si as usize];
-            if *last == Some(self.target) {
+            let after_target = *last == Some(self.target);
+            *last = Some(code);
+            if after_target {
                 let next = if Some(code) == self.end_alias {
                     0
                 } else {
                     code
                 };
                 self.times[next as usize] += 1;
-                self.pairs.push((key, next));
+                self.saw(key, st, next);
             }
-            *last = Some(code);
         }
-        for (s, last) in run.sessions.iter().zip(&self.last) {
-            if *last == Some(self.target) {
-                self.open.insert(*s);
-                *open += 1;
+        for i in 0..run.sessions.len() {
+            if self.last[i] == Some(self.target) {
+                self.open.insert(run.sessions[i]);
+                st.open += 1;
             }
         }
     }
 
-    fn finish(&mut self, key: u64, open: u32) {
-        if open > 0 {
-            self.times[0] += u64::from(open);
-            self.pairs.push((key, 0));
+    fn finish(&mut self, key: u64, mut st: PathsState) {
+        if st.open > 0 {
+            self.times[0] += u64::from(st.open);
+            self.saw(key, &mut st, 0);
+        }
+        let mut bits = st.next;
+        while bits != 0 {
+            self.installs[bits.trailing_zeros() as usize] += 1;
+            bits &= bits - 1;
         }
     }
 
@@ -744,5 +790,50 @@ mod tests {
             "checksum mismatch"
         );
         assert!(Sequences::parse(Vec::new()).is_err());
+    }
+
+    /// Installs are counted once per next event whether its code fits the per-install bits or
+    /// goes to the slice's pairs (codes of 64 and above).
+    #[test]
+    fn paths_count_installs_once_per_next_event_past_64_names() {
+        let names: Vec<String> = (0..69).map(|i| format!("e{i}")).collect();
+        let filler: Vec<(&str, Option<&str>, Option<&str>, &str)> = names
+            .iter()
+            .map(|n| ("z", Some("s"), Some(n.as_str()), "2026-11-01T10:00:00Z"))
+            .collect();
+        let day2 = [
+            ("x", Some("a"), Some("fit"), "2026-11-02T10:00:00Z"),
+            ("x", Some("a"), Some("e69"), "2026-11-02T10:00:01Z"),
+            ("x", Some("a"), Some("fit"), "2026-11-02T10:00:02Z"),
+            ("x", Some("a"), Some("e69"), "2026-11-02T10:00:03Z"),
+            ("x", Some("b"), Some("fit"), "2026-11-02T11:00:00Z"),
+            ("x", Some("b"), Some("e1"), "2026-11-02T11:00:01Z"),
+            ("y", Some("c"), Some("fit"), "2026-11-02T12:00:00Z"),
+            ("y", Some("c"), Some("e69"), "2026-11-02T12:00:01Z"),
+            ("y", Some("c"), Some("fit"), "2026-11-02T12:00:02Z"),
+        ];
+        let parts = [
+            Sequences::parse(encode(&batch(&filler)).unwrap()).unwrap(),
+            Sequences::parse(encode(&batch(&day2)).unwrap()).unwrap(),
+        ];
+        let refs: Vec<&Sequences> = parts.iter().collect();
+        let (shared, codes) = shared_codes(&refs);
+        let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
+        let (fit, e69, e1) = (
+            shared.get("fit").unwrap(),
+            shared.get("e69").unwrap(),
+            shared.get("e1").unwrap(),
+        );
+        assert!(e69 >= 64 && e1 < 64, "both ways of counting are used");
+        let n = shared.names.len() + 1;
+        let p = walk(&parts, None, None, || Paths::new(fit, None, n)).unwrap();
+        assert_eq!((p.times[e69 as usize], p.installs[e69 as usize]), (3, 2));
+        assert_eq!((p.times[e1 as usize], p.installs[e1 as usize]), (1, 1));
+        assert_eq!(
+            (p.times[0], p.installs[0]),
+            (1, 1),
+            "y's session ends on fit"
+        );
+        assert_eq!(p.times.iter().sum::<u64>(), 5);
     }
 }
