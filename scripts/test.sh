@@ -19,6 +19,9 @@ trap 'rm -f "$log"' EXIT
 
 # Rust: doc tests, then unit, integration and property tests of every crate.
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
+# The SDK's tests run its examples as real host programs: `cargo test` compiles examples but
+# only `cargo build` puts them where the tests find them (target/debug/examples/NAME).
+cargo build --workspace --locked --examples
 cargo test --workspace --locked --all-targets 2>&1 | tee -a "$log"
 
 # End-to-end: the real binary on loopback, driven by real clients (segment-analytics-python)

@@ -71,15 +71,23 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// The examples folder next to this test binary (`target/debug/examples`).
+/// An example built by `cargo build --examples` (`target/debug/examples/NAME`, next to this
+/// test binary's folder); `scripts/test.sh` builds them before the tests.
 pub fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
+    let path = exe
+        .parent()
         .unwrap()
         .parent()
         .unwrap()
         .join("examples")
-        .join(name)
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p opentally --examples` first",
+        path.display()
+    );
+    path
 }
 
 /// The `hello` example as a user would run it: a clean environment, a private home, and the
