@@ -6,16 +6,18 @@
 //! File layout, little-endian:
 //!
 //! ```text
-//! "OTSEQ001" | u32 name count | names (u16 length + UTF-8) | u32 install count | i64 base time
+//! "OTSEQ002" | u32 name count | names (u16 length + UTF-8) | u32 install count | i64 base time
 //! | u64 × installs: install keys, ascending | u32 × (installs + 1): body offsets | body
 //! | u64 xxh3 of everything before
 //! ```
 //!
 //! Per install, the body holds: varint session count, the sessions' keys (u64 each), varint
-//! event count, then per event: varint name code (0: no name, else 1 + index into the names),
-//! varint session index (only when the install has several sessions in the part) and varint
-//! micro-seconds since the install's previous event (the first: since the base time). Events are
-//! in `(time, message id)` order, the order paths read a session in.
+//! event count, varint micro-seconds from the base time to the first event and from the first
+//! event to the last, then per event its varint name code (0: no name, else 1 + index into the
+//! names), then per event its varint session index (only when the install has several sessions
+//! in the part), then per event after the first its varint micro-seconds since the one before
+//! (last, so that paths never decode them). Events are in `(time, message id)` order, the order
+//! paths read a session in.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -29,7 +31,7 @@ use arrow::datatypes::TimestampMicrosecondType;
 
 use crate::rollup::session_key;
 
-const MAGIC: &[u8; 8] = b"OTSEQ001";
+const MAGIC: &[u8; 8] = b"OTSEQ002";
 
 /// The install's key in sequence files: a stable 64-bit hash of its id.
 pub fn install_key(install: &str) -> u64 {
@@ -139,14 +141,19 @@ pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
             body.extend_from_slice(&s.to_le_bytes());
         }
         put_varint(&mut body, events.len() as u64);
-        let mut prev = base;
-        for &(code, si, t) in &events {
+        let (first, last) = (events[0].2, events[events.len() - 1].2);
+        put_varint(&mut body, first.abs_diff(base));
+        put_varint(&mut body, last.abs_diff(first));
+        for &(code, _, _) in &events {
             put_varint(&mut body, code);
-            if sessions.len() > 1 {
+        }
+        if sessions.len() > 1 {
+            for &(_, si, _) in &events {
                 put_varint(&mut body, si);
             }
-            put_varint(&mut body, t.abs_diff(prev));
-            prev = t;
+        }
+        for w in events.windows(2) {
+            put_varint(&mut body, w[1].2.abs_diff(w[0].2));
         }
         run_keys.push(key);
         offsets.push(u32::try_from(body.len()).ok()?);
@@ -196,6 +203,9 @@ pub struct Sequences {
 #[derive(Debug, Default)]
 pub struct Run {
     pub sessions: Vec<u64>,
+    /// The times of the first and last events.
+    pub first: i64,
+    pub last: i64,
     /// `(name code, session index, time)`, in order.
     pub events: Vec<(u32, u32, i64)>,
 }
@@ -300,9 +310,10 @@ impl Sequences {
         lo
     }
 
-    /// Reads the `i`-th install's run into `run`, name codes mapped through `codes`; `None` when
-    /// the body is malformed.
-    pub fn run(&self, i: usize, codes: &[u32], run: &mut Run) -> Option<()> {
+    /// Reads the `i`-th install's run into `run`, name codes mapped through `codes`; each
+    /// event's time only `with_times` (else the run's first and last times only, and 0 for each
+    /// event). `None` when the body is malformed.
+    pub fn run(&self, i: usize, codes: &[u32], with_times: bool, run: &mut Run) -> Option<()> {
         let b = &self.bytes
             [self.body_at + self.offset(i) as usize..self.body_at + self.offset(i + 1) as usize];
         let mut at = 0;
@@ -315,20 +326,32 @@ impl Sequences {
                 .push(u64::from_le_bytes(k.try_into().expect("8 bytes")));
             at += 8;
         }
-        let events = varint(b, &mut at)?;
-        let mut t = self.base;
+        let events = usize::try_from(varint(b, &mut at)?).ok()?;
+        run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
+        run.last = run.first.checked_add_unsigned(varint(b, &mut at)?)?;
         for _ in 0..events {
             let code = *codes.get(usize::try_from(varint(b, &mut at)?).ok()?)?;
-            let si = if sessions > 1 {
-                u32::try_from(varint(b, &mut at)?).ok()?
-            } else {
-                0
-            };
-            if si as usize >= sessions {
+            run.events.push((code, 0, 0));
+        }
+        if sessions > 1 {
+            for e in &mut run.events {
+                e.1 = u32::try_from(varint(b, &mut at)?).ok()?;
+                if e.1 as usize >= sessions {
+                    return None;
+                }
+            }
+        }
+        if with_times {
+            let mut t = run.first;
+            for (n, e) in run.events.iter_mut().enumerate() {
+                if n > 0 {
+                    t = t.checked_add_unsigned(varint(b, &mut at)?)?;
+                }
+                e.2 = t;
+            }
+            if t != run.last {
                 return None;
             }
-            t = t.checked_add_unsigned(varint(b, &mut at)?)?;
-            run.events.push((code, si, t));
         }
         Some(())
     }
@@ -387,6 +410,8 @@ impl Names {
 /// What a walk does with each install's runs, met in time order across the parts.
 pub trait Walker: Send {
     type State: Default;
+    /// Whether `run` reads each event's time (else only the run's first and last).
+    const TIMES: bool;
     /// Whether nothing at or after `from` can change the install's part of the answer (its
     /// later runs are then skipped unread).
     fn settled(&self, _state: &Self::State, _from: i64) -> bool {
@@ -442,18 +467,24 @@ pub fn walk<W: Walker>(
                     if p.base > *seen && w.settled(state, p.base) {
                         continue;
                     }
-                    p.run(i, codes, &mut run)?;
-                    if since.is_some() || until.is_some() {
+                    p.run(
+                        i,
+                        codes,
+                        W::TIMES || since.is_some() || until.is_some(),
+                        &mut run,
+                    )?;
+                    if since.is_some_and(|s| run.first < s) || until.is_some_and(|u| run.last >= u)
+                    {
                         run.events.retain(|e| {
                             since.is_none_or(|s| e.2 >= s) && until.is_none_or(|u| e.2 < u)
                         });
+                        let (Some(first), Some(last)) = (run.events.first(), run.events.last())
+                        else {
+                            continue;
+                        };
+                        (run.first, run.last) = (first.2, last.2);
                     }
-                    let (Some(first_ts), Some(last_ts)) = (
-                        run.events.first().map(|e| e.2),
-                        run.events.last().map(|e| e.2),
-                    ) else {
-                        continue;
-                    };
+                    let (first_ts, last_ts) = (run.first, run.last);
                     if first_ts <= *seen {
                         failed.store(true, Ordering::Relaxed);
                         return None;
@@ -538,6 +569,7 @@ impl Funnel {
 
 impl Walker for Funnel {
     type State = FunnelState;
+    const TIMES: bool = true;
 
     fn settled(&self, st: &FunnelState, from: i64) -> bool {
         st.step == self.steps.len() || (st.step > 0 && from > st.start.saturating_add(self.window))
@@ -626,6 +658,7 @@ impl Paths {
 
 impl Walker for Paths {
     type State = PathsState;
+    const TIMES: bool = false;
 
     fn run(&mut self, key: u64, st: &mut PathsState, run: &Run) {
         self.last.clear();
@@ -748,7 +781,7 @@ mod tests {
         let codes = [0, 1, 2];
         let mut run = Run::default();
         for i in 0..2 {
-            seq.run(i, &codes, &mut run).unwrap();
+            seq.run(i, &codes, true, &mut run).unwrap();
             if seq.key(i) == key_a {
                 assert_eq!(run.sessions, [session_key("a", Some("s"))]);
                 let t = base + 3_600_000_000;

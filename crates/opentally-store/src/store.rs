@@ -111,13 +111,20 @@ impl LivePart {
     }
 
     /// The part's per-install event sequences, read from its file each time (they are large,
-    /// and the page cache keeps them); `None` for a part written without them.
+    /// and the page cache keeps them); `None` for a part written without them, or whose file
+    /// is damaged (queries then scan the events, which the file only repeats).
     pub fn sequences(&self) -> Result<Option<Sequences>, StoreError> {
-        self.sequences_path
-            .as_ref()
-            .map(|p| Sequences::read(p))
-            .transpose()
-            .map_err(StoreError::Io)
+        let Some(path) = &self.sequences_path else {
+            return Ok(None);
+        };
+        match Sequences::read(path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!(part = self.meta.id, error = %e, "sequence file unreadable; scanning the events");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The part's files: its events, and its rollup and sequences when it has them.

@@ -122,3 +122,40 @@ proptest! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A damaged sequence file costs speed, not answers: the query scans the events instead.
+#[test]
+fn a_damaged_sequence_file_hands_the_query_to_the_scan() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = data::history("damaged-seq");
+    let store = Store::open(&dir, Options::default()).unwrap();
+    store.prepare_loading().unwrap();
+    store.seal().unwrap();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let params = vec![("event".to_owned(), "fit".to_owned())];
+    let query = InsightQuery::from_params("paths", &params, now).unwrap();
+    let before = rt
+        .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+        .unwrap();
+    assert_eq!(before.source, "sequences");
+    let seq = std::fs::read_dir(dir.join("store/parts/demo"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seq"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seq).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seq, bytes).unwrap();
+    let after = rt
+        .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+        .unwrap();
+    assert_eq!(after.source, "events");
+    assert_eq!(
+        serde_json::to_value(&after.tables).unwrap(),
+        serde_json::to_value(&before.tables).unwrap()
+    );
+}
