@@ -500,7 +500,7 @@ impl InsightQuery {
                 }
                 let mut out: Vec<(Option<&str>, Option<&str>, _)> = groups
                     .into_iter()
-                    .map(|((e, v), s)| (e, v, rollup::merge_kll(s)))
+                    .map(|((e, v), s)| (e, v, rollup::merge_durations(s)))
                     .collect();
                 out.sort_by(|a, b| {
                     b.2.n()
@@ -784,7 +784,6 @@ impl InsightQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datasketches::kll::KllSketch;
     use datasketches::theta::ThetaSketchBuilder;
 
     /// A rollup row of `fit` on `day` whose installs are `ids`.
@@ -801,7 +800,7 @@ mod tests {
             dims: std::array::from_fn(|i| (i == 0).then(|| Arc::from("fit"))),
             events: u64::from(ids.end - ids.start),
             installs: s.compact(true),
-            durations: KllSketch::new(rollup::KLL_K).unwrap(),
+            durations: rollup::durations(),
             error_sessions: Vec::new(),
         }
     }

@@ -505,7 +505,7 @@ impl InsightQuery {
                 let (sel, order) = by_cols(by);
                 let pct = |p: &str| {
                     // Nearest rank: the smallest duration with at least p of the calls at or
-                    // below it, as the rollups' KLL sketches give it.
+                    // below it, as the rollups' REQ sketches give it.
                     format!(
                         "round(array_element(array_agg(duration_ms ORDER BY duration_ms), \
                          CAST(greatest(ceil({p} * count(duration_ms) - 1e-9), 1) AS BIGINT)), 2)"

@@ -96,8 +96,12 @@ impl LivePart {
         if let Some(r) = slot.as_ref() {
             return Ok(r.clone());
         }
-        let (rows, has_sessions) = if let Some(p) = &self.rollup_path {
-            rollup::read(p)?
+        let kept = match &self.rollup_path {
+            Some(p) => rollup::read(p)?,
+            None => None,
+        };
+        let (rows, has_sessions) = if let Some(kept) = kept {
+            kept
         } else {
             let batches = read_part(&self.path)?;
             (
