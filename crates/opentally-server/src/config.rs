@@ -75,6 +75,9 @@ settings! {
     store_max_unsealed_events: usize = 2_000_000usize;
     /// Days of events the store keeps (older days are dropped hourly); 0 keeps them forever.
     store_retention_days: u32 = 0u32;
+    /// Memory the store may keep parts' per-install sequences in (funnels, paths), in MiB; 0
+    /// reads them from disk at every query.
+    store_sequence_cache_mb: usize = 256usize;
     /// Longest time an insight or SQL query may run, in seconds.
     query_timeout_secs: u64 = 30u64;
     /// Most memory one query may use, in MiB.
@@ -217,6 +220,7 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
                 r.store_seal_secs.expect("defaulted"),
             )?),
             retention_days: Some(r.store_retention_days.expect("defaulted")).filter(|d| *d > 0),
+            sequence_cache_bytes: r.store_sequence_cache_mb.expect("defaulted") << 20,
             ..opentally_store::Options::default()
         },
         store_max_unsealed: positive(

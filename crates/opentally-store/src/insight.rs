@@ -715,7 +715,7 @@ impl InsightQuery {
             read_ms = started.elapsed().as_secs_f64() * 1000.0,
             "sequences read"
         );
-        let refs: Vec<&Sequences> = parts.iter().collect();
+        let refs: Vec<&Sequences> = parts.iter().map(AsRef::as_ref).collect();
         let (names, codes) = sequence::shared_codes(&refs);
         let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
         // `ts >= since` and `ts < until` on micro-second times, for bounds in nanoseconds.

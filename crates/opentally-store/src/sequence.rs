@@ -271,6 +271,11 @@ impl Sequences {
         Ok(seq)
     }
 
+    /// The file's size in bytes: what keeping it in memory costs.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Event names; code `c > 0` is `names()[c - 1]`.
     pub fn names(&self) -> &[String] {
         &self.names

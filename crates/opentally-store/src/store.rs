@@ -40,6 +40,9 @@ pub struct Options {
     pub compact_rows: u64,
     /// Days of events kept; older days' parts are dropped by the loader (none: kept forever).
     pub retention_days: Option<u32>,
+    /// Memory the parts may keep their per-install sequences in, for funnels and paths (parts
+    /// beyond it read theirs from disk at each query).
+    pub sequence_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             compact_parts: 8,
             compact_rows: 2_000_000,
             retention_days: None,
+            sequence_cache_bytes: 256 << 20,
         }
     }
 }
@@ -74,11 +78,54 @@ pub struct LivePart {
     sequences_path: Option<PathBuf>,
     /// Read on first use (or kept from when the part was written).
     rollup: std::sync::Mutex<Option<Arc<RollupSet>>>,
+    /// Kept after the first read while the store's sequence cache has room.
+    sequences: std::sync::Mutex<Option<Arc<Sequences>>>,
+    cache: Arc<SequenceCache>,
+}
+
+/// The memory the parts of a store may keep their sequences in.
+#[derive(Debug)]
+struct SequenceCache {
+    used: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl SequenceCache {
+    fn reserve(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.used
+            .fetch_update(Relaxed, Relaxed, |u| {
+                u.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+}
+
+impl Drop for LivePart {
+    fn drop(&mut self) {
+        let kept = self
+            .sequences
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(s) = kept {
+            self.cache
+                .used
+                .fetch_sub(s.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl LivePart {
-    fn new(dir: &Path, meta: PartMeta, rollup: Option<Vec<RollupRow>>) -> Arc<LivePart> {
+    fn new(
+        dir: &Path,
+        meta: PartMeta,
+        rollup: Option<Vec<RollupRow>>,
+        cache: &Arc<SequenceCache>,
+    ) -> Arc<LivePart> {
         Arc::new(LivePart {
+            sequences: std::sync::Mutex::new(None),
+            cache: cache.clone(),
             path: dir.join(&meta.file),
             rollup_path: meta.rollup.as_ref().map(|r| dir.join(r)),
             sequences_path: meta.sequences.as_ref().map(|r| dir.join(r)),
@@ -114,15 +161,29 @@ impl LivePart {
         Ok(rows)
     }
 
-    /// The part's per-install event sequences, read from its file each time (they are large,
-    /// and the page cache keeps them); `None` for a part written without them, or whose file
-    /// is damaged (queries then scan the events, which the file only repeats).
-    pub fn sequences(&self) -> Result<Option<Sequences>, StoreError> {
+    /// The part's per-install event sequences: kept in memory after the first read while the
+    /// store's sequence cache has room, else read from the file each time; `None` for a part
+    /// written without them, or whose file is damaged (queries then scan the events, which the
+    /// file only repeats).
+    pub fn sequences(&self) -> Result<Option<Arc<Sequences>>, StoreError> {
         let Some(path) = &self.sequences_path else {
             return Ok(None);
         };
+        let mut slot = self
+            .sequences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = slot.as_ref() {
+            return Ok(Some(s.clone()));
+        }
         match Sequences::read(path) {
-            Ok(s) => Ok(Some(s)),
+            Ok(s) => {
+                let s = Arc::new(s);
+                if self.cache.reserve(s.size()) {
+                    *slot = Some(s.clone());
+                }
+                Ok(Some(s))
+            }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 tracing::warn!(part = self.meta.id, error = %e, "sequence file unreadable; scanning the events");
                 Ok(None)
@@ -166,12 +227,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// The per-install event sequences of every part and of the tail, in time order (by day,
     /// then as loaded); `None` when a part has none.
-    pub fn sequences(&self) -> Result<Option<Vec<Sequences>>, StoreError> {
+    pub fn sequences(&self) -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
         let mut parts: Vec<&Arc<LivePart>> = self.parts.iter().collect();
         parts.sort_by_key(|p| (p.meta.day, p.meta.id));
         // Read on two threads: most of the time is copying the files out of the page cache.
         let half = parts.len().div_ceil(2);
-        let read = |ps: &[&Arc<LivePart>]| -> Result<Option<Vec<Sequences>>, StoreError> {
+        let read = |ps: &[&Arc<LivePart>]| -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
             ps.iter().map(|p| p.sequences()).collect()
         };
         let (a, b) = std::thread::scope(|scope| {
@@ -187,7 +248,7 @@ impl Snapshot {
         let (Some(a), Some(b)) = (a?, b?) else {
             return Ok(None);
         };
-        let mut out: Vec<(i64, usize, Sequences)> = parts
+        let mut out: Vec<(i64, usize, Arc<Sequences>)> = parts
             .iter()
             .zip(a.into_iter().chain(b))
             .enumerate()
@@ -202,7 +263,7 @@ impl Snapshot {
                 let s = Sequences::parse(bytes)
                     .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
                 let i = out.len();
-                out.push((day, i, s));
+                out.push((day, i, Arc::new(s)));
             }
         }
         out.sort_by_key(|(day, i, _)| (*day, *i));
@@ -229,6 +290,8 @@ pub struct Stats {
     pub tail_rows: usize,
     pub loaded_to: LogPos,
     pub sealed_to: LogPos,
+    /// Memory the parts keep their sequences in (for funnels and paths).
+    pub sequence_cache_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -238,6 +301,7 @@ pub struct Store {
     options: Options,
     state: RwLock<State>,
     mutations: std::sync::Mutex<()>,
+    sequence_cache: Arc<SequenceCache>,
 }
 
 impl Store {
@@ -256,10 +320,14 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let dir = data.join("store");
         let manifest = Manifest::load(&dir)?;
+        let sequence_cache = Arc::new(SequenceCache {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            limit: options.sequence_cache_bytes,
+        });
         let parts = manifest
             .parts
             .iter()
-            .map(|m| LivePart::new(&dir, m.clone(), None))
+            .map(|m| LivePart::new(&dir, m.clone(), None, &sequence_cache))
             .collect();
         let state = State {
             tail_pos: manifest.log,
@@ -273,6 +341,7 @@ impl Store {
             options,
             state: RwLock::new(state),
             mutations: std::sync::Mutex::new(()),
+            sequence_cache,
         };
         store.catch_up(until)?;
         Ok(store)
@@ -454,7 +523,12 @@ impl Store {
         let mut s = self.write();
         s.manifest = manifest;
         for (m, rollup) in new_parts {
-            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
+            s.parts.push(LivePart::new(
+                &self.dir,
+                m,
+                Some(rollup),
+                &self.sequence_cache,
+            ));
         }
         // Only the loader adds to the tail, and it is busy here: the tail is what was sealed.
         s.tail.clear();
@@ -628,6 +702,10 @@ impl Store {
             tail_rows: s.tail_rows,
             loaded_to: s.tail_pos,
             sealed_to: s.manifest.log,
+            sequence_cache_bytes: self
+                .sequence_cache
+                .used
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -816,7 +894,12 @@ impl Store {
         s.parts = keep;
         s.retired.extend(old);
         for (m, rollup) in added {
-            s.parts.push(LivePart::new(&self.dir, m, Some(rollup)));
+            s.parts.push(LivePart::new(
+                &self.dir,
+                m,
+                Some(rollup),
+                &self.sequence_cache,
+            ));
         }
         Ok(s)
     }

@@ -150,6 +150,9 @@ fn a_damaged_sequence_file_hands_the_query_to_the_scan() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&seq, bytes).unwrap();
+    // A restart: the sequences kept in memory are gone, the damaged file is read.
+    drop(store);
+    let store = Store::open(&dir, Options::default()).unwrap();
     let after = rt
         .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
         .unwrap();
@@ -158,4 +161,57 @@ fn a_damaged_sequence_file_hands_the_query_to_the_scan() {
         serde_json::to_value(&after.tables).unwrap(),
         serde_json::to_value(&before.tables).unwrap()
     );
+}
+
+/// Sequences stay in memory after a query while the cache has room, never beyond it, and leave
+/// with their part.
+#[test]
+fn the_sequence_cache_keeps_what_fits_and_lets_go_of_replaced_parts() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let params = vec![("steps".to_owned(), "fit,estimate".to_owned())];
+    let query = InsightQuery::from_params("funnel", &params, now).unwrap();
+    for (limit, kept) in [(0, false), (1 << 20, true)] {
+        let dir = data::history(&format!("seq-cache-{limit}"));
+        let opts = Options {
+            sequence_cache_bytes: limit,
+            compact_parts: 2,
+            ..Options::default()
+        };
+        let store = Store::open(&dir, opts).unwrap();
+        store.prepare_loading().unwrap();
+        store.seal().unwrap();
+        assert_eq!(store.stats().sequence_cache_bytes, 0, "nothing read yet");
+        let r = rt
+            .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+            .unwrap();
+        assert_eq!(r.source, "sequences");
+        let files: u64 = std::fs::read_dir(dir.join("store/parts/demo"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seq"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        let used = store.stats().sequence_cache_bytes as u64;
+        assert_eq!(used, if kept { files } else { 0 }, "limit {limit}");
+        // Seal the same days again and compact: the replaced parts release what they kept.
+        data::write_log(
+            &dir,
+            "demo",
+            &data::ROWS
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (100 + i, data::event(100 + i, r)))
+                .collect::<Vec<_>>(),
+            5,
+        );
+        store.catch_up(None).unwrap();
+        store.seal().unwrap();
+        assert!(store.compact().unwrap() > 0);
+        store.delete_retired().unwrap();
+        assert_eq!(store.stats().sequence_cache_bytes, 0, "limit {limit}");
+    }
 }
