@@ -9,12 +9,12 @@
 //! estimates scaled by that theta otherwise.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use datasketches::theta::CompactThetaSketch;
 use serde_json::{Value, json};
 
+use crate::hashing::HashKeyed;
 use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
 use crate::query::Table;
 use crate::rollup::{self, DIMS, RollupRow, RollupSet};
@@ -68,28 +68,6 @@ fn period_start(day: i32, interval: Interval) -> i32 {
         }
     }
 }
-
-/// A hasher for keys that already are uniform 64-bit hashes (theta sketch entries).
-#[derive(Default)]
-struct KeyIsHash(u64);
-
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        // Theta keeps hashes below it, so their high bits are often zero, and the hash table
-        // reads its tags from the high bits: spread them (Fibonacci hashing).
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type HashKeyed = BuildHasherDefault<KeyIsHash>;
 
 /// Installs as sketch hashes, per day, at the smallest theta of all the sketches involved: each
 /// day's hashes sorted, so that the work goes through the hash space a slice at a time with a

@@ -12,6 +12,7 @@ pub mod wal;
 pub mod demo;
 pub mod dump;
 mod from_rollups;
+mod hashing;
 pub mod insight;
 pub mod manifest;
 pub mod query;

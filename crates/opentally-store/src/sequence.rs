@@ -21,7 +21,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 
+use crate::hashing::HashKeyed;
 use crate::rollup::session_key;
 
 const MAGIC: &[u8; 8] = b"OTSEQ002";
@@ -361,26 +361,6 @@ impl Sequences {
         Some(())
     }
 }
-
-/// A hasher for keys that already are uniform 64-bit hashes.
-#[derive(Debug, Default)]
-struct KeyIsHash(u64);
-
-impl Hasher for KeyIsHash {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type HashKeyed = BuildHasherDefault<KeyIsHash>;
 
 /// Event names across the parts of a walk: code 0 is "no name", which is also how paths say
 /// that a session ended.
