@@ -208,6 +208,8 @@ struct State {
     tail: HashMap<String, Vec<RecordBatch>>,
     /// The rollup of each tail batch, per project.
     tail_rollups: HashMap<String, Vec<Arc<RollupSet>>>,
+    /// The sequences of each tail batch, per project, made by the first query that needs them.
+    tail_sequences: HashMap<String, Vec<TailSequences>>,
     tail_rows: usize,
     /// The log position the tail reaches.
     tail_pos: LogPos,
@@ -216,12 +218,34 @@ struct State {
     retired: Vec<Arc<LivePart>>,
 }
 
+/// The sequences of one tail batch, per day, once a query has made them (`None` inside: the
+/// batch is too large for a sequence file).
+type TailSequences = Arc<std::sync::OnceLock<Option<DaySequences>>>;
+
+/// Sequences per day.
+type DaySequences = Vec<(i64, Arc<Sequences>)>;
+
+/// The sequences of a tail batch, split by day.
+fn tail_sequences(batch: &RecordBatch) -> Result<Option<DaySequences>, StoreError> {
+    let mut out = Vec::new();
+    for (day, b) in split_by_day(batch)? {
+        let Some(bytes) = sequence::encode(&b) else {
+            return Ok(None);
+        };
+        let s = Sequences::parse(bytes)
+            .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        out.push((day, Arc::new(s)));
+    }
+    Ok(Some(out))
+}
+
 /// What a query reads: a project's parts and its share of the tail, fixed when taken.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub parts: Vec<Arc<LivePart>>,
     pub tail: Vec<RecordBatch>,
     pub tail_rollups: Vec<Arc<RollupSet>>,
+    tail_sequences: Vec<TailSequences>,
 }
 
 impl Snapshot {
@@ -255,15 +279,19 @@ impl Snapshot {
             .map(|(i, (p, s))| (p.meta.day, i, s))
             .collect();
         // The tail comes after the parts of its days, before those of later days.
-        for batch in &self.tail {
-            for (day, b) in split_by_day(batch)? {
-                let Some(bytes) = sequence::encode(&b) else {
-                    return Ok(None);
-                };
-                let s = Sequences::parse(bytes)
-                    .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        for (batch, memo) in self.tail.iter().zip(&self.tail_sequences) {
+            let made = if let Some(made) = memo.get() {
+                made
+            } else {
+                let made = tail_sequences(batch)?;
+                memo.get_or_init(|| made)
+            };
+            let Some(days) = made else {
+                return Ok(None);
+            };
+            for (day, s) in days {
                 let i = out.len();
-                out.push((day, i, Arc::new(s)));
+                out.push((*day, i, s.clone()));
             }
         }
         out.sort_by_key(|(day, i, _)| (*day, *i));
@@ -450,9 +478,14 @@ impl Store {
             state.tail.entry(project.clone()).or_default().push(batch);
             state
                 .tail_rollups
-                .entry(project)
+                .entry(project.clone())
                 .or_default()
                 .push(Arc::new(RollupSet::new(rollup, true)));
+            state
+                .tail_sequences
+                .entry(project)
+                .or_default()
+                .push(TailSequences::default());
         }
         if added > 0 && state.tail_since.is_none() {
             state.tail_since = Some(Instant::now());
@@ -533,6 +566,7 @@ impl Store {
         // Only the loader adds to the tail, and it is busy here: the tail is what was sealed.
         s.tail.clear();
         s.tail_rollups.clear();
+        s.tail_sequences.clear();
         s.tail_rows = 0;
         s.tail_since = None;
         Ok(rows)
@@ -671,6 +705,7 @@ impl Store {
                 .collect(),
             tail: s.tail.get(project).cloned().unwrap_or_default(),
             tail_rollups: s.tail_rollups.get(project).cloned().unwrap_or_default(),
+            tail_sequences: s.tail_sequences.get(project).cloned().unwrap_or_default(),
         }
     }
 
@@ -819,6 +854,10 @@ impl Store {
                 .iter()
                 .map(|b| Arc::new(RollupSet::new(rollup::of_batch(b), true)))
                 .collect();
+            s.tail_sequences.insert(
+                project.to_owned(),
+                new_tail.iter().map(|_| TailSequences::default()).collect(),
+            );
             s.tail.insert(project.to_owned(), new_tail);
             s.tail_rollups.insert(project.to_owned(), rollups);
             s.tail_rows -= usize::try_from(tail_removed).expect("a tail fits in memory");

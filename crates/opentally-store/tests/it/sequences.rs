@@ -215,3 +215,42 @@ fn the_sequence_cache_keeps_what_fits_and_lets_go_of_replaced_parts() {
         assert_eq!(store.stats().sequence_cache_bytes, 0, "limit {limit}");
     }
 }
+
+/// Erasing an install from the tail takes it out of the tail's sequences too, even when a query
+/// had already made them.
+#[test]
+fn an_install_erased_from_the_tail_leaves_its_sequences() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = data::history("erase-tail-seq");
+    let store = Store::open(&dir, Options::default()).unwrap();
+    store.prepare_loading().unwrap();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let params = vec![("event".to_owned(), "fit".to_owned())];
+    let query = InsightQuery::from_params("paths", &params, now).unwrap();
+    let paths = |store: &Store| {
+        let r = rt
+            .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+            .unwrap();
+        assert_eq!(r.source, "sequences");
+        serde_json::to_value(&r.tables["paths"].rows).unwrap()
+    };
+    // By hand (data::ROWS): after a fit, A's first session goes on to estimate and its second
+    // ends; B fits twice and ends; C estimates; D plots.
+    assert_eq!(
+        paths(&store),
+        serde_json::json!([
+            ["(end)", 2, 2],
+            ["estimate", 2, 2],
+            ["fit", 1, 1],
+            ["plot", 1, 1]
+        ])
+    );
+    assert_eq!(store.erase("demo", "B").unwrap(), 3);
+    assert_eq!(
+        paths(&store),
+        serde_json::json!([["estimate", 2, 2], ["(end)", 1, 1], ["plot", 1, 1]])
+    );
+}
