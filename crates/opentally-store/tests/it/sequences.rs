@@ -216,17 +216,26 @@ fn the_sequence_cache_keeps_what_fits_and_lets_go_of_replaced_parts() {
     }
 }
 
-/// Erasing an install from the tail takes it out of the tail's sequences too, even when a query
-/// had already made them.
+/// Erasing an install takes it out of the sequences too, from the tail (even when a query had
+/// already made them) and from sealed parts (rewritten with their sequence files).
 #[test]
-fn an_install_erased_from_the_tail_leaves_its_sequences() {
+fn an_erased_install_leaves_the_sequences() {
+    for sealed in [false, true] {
+        erase_and_walk(sealed);
+    }
+}
+
+fn erase_and_walk(sealed: bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let dir = data::history("erase-tail-seq");
+    let dir = data::history(&format!("erase-seq-{sealed}"));
     let store = Store::open(&dir, Options::default()).unwrap();
     store.prepare_loading().unwrap();
+    if sealed {
+        store.seal().unwrap();
+    }
     let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let params = vec![("event".to_owned(), "fit".to_owned())];
     let query = InsightQuery::from_params("paths", &params, now).unwrap();
@@ -249,6 +258,14 @@ fn an_install_erased_from_the_tail_leaves_its_sequences() {
         ])
     );
     assert_eq!(store.erase("demo", "B").unwrap(), 3);
+    store.delete_retired().unwrap();
+    assert_eq!(
+        paths(&store),
+        serde_json::json!([["estimate", 2, 2], ["(end)", 1, 1], ["plot", 1, 1]])
+    );
+    // A restart reads the sequence files the erasure wrote.
+    drop(store);
+    let store = Store::open(&dir, Options::default()).unwrap();
     assert_eq!(
         paths(&store),
         serde_json::json!([["estimate", 2, 2], ["(end)", 1, 1], ["plot", 1, 1]])
