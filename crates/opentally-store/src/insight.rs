@@ -688,7 +688,10 @@ impl InsightQuery {
                 query_ms: started.elapsed().as_secs_f64() * 1000.0,
             });
         }
-        self.scan(snapshot, limits).await
+        // The time spent finding that rollups and sequences could not answer counts too.
+        let mut scanned = self.scan(snapshot, limits).await?;
+        scanned.query_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(scanned)
     }
 
     /// Funnels and paths from the parts' per-install event sequences, when no filter needs the
