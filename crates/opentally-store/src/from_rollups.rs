@@ -470,11 +470,19 @@ impl InsightQuery {
             Insight::Durations { by } => {
                 let by_i = by.as_ref().and_then(dim_index);
                 let mut groups: BTreeMap<(Option<&str>, Option<&str>), Vec<_>> = BTreeMap::new();
-                for r in rows().filter(|r| !r.durations.is_empty()) {
-                    groups
-                        .entry((r.dim(0), by_i.and_then(|i| r.dim(i))))
-                        .or_default()
-                        .push(&r.durations);
+                if whole_days && by_i.is_none() {
+                    for ((day, event), d) in parts.iter().flat_map(|p| p.event_durations.iter()) {
+                        if filter.day_in_range(*day) {
+                            groups.entry((event.as_deref(), None)).or_default().push(d);
+                        }
+                    }
+                } else {
+                    for r in rows().filter(|r| !r.durations.is_empty()) {
+                        groups
+                            .entry((r.dim(0), by_i.and_then(|i| r.dim(i))))
+                            .or_default()
+                            .push(&r.durations);
+                    }
                 }
                 let mut out: Vec<(Option<&str>, Option<&str>, _)> = groups
                     .into_iter()

@@ -90,6 +90,9 @@ impl RollupRow {
 pub struct RollupSet {
     pub rows: Vec<RollupRow>,
     pub days: std::collections::BTreeMap<i32, (u64, CompactThetaSketch)>,
+    /// Each day's durations per event, merged over the other dimensions: what durations
+    /// without a breakdown or filter read.
+    pub event_durations: std::collections::BTreeMap<(i32, Option<Arc<str>>), Durations>,
     /// False for rollups written before error rows kept their sessions.
     pub has_sessions: bool,
 }
@@ -107,9 +110,19 @@ impl RollupSet {
             .into_iter()
             .map(|(day, (events, sketches))| (day, (events, union_at(WIDE_LG_K, sketches))))
             .collect();
+        let mut event_durations: std::collections::BTreeMap<_, Durations> =
+            std::collections::BTreeMap::new();
+        for r in rows.iter().filter(|r| !r.durations.is_empty()) {
+            event_durations
+                .entry((r.day, r.dims[0].clone()))
+                .or_insert_with(durations)
+                .merge(&r.durations)
+                .expect("sketches of one k");
+        }
         RollupSet {
             rows,
             days,
+            event_durations,
             has_sessions,
         }
     }

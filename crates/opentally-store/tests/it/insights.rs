@@ -261,6 +261,18 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
                 ["plot", 2, 300.0, 700.0, 700.0, 700.0]
             ]),
         ),
+        // From 11-09: fit 500 (A) and 600 (D), estimate 800 (A) and 70 (B), plot 700 (D).
+        (
+            "durations",
+            "since=2026-11-09",
+            "durations",
+            json!(["event", "calls", "p50_ms", "p95_ms", "p99_ms", "max_ms"]),
+            json!([
+                ["estimate", 2, 70.0, 800.0, 800.0, 800.0],
+                ["fit", 2, 500.0, 600.0, 600.0, 600.0],
+                ["plot", 1, 700.0, 700.0, 700.0, 700.0]
+            ]),
+        ),
         (
             "durations",
             "event=fit&by=method",
