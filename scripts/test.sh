@@ -20,8 +20,11 @@ trap 'rm -f "$log"' EXIT
 # Rust: doc tests, then unit, integration and property tests of every crate.
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
 # The SDK's tests run its examples as real host programs: `cargo test` compiles examples but
-# only `cargo build` puts them where the tests find them (target/debug/examples/NAME).
-cargo build --workspace --locked --examples
+# only `cargo build` puts them where the tests find them (target/debug/examples/NAME). The
+# end-to-end tests below run the CLI binary. Both are built for the whole workspace at once:
+# building one package alone resolves its dependencies' features differently and compiles
+# DataFusion a second time.
+cargo build --workspace --locked --bins --examples
 cargo test --workspace --locked --all-targets 2>&1 | tee -a "$log"
 
 # End-to-end: the real binary on loopback, driven by real clients (segment-analytics-python)
@@ -32,7 +35,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
   -r tests/e2e/requirements.txt -r crates/opentally-py/tests/requirements.txt
-cargo build --locked -p opentally-cli
 export OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally"
 "$venv/bin/python" -m pytest tests/e2e -q -rA -p no:cacheprovider 2>&1 | tee -a "$log"
 
