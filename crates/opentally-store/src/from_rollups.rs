@@ -287,12 +287,12 @@ fn text(v: Option<&str>) -> Value {
     v.map_or(Value::Null, |s| Value::String(s.to_owned()))
 }
 
-fn round(x: f64, digits: i32) -> Value {
+pub(crate) fn round(x: f64, digits: i32) -> Value {
     let p = 10f64.powi(digits);
     serde_json::Number::from_f64((x * p).round() / p).map_or(Value::Null, Value::Number)
 }
 
-fn table(columns: &[&str], rows: Vec<Vec<Value>>) -> Table {
+pub(crate) fn table(columns: &[&str], rows: Vec<Vec<Value>>) -> Table {
     Table {
         columns: columns.iter().map(|c| (*c).to_owned()).collect(),
         rows,

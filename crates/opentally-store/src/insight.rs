@@ -9,6 +9,7 @@ use opentally_protocol::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::from_rollups::{round, table};
 use crate::query::{self, Limits, QueryError, Table};
 use crate::schema::{CONTEXT_COLUMNS, column_names};
 use crate::sequence::{self, Sequences};
@@ -728,11 +729,6 @@ impl InsightQuery {
         };
         let since = self.filters.since.and_then(micros);
         let until = self.filters.until.and_then(micros);
-        let table = |columns: &[&str], rows: Vec<Vec<serde_json::Value>>| Table {
-            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
-            rows,
-            truncated: false,
-        };
         let mut tables = BTreeMap::new();
         match &self.insight {
             Insight::Funnel { steps, window_secs } => {
@@ -752,13 +748,7 @@ impl InsightQuery {
                     .map(|(i, (step, n))| {
                         #[allow(clippy::cast_precision_loss)]
                         let pct = 100.0 * *n as f64 / first as f64;
-                        vec![
-                            json!(i + 1),
-                            json!(step),
-                            json!(n),
-                            serde_json::Number::from_f64((pct * 10.0).round() / 10.0)
-                                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-                        ]
+                        vec![json!(i + 1), json!(step), json!(n), round(pct, 1)]
                     })
                     .collect();
                 tables.insert(

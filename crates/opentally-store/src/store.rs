@@ -272,11 +272,10 @@ impl Snapshot {
         let (Some(a), Some(b)) = (a?, b?) else {
             return Ok(None);
         };
-        let mut out: Vec<(i64, usize, Arc<Sequences>)> = parts
+        let mut out: Vec<(i64, Arc<Sequences>)> = parts
             .iter()
+            .map(|p| p.meta.day)
             .zip(a.into_iter().chain(b))
-            .enumerate()
-            .map(|(i, (p, s))| (p.meta.day, i, s))
             .collect();
         // The tail comes after the parts of its days, before those of later days.
         for (batch, memo) in self.tail.iter().zip(&self.tail_sequences) {
@@ -289,13 +288,11 @@ impl Snapshot {
             let Some(days) = made else {
                 return Ok(None);
             };
-            for (day, s) in days {
-                let i = out.len();
-                out.push((*day, i, s.clone()));
-            }
+            out.extend(days.iter().cloned());
         }
-        out.sort_by_key(|(day, i, _)| (*day, *i));
-        Ok(Some(out.into_iter().map(|(_, _, s)| s).collect()))
+        // Stable: within a day, parts and tail batches stay in the order they were loaded.
+        out.sort_by_key(|(day, _)| *day);
+        Ok(Some(out.into_iter().map(|(_, s)| s).collect()))
     }
 
     /// The rollups of every part and of the tail.
@@ -384,7 +381,7 @@ impl Store {
             .read()
             .parts
             .iter()
-            .flat_map(|p| p.files().cloned().collect::<Vec<_>>())
+            .flat_map(|p| p.files().cloned())
             .collect();
         let mut removed = 0;
         for project in fs::read_dir(&parts_dir)? {
