@@ -236,3 +236,22 @@ pub fn history(name: &str) -> PathBuf {
     write_log(&dir, "demo", &rows, 5);
     dir
 }
+
+/// Insight parameters as a query string gives them (`steps=fit,plot&window=1d`).
+pub fn params(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// A runtime for the store's async queries.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

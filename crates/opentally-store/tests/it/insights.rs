@@ -4,7 +4,7 @@ use opentally_protocol::Timestamp;
 use opentally_store::{InsightQuery, Limits, Options, Store};
 use serde_json::{Value, json};
 
-use crate::data::{self, ROWS};
+use crate::data::{self, ROWS, params};
 
 /// The same history in every state the store can hold it in.
 fn states() -> Vec<(&'static str, Store)> {
@@ -76,16 +76,6 @@ fn states() -> Vec<(&'static str, Store)> {
     s.delete_retired().unwrap();
     out.push(("compacted", s));
     out
-}
-
-fn params(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect()
 }
 
 /// `(kind, parameters, table, columns, rows)`, every row worked out by hand.
@@ -485,10 +475,7 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Value, Value)> {
 
 #[test]
 fn every_insight_matches_the_hand_worked_answer_in_every_store_state() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = data::runtime();
     let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let states = states();
     let mut checked = 0;
@@ -532,10 +519,7 @@ fn every_insight_matches_the_hand_worked_answer_in_every_store_state() {
 
 #[test]
 fn insights_read_rollups_or_sequences_where_they_answer_and_events_otherwise() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = data::runtime();
     let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let dir = data::history("sources");
     let store = Store::open(&dir, Options::default()).unwrap();
@@ -574,10 +558,7 @@ fn insights_read_rollups_or_sequences_where_they_answer_and_events_otherwise() {
 
 #[test]
 fn other_projects_are_invisible() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = data::runtime();
     let dir = data::history("isolation");
     let rows: Vec<_> = ROWS
         .iter()

@@ -65,7 +65,7 @@ proptest! {
     /// walk may hand over to the scan. Either way the answers are the scan's.
     #[test]
     fn funnels_and_paths_from_sequences_match_the_scan((mut events, ordered) in history()) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = data::runtime();
         if ordered {
             events.sort_by_key(|e| e.3);
             let n = events.len();
@@ -98,14 +98,7 @@ proptest! {
             ("paths", "event=estimate&since=2026-11-02&until=2026-11-04"),
         ];
         for (kind, q) in queries {
-            let params: Vec<(String, String)> = q
-                .split('&')
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap();
-                    (k.to_owned(), v.to_owned())
-                })
-                .collect();
-            let query = InsightQuery::from_params(kind, &params, now).unwrap();
+            let query = InsightQuery::from_params(kind, &data::params(q), now).unwrap();
             let snapshot = store.snapshot("demo");
             let walked = rt.block_on(query.run(&snapshot, &Limits::default())).unwrap();
             let scanned = rt.block_on(query.scan(&snapshot, &Limits::default())).unwrap();
@@ -126,10 +119,7 @@ proptest! {
 /// A damaged sequence file costs speed, not answers: the query scans the events instead.
 #[test]
 fn a_damaged_sequence_file_hands_the_query_to_the_scan() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = data::runtime();
     let dir = data::history("damaged-seq");
     let store = Store::open(&dir, Options::default()).unwrap();
     store.prepare_loading().unwrap();
@@ -167,10 +157,7 @@ fn a_damaged_sequence_file_hands_the_query_to_the_scan() {
 /// with their part.
 #[test]
 fn the_sequence_cache_keeps_what_fits_and_lets_go_of_replaced_parts() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = data::runtime();
     let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let params = vec![("steps".to_owned(), "fit,estimate".to_owned())];
     let query = InsightQuery::from_params("funnel", &params, now).unwrap();
@@ -226,10 +213,7 @@ fn an_erased_install_leaves_the_sequences() {
 }
 
 fn erase_and_walk(sealed: bool) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = data::runtime();
     let dir = data::history(&format!("erase-seq-{sealed}"));
     let store = Store::open(&dir, Options::default()).unwrap();
     store.prepare_loading().unwrap();

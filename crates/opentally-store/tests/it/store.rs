@@ -10,15 +10,8 @@ use serde_json::{Value, json};
 
 use crate::data::{self, ROWS};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn count(store: &Store) -> (i64, i64) {
-    let t = rt()
+    let t = data::runtime()
         .block_on(run_sql(
             &store.snapshot("demo"),
             "SELECT count(*), count(DISTINCT message_id) FROM events",
@@ -151,7 +144,7 @@ fn compaction_keeps_every_event_and_spares_parts_a_query_holds() {
         "a query still holds the old parts"
     );
     assert!(held.parts.iter().all(|p| p.path.exists()));
-    let t = rt()
+    let t = data::runtime()
         .block_on(run_sql(
             &held,
             "SELECT count(*) FROM events",
@@ -163,7 +156,7 @@ fn compaction_keeps_every_event_and_spares_parts_a_query_holds() {
     drop(held);
     assert_eq!(s.delete_retired().unwrap(), 5);
     assert!(old.iter().all(|p| !p.exists()));
-    let t = rt()
+    let t = data::runtime()
         .block_on(run_sql(
             &s.snapshot("demo"),
             "SELECT message_id FROM events",
@@ -182,7 +175,7 @@ fn sql_is_read_only_bounded_and_says_what_is_wrong() {
     let dir = data::history("sql");
     let s = Store::open(&dir, Options::default()).unwrap();
     let snap = s.snapshot("demo");
-    let run = |sql: &str, limits: Limits| rt().block_on(run_sql(&snap, sql, &limits));
+    let run = |sql: &str, limits: Limits| data::runtime().block_on(run_sql(&snap, sql, &limits));
     for (sql, expected) in [
         ("DROP TABLE events", "DDL not supported"),
         ("CREATE TABLE x AS SELECT 1", "DDL not supported"),
@@ -284,7 +277,7 @@ fn erasing_an_install_removes_it_from_parts_tail_and_every_reload() {
     data::write_log(&dir, "demo", &rows[8..], 4);
     s.catch_up(None).unwrap();
     let installs = |s: &Store| {
-        let t = rt()
+        let t = data::runtime()
             .block_on(run_sql(
                 &s.snapshot("demo"),
                 "SELECT install, count(*) FROM events GROUP BY install ORDER BY install",
@@ -311,7 +304,7 @@ fn erasing_an_install_removes_it_from_parts_tail_and_every_reload() {
     ];
     assert_eq!(installs(&s), without_b);
     // The rollups forget B too: two installs were active on 2026-11-16, now one.
-    let trend = rt()
+    let trend = data::runtime()
         .block_on(
             opentally_store::InsightQuery::from_params(
                 "trend",
