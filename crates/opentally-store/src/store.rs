@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -317,6 +318,8 @@ pub struct Stats {
     pub sealed_to: LogPos,
     /// Memory the parts keep their sequences in (for funnels and paths).
     pub sequence_cache_bytes: usize,
+    /// Rounds the loader has finished.
+    pub load_rounds: u64,
 }
 
 #[derive(Debug)]
@@ -327,6 +330,12 @@ pub struct Store {
     state: RwLock<State>,
     mutations: std::sync::Mutex<()>,
     sequence_cache: Arc<SequenceCache>,
+    /// Events read from the log since the store was opened (erased ones too).
+    loaded_events: std::sync::atomic::AtomicU64,
+    load_rounds: std::sync::atomic::AtomicU64,
+    /// `State::tail_rows`, readable without the state's lock: every ingest request asks, and a
+    /// reader must never queue behind the loader waiting to write.
+    tail_rows: std::sync::atomic::AtomicUsize,
 }
 
 impl Store {
@@ -367,6 +376,9 @@ impl Store {
             state: RwLock::new(state),
             mutations: std::sync::Mutex::new(()),
             sequence_cache,
+            loaded_events: std::sync::atomic::AtomicU64::new(0),
+            load_rounds: std::sync::atomic::AtomicU64::new(0),
+            tail_rows: std::sync::atomic::AtomicUsize::new(0),
         };
         store.catch_up(until)?;
         Ok(store)
@@ -423,36 +435,49 @@ impl Store {
     /// tail; returns how many events were added.
     pub fn catch_up(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
         let _one = self.lock_mutations();
-        self.catch_up_locked(until)
+        Ok(self.catch_up_locked(until, usize::MAX)?.0)
     }
 
-    fn catch_up_locked(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
+    /// Reads log records into the tail until `until`, or until a record takes it to `most`
+    /// events read; returns how many were added and whether the log holds more before `until`.
+    fn catch_up_locked(
+        &self,
+        until: Option<LogPos>,
+        most: usize,
+    ) -> Result<(usize, bool), StoreError> {
         let (from, erased) = {
             let s = self.read();
             (s.tail_pos, s.manifest.erased.clone())
         };
         let mut builders: HashMap<String, BatchBuilder> = HashMap::new();
         let mut bad = 0u64;
-        let end =
-            wal::read_range(
-                &self.log_dir,
-                from,
-                until,
-                |pos, payload| match serde_json::from_slice::<LogRecord>(payload) {
-                    Ok(rec) => {
-                        let b = builders.entry(rec.project.clone()).or_default();
-                        for e in &rec.events {
-                            let gone = erased.iter().any(|x| {
-                                pos < x.before && x.project == rec.project && x.install == e.install
-                            });
-                            if !gone {
-                                b.push(&rec.project, rec.received_at, e);
-                            }
+        let mut read = 0usize;
+        let mut stopped = false;
+        let end = wal::read_range_while(&self.log_dir, from, until, |pos, payload| {
+            match serde_json::from_slice::<LogRecord>(payload) {
+                Ok(rec) => {
+                    let b = builders.entry(rec.project.clone()).or_default();
+                    for e in &rec.events {
+                        let gone = erased.iter().any(|x| {
+                            pos < x.before && x.project == rec.project && x.install == e.install
+                        });
+                        if !gone {
+                            b.push(&rec.project, rec.received_at, e);
                         }
                     }
-                    Err(_) => bad += 1,
-                },
-            )?;
+                    read += rec.events.len();
+                }
+                Err(_) => bad += 1,
+            }
+            if read >= most {
+                stopped = true;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        self.loaded_events
+            .fetch_add(read as u64, std::sync::atomic::Ordering::Relaxed);
         if bad > 0 {
             tracing::error!(
                 bad,
@@ -488,8 +513,10 @@ impl Store {
             state.tail_since = Some(Instant::now());
         }
         state.tail_rows += added;
+        self.tail_rows.store(state.tail_rows, Ordering::Relaxed);
         state.tail_pos = end.max(from);
-        Ok(added)
+        // A stop on the last record before `until` leaves nothing more; the next round finds so.
+        Ok((added, stopped))
     }
 
     /// Adds events that did not come through the log (generated demo data) and seals them at
@@ -507,6 +534,7 @@ impl Store {
                 .or_default()
                 .push(b.finish());
             s.tail_rows += events.len();
+            self.tail_rows.store(s.tail_rows, Ordering::Relaxed);
         }
         self.seal_locked()
     }
@@ -565,6 +593,7 @@ impl Store {
         s.tail_rollups.clear();
         s.tail_sequences.clear();
         s.tail_rows = 0;
+        self.tail_rows.store(0, Ordering::Relaxed);
         s.tail_since = None;
         Ok(rows)
     }
@@ -721,8 +750,16 @@ impl Store {
     }
 
     /// Events loaded but not yet sealed.
+    /// Events read from the log since the store was opened, the read at opening included:
+    /// what a writer that counts the events it appends compares to know how far loading lags.
+    pub fn loaded_events(&self) -> u64 {
+        self.loaded_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Events loaded but not sealed; reads no lock.
     pub fn tail_rows(&self) -> usize {
-        self.read().tail_rows
+        self.tail_rows.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> Stats {
@@ -738,12 +775,13 @@ impl Store {
                 .sequence_cache
                 .used
                 .load(std::sync::atomic::Ordering::Relaxed),
+            load_rounds: self.load_rounds.load(Ordering::Relaxed),
         }
     }
 
     /// The loader: tails the log up to what `durable` says is durable, seals and compacts, and
     /// deletes log segments that are sealed and before `keep_from` (what the log's writer still
-    /// needs), until `stop` is set; then loads and seals what is left.
+    /// needs), until `stop` is set (then unpark the thread); then loads and seals what is left.
     pub fn run_loader(
         &self,
         durable: &dyn Fn() -> LogPos,
@@ -766,33 +804,48 @@ impl Store {
             }
             let result = self
                 .load_step(durable(), stopping)
-                .and_then(|()| self.remove_loaded_segments(keep_from()));
-            match result {
-                Ok(_) => failing = false,
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::error!(error = %e, "loading into the store failed; retrying");
+                .and_then(|more| self.remove_loaded_segments(keep_from()).map(|_| more));
+            let more = match result {
+                Ok(more) => {
+                    failing = false;
+                    more
                 }
-                Err(_) => {}
-            }
-            if stopping {
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "loading into the store failed; retrying");
+                    }
+                    failing = true;
+                    false
+                }
+            };
+            if stopping && !more {
                 break;
             }
-            std::thread::sleep(self.options.poll);
+            if !more {
+                // Whoever sets `stop` unparks this thread, so stopping never waits out a poll.
+                std::thread::park_timeout(self.options.poll);
+            }
         }
     }
 
-    /// One round of the loader.
-    pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<(), StoreError> {
+    /// One round of the loader: reads at most `seal_rows` events of the log (so the tail's
+    /// memory stays bounded however far behind loading is), seals when due, compacts. Returns
+    /// whether the log holds more before `durable`.
+    pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<bool, StoreError> {
         let _one = self.lock_mutations();
-        self.catch_up_locked(Some(durable))?;
+        let (_, more) = self.catch_up_locked(Some(durable), self.options.seal_rows)?;
         let nonempty = self.read().tail_rows > 0;
-        if self.seal_due() || (force_seal && nonempty) {
+        if self.seal_due() || (force_seal && nonempty && !more) {
             self.seal_locked()?;
-            self.compact_locked()?;
+            // Compaction waits until loading has caught up: it rewrites whole days, work that
+            // can wait for the log to be read.
+            if !more {
+                self.compact_locked()?;
+            }
         }
         self.delete_retired()?;
-        Ok(())
+        self.load_rounds.fetch_add(1, Ordering::Relaxed);
+        Ok(more)
     }
 }
 
@@ -858,6 +911,7 @@ impl Store {
             s.tail.insert(project.to_owned(), new_tail);
             s.tail_rollups.insert(project.to_owned(), rollups);
             s.tail_rows -= usize::try_from(tail_removed).expect("a tail fits in memory");
+            self.tail_rows.store(s.tail_rows, Ordering::Relaxed);
         }
         Ok(removed)
     }

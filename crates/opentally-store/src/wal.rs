@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 const HEADER: usize = 8;
@@ -75,13 +76,14 @@ pub fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
-/// Reads the valid records of one segment from `start`; returns the offset after the last one.
+/// Reads the valid records of one segment from `start`, until `f` breaks; returns the offset
+/// after the last record read and whether `f` broke.
 fn scan_segment(
     path: &Path,
     start: u64,
-    f: &mut dyn FnMut(LogPos, &[u8]),
+    f: &mut dyn FnMut(LogPos, &[u8]) -> ControlFlow<()>,
     seq: u64,
-) -> io::Result<u64> {
+) -> io::Result<(u64, bool)> {
     let mut file = File::open(path)?;
     let file_len = file.metadata()?.len();
     file.seek(SeekFrom::Start(start))?;
@@ -91,7 +93,7 @@ fn scan_segment(
     let mut payload = Vec::new();
     loop {
         if file_len - offset < HEADER as u64 {
-            return Ok(offset);
+            return Ok((offset, false));
         }
         reader.read_exact(&mut header)?;
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
@@ -101,14 +103,14 @@ fn scan_segment(
             || len_usize > MAX_RECORD
             || (file_len - offset - HEADER as u64) < u64::from(len)
         {
-            return Ok(offset);
+            return Ok((offset, false));
         }
         payload.resize(len_usize, 0);
         reader.read_exact(&mut payload)?;
         if crc(len, &payload) != sum {
-            return Ok(offset);
+            return Ok((offset, false));
         }
-        f(
+        let flow = f(
             LogPos {
                 segment: seq,
                 offset,
@@ -116,6 +118,9 @@ fn scan_segment(
             &payload,
         );
         offset += HEADER as u64 + u64::from(len);
+        if flow.is_break() {
+            return Ok((offset, true));
+        }
     }
 }
 
@@ -133,6 +138,20 @@ pub fn read_range(
     until: Option<LogPos>,
     mut f: impl FnMut(LogPos, &[u8]),
 ) -> io::Result<LogPos> {
+    read_range_while(dir, from, until, |pos, payload| {
+        f(pos, payload);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Like [`read_range`], but stops after the record on which `f` breaks (a reader that takes the
+/// log a bounded piece at a time); the position returned is after that record.
+pub fn read_range_while(
+    dir: &Path,
+    from: LogPos,
+    until: Option<LogPos>,
+    mut f: impl FnMut(LogPos, &[u8]) -> ControlFlow<()>,
+) -> io::Result<LogPos> {
     let mut end = from;
     for seq in list_segments(dir)? {
         if seq < from.segment {
@@ -145,14 +164,19 @@ pub fn read_range(
         let limit = until.filter(|u| u.segment == seq).map(|u| u.offset);
         let mut bounded = |pos: LogPos, payload: &[u8]| {
             if limit.is_none_or(|l| pos.offset < l) {
-                f(pos, payload);
+                f(pos, payload)
+            } else {
+                ControlFlow::Continue(())
             }
         };
-        let offset = scan_segment(&segment_path(dir, seq), start, &mut bounded, seq)?;
+        let (offset, stopped) = scan_segment(&segment_path(dir, seq), start, &mut bounded, seq)?;
         end = LogPos {
             segment: seq,
             offset: limit.map_or(offset, |l| offset.min(l)),
         };
+        if stopped {
+            break;
+        }
     }
     Ok(end)
 }
@@ -211,7 +235,7 @@ impl LogWriter {
             .truncate(false)
             .open(&path)?;
         let on_disk = file.metadata()?.len();
-        let valid = scan_segment(&path, 0, &mut |_, _| {}, seq)?;
+        let (valid, _) = scan_segment(&path, 0, &mut |_, _| ControlFlow::Continue(()), seq)?;
         if valid < on_disk {
             file.set_len(valid)?;
             file.sync_all()?;
@@ -391,6 +415,38 @@ mod tests {
         let mut tail = Vec::new();
         read_from(&dir, positions[3], |_, p| tail.push(p[0])).unwrap();
         assert_eq!(tail, [3, 4]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bounded_reader_resumes_where_it_stopped() {
+        let dir = temp_dir("bounded");
+        // Two records per segment: stops fall inside segments and at their ends.
+        let (mut w, _) = LogWriter::open(&dir, 64, true).unwrap();
+        for i in 0..7u8 {
+            append(&mut w, &[&[i; 30]]);
+        }
+        let mut from = LogPos::default();
+        let mut pieces = Vec::new();
+        loop {
+            let mut piece = Vec::new();
+            let end = read_range_while(&dir, from, None, |_, p| {
+                piece.push(p[0]);
+                if piece.len() == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+            if piece.is_empty() {
+                assert_eq!(end, from, "nothing read, nothing passed");
+                break;
+            }
+            pieces.push(piece);
+            from = end;
+        }
+        assert_eq!(pieces, [vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -79,6 +79,44 @@ fn the_loader_reads_only_what_the_writer_made_durable() {
 }
 
 #[test]
+fn a_loader_far_behind_reads_and_seals_the_log_a_piece_at_a_time() {
+    let dir = data::temp_dir("pieces");
+    let rows: Vec<_> = ROWS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, data::event(i, r)))
+        .collect();
+    let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1 << 20);
+    // Opened before the log was written: the loader finds all 12 events behind it.
+    let options = Options {
+        seal_rows: 5,
+        ..Options::default()
+    };
+    let s = Store::open_until(&dir, options, Some(LogPos::default())).unwrap();
+    s.prepare_loading().unwrap();
+    // Records of 2 events: a round stops at the record that reaches 5 events read (6), seals
+    // them, and says the log may hold more; the round that stops on the log's last record does
+    // not know it was the last, and the next one finds nothing.
+    let mut rounds = Vec::new();
+    loop {
+        let more = s.load_step(end, false).unwrap();
+        let st = s.stats();
+        rounds.push((more, st.part_rows, st.tail_rows));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(rounds, [(true, 6, 0), (true, 12, 0), (false, 12, 0)]);
+    assert_eq!(s.loaded_events(), 12);
+    assert_eq!(s.stats().loaded_to, end);
+    assert_eq!(count(&s), (12, 12));
+    drop(s);
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(s.stats().tail_rows, 0, "every piece was sealed");
+    assert_eq!(count(&s), (12, 12));
+}
+
+#[test]
 fn the_dump_prints_every_event_once_from_parts_and_tail() {
     let dir = data::temp_dir("dump");
     let rows: Vec<_> = ROWS
