@@ -197,7 +197,7 @@ async fn ingest_inner(
     if state.disk_low.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(IngestError::DiskLow);
     }
-    if state.store.tail_rows() > state.config.store_max_unsealed {
+    if state.store_lag() > state.config.store_max_unsealed as u64 {
         return Err(IngestError::StoreBehind);
     }
     let limits = &state.config.limits;

@@ -52,9 +52,25 @@ pub struct AppState {
     pub install_limiter: DefaultKeyedRateLimiter<u128>,
     /// The embedded store, loaded from the log by the loader thread.
     pub store: Arc<opentally_store::Store>,
+    /// Events the store had read from the log when the writer started appending.
+    pub loaded_at_start: u64,
 }
 
 impl AppState {
+    /// Events acknowledged that the store's loader has not read from the log yet.
+    pub fn unloaded_events(&self) -> u64 {
+        let loaded = self
+            .store
+            .loaded_events()
+            .saturating_sub(self.loaded_at_start);
+        self.writer.appended_events().saturating_sub(loaded)
+    }
+
+    /// Events acknowledged but not yet sealed into parts, read or not: the store's lag.
+    pub fn store_lag(&self) -> u64 {
+        self.unloaded_events() + self.store.tail_rows() as u64
+    }
+
     /// The project of a write key, once the key's request rate allows another request.
     fn authorise(&self, key: &str) -> Result<Arc<Project>, IngestError> {
         let project = match self.keys.project_for_write_key(key) {
@@ -97,6 +113,7 @@ impl Loader {
         let thread = std::thread::Builder::new()
             .name("opentally-loader".into())
             .spawn(move || {
+                lower_priority();
                 store.run_loader(
                     &|| writer.durable_pos(),
                     &|| writer.checkpoint_pos(),
@@ -113,8 +130,23 @@ impl Loader {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+/// The loader's nice value: above the handlers' and the writer's, so that under a burst the
+/// cores go to acknowledging events, and loading (work that can wait, bounded by
+/// `store_max_unsealed_events`) takes what is left.
+const LOADER_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority (on Linux, nice is per thread; elsewhere it
+/// would be the whole process's, so it is left alone).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, LOADER_NICE) {
+        tracing::warn!(error = %e, "could not lower the loader's priority");
     }
 }
 
@@ -171,6 +203,7 @@ impl Collector {
             Some(writer.durable_pos()),
         )?);
         store.prepare_loading()?;
+        let loaded_at_start = store.loaded_events();
         let loader =
             Loader::start(store.clone(), writer.clone()).map_err(|source| StartError::Log {
                 path: wcfg.log_dir.clone(),
@@ -178,6 +211,7 @@ impl Collector {
             })?;
         let state = Arc::new(AppState {
             store,
+            loaded_at_start,
             keys: auth::KeyCache::new(meta.clone()),
             meta,
             writer,
@@ -258,6 +292,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     #[allow(clippy::cast_possible_wrap)]
     {
         m.store_tail_events.set(store.tail_rows as i64);
+        m.store_unloaded_events.set(state.unloaded_events() as i64);
         m.store_parts.set(store.parts as i64);
         m.store_part_bytes.set(store.part_bytes as i64);
     }

@@ -30,8 +30,10 @@ pub struct Metrics {
     pub group_requests: Histogram,
     pub log_bytes: Counter,
     pub queue_depth: Gauge,
-    /// Events acknowledged but not yet sealed into parts: the store's lag.
+    /// Events loaded from the log but not yet sealed into parts.
     pub store_tail_events: Gauge,
+    /// Events acknowledged but not yet read from the log by the store's loader.
+    pub store_unloaded_events: Gauge,
     pub store_parts: Gauge,
     pub store_part_bytes: Gauge,
 }
@@ -90,8 +92,14 @@ impl Default for Metrics {
         let store_tail_events = Gauge::default();
         registry.register(
             "store_tail_events",
-            "Events loaded from the log but not yet sealed into parts (the store's lag)",
+            "Events loaded from the log but not yet sealed into parts",
             store_tail_events.clone(),
+        );
+        let store_unloaded_events = Gauge::default();
+        registry.register(
+            "store_unloaded_events",
+            "Events acknowledged but not yet read from the log by the store's loader",
+            store_unloaded_events.clone(),
         );
         let store_parts = Gauge::default();
         registry.register("store_parts", "Live Parquet parts", store_parts.clone());
@@ -112,6 +120,7 @@ impl Default for Metrics {
             log_bytes,
             queue_depth,
             store_tail_events,
+            store_unloaded_events,
             store_parts,
             store_part_bytes,
         }

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,9 +75,16 @@ pub struct WriterHandle {
     alive: Arc<AtomicBool>,
     durable: Arc<std::sync::Mutex<wal::LogPos>>,
     checkpointed: Arc<std::sync::Mutex<wal::LogPos>>,
+    appended: Arc<AtomicU64>,
 }
 
 impl WriterHandle {
+    /// Events made durable since the writer started (new ones; duplicates are not written).
+    /// Counted before [`WriterHandle::durable_pos`] moves past them.
+    pub fn appended_events(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
+    }
+
     /// Where the dedup index's last checkpoint reaches: a restart replays the log from here, so
     /// segments before it are not needed by the writer.
     pub fn checkpoint_pos(&self) -> wal::LogPos {
@@ -172,7 +179,9 @@ pub fn start(
     let alive = Arc::new(AtomicBool::new(true));
     let durable = Arc::new(std::sync::Mutex::new(log.position()));
     let checkpointed = Arc::new(std::sync::Mutex::new(index.checkpoint()));
+    let appended = Arc::new(AtomicU64::new(0));
     let mut state = WriterState {
+        appended: appended.clone(),
         durable: durable.clone(),
         checkpointed: checkpointed.clone(),
         log,
@@ -197,6 +206,7 @@ pub fn start(
             alive,
             durable,
             checkpointed,
+            appended,
         },
         join,
         report,
@@ -205,6 +215,7 @@ pub fn start(
 
 struct WriterState {
     log: LogWriter,
+    appended: Arc<AtomicU64>,
     durable: Arc<std::sync::Mutex<wal::LogPos>>,
     checkpointed: Arc<std::sync::Mutex<wal::LogPos>>,
     index: DedupIndex,
@@ -307,6 +318,8 @@ impl WriterState {
         match outcome {
             Ok(()) => {
                 self.metrics.log_bytes.inc_by(framed.len() as u64);
+                self.appended
+                    .fetch_add(new_ids.len() as u64, Ordering::Release);
                 *self
                     .durable
                     .lock()

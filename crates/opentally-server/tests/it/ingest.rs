@@ -342,6 +342,51 @@ async fn a_store_behind_on_sealing_gets_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_log_the_loader_has_not_read_counts_as_lag() {
+    let overrides = RawConfig {
+        store_max_unsealed_events: Some(2),
+        ..RawConfig::default()
+    };
+    // A loader that looks at the log once, at start, and then not for an hour: what is
+    // acknowledged after that stays unread (as under a burst that keeps the loader off the cores).
+    let h = Harness::with_config("unread", Some(CATALOG), overrides, |c| {
+        c.store.poll = std::time::Duration::from_secs(3_600);
+    });
+    for _ in 0..250 {
+        if h.state.store.stats().load_rounds > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.state.store.stats().load_rounds, 1);
+    let (got, _, resp) = h
+        .send(h.batch(&json!({"batch": [event("u1"), event("u2"), event("u3")]})))
+        .await;
+    assert_eq!(got, StatusCode::OK, "{resp}");
+    assert_eq!(h.state.store.tail_rows(), 0, "the loader is asleep");
+    assert_eq!(h.state.unloaded_events(), 3);
+    let (got, retry, resp) = h.send(h.batch(&json!({"batch": [event("u4")]}))).await;
+    assert_eq!(
+        (got.as_u16(), resp["code"].as_str()),
+        (429, Some("store_behind")),
+        "{resp}"
+    );
+    assert_eq!(retry.as_deref(), Some("1"));
+    let metrics = axum::http::Request::get("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, text) = h.send(metrics).await;
+    let text = text.as_str().unwrap();
+    assert!(text.contains("opentally_store_unloaded_events 3"), "{text}");
+    // Reading and sealing the log clears the lag; ingest resumes.
+    h.state.store.catch_up(None).unwrap();
+    assert_eq!(h.state.unloaded_events(), 0);
+    h.state.store.seal().unwrap();
+    let (got, _, resp) = h.send(h.batch(&json!({"batch": [event("u4")]}))).await;
+    assert_eq!(got, StatusCode::OK, "{resp}");
+}
+
+#[tokio::test]
 async fn gzip_bodies_are_accepted() {
     let h = Harness::new("gzip", Some(CATALOG), RawConfig::default());
     let body = gzip(
@@ -475,6 +520,7 @@ async fn health_readiness_and_metrics() {
         "opentally_log_group_requests_count 1",
         "opentally_writer_queue_depth 0",
         "opentally_store_tail_events 1",
+        "opentally_store_unloaded_events 0",
         "opentally_store_parts 0",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");

@@ -56,8 +56,20 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(name: &str, catalog: Option<&str>, overrides: RawConfig) -> Harness {
+        Harness::with_config(name, catalog, overrides, |_| {})
+    }
+
+    /// Like [`Harness::new`], with settings no flag reaches changed by `tweak`.
+    pub fn with_config(
+        name: &str,
+        catalog: Option<&str>,
+        overrides: RawConfig,
+        tweak: impl FnOnce(&mut opentally_server::Config),
+    ) -> Harness {
         let dir = TempDir::new(name);
-        let collector = Collector::open(config(&dir, &overrides)).unwrap();
+        let mut config = config(&dir, &overrides);
+        tweak(&mut config);
+        let collector = Collector::open(config).unwrap();
         let created = collector.state.meta.create_project("p", catalog).unwrap();
         Harness {
             state: collector.state.clone(),
