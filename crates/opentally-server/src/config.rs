@@ -73,6 +73,9 @@ settings! {
     store_seal_secs: u64 = 10u64;
     /// Above this many acknowledged events not yet sealed into parts, ingest answers 429.
     store_max_unsealed_events: usize = 2_000_000usize;
+    /// Nice value of the store's loader thread (Linux), 0 to 19: above 0, bursts of ingest get
+    /// the cores first and loading catches up after; 0 gives loading an equal share.
+    store_loader_nice: i32 = 10i32;
     /// Days of events the store keeps (older days are dropped hourly); 0 keeps them forever.
     store_retention_days: u32 = 0u32;
     /// Memory the store may keep parts' per-install sequences in (funnels, paths), in MiB; 0
@@ -101,6 +104,7 @@ pub struct Config {
     pub segment_bytes: u64,
     pub store: opentally_store::Options,
     pub store_max_unsealed: usize,
+    pub loader_nice: i32,
     pub query_limits: opentally_store::Limits,
 }
 
@@ -227,6 +231,15 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
             "store_max_unsealed_events",
             r.store_max_unsealed_events.expect("defaulted"),
         )?,
+        loader_nice: match r.store_loader_nice.expect("defaulted") {
+            n @ 0..=19 => n,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "store_loader_nice",
+                    message: "must be from 0 to 19".into(),
+                });
+            }
+        },
         query_limits: opentally_store::Limits {
             time: std::time::Duration::from_secs(positive(
                 "query_timeout_secs",
@@ -308,6 +321,18 @@ mod tests {
             e.to_string(),
             "setting `listen`: \"localhost\" is not an address:port such as 127.0.0.1:8080"
         );
+        for nice in ["-1", "20"] {
+            let e = resolve(
+                RawConfig::default(),
+                RawConfig::from_env(env(&[("OPENTALLY_STORE_LOADER_NICE", nice)])).unwrap(),
+                RawConfig::default(),
+            )
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "setting `store_loader_nice`: must be from 0 to 19"
+            );
+        }
     }
 
     #[test]

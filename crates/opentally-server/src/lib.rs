@@ -107,13 +107,14 @@ impl Loader {
     fn start(
         store: Arc<opentally_store::Store>,
         writer: writer::WriterHandle,
+        nice: i32,
     ) -> std::io::Result<Loader> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_thread = stop.clone();
         let thread = std::thread::Builder::new()
             .name("opentally-loader".into())
             .spawn(move || {
-                lower_priority();
+                lower_priority(nice);
                 store.run_loader(
                     &|| writer.durable_pos(),
                     &|| writer.checkpoint_pos(),
@@ -136,18 +137,19 @@ impl Loader {
     }
 }
 
-/// The loader's nice value: above the handlers' and the writer's, so that under a burst the
-/// cores go to acknowledging events, and loading (work that can wait, bounded by
-/// `store_max_unsealed_events`) takes what is left.
-const LOADER_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority (on Linux, nice is per thread; elsewhere it
-/// would be the whole process's, so it is left alone).
-fn lower_priority() {
+/// Lowers the calling thread's scheduling priority to `nice` (`store_loader_nice`): above the
+/// handlers' and the writer's, under a burst the cores go to acknowledging events, and loading
+/// (work that can wait, bounded by `store_max_unsealed_events`) takes what is left. On Linux nice
+/// is per thread; elsewhere it would be the whole process's, so it is left alone.
+fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, LOADER_NICE) {
+    if nice > 0
+        && let Err(e) = rustix::process::setpriority_process(None, nice)
+    {
         tracing::warn!(error = %e, "could not lower the loader's priority");
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 impl Drop for Loader {
@@ -205,9 +207,11 @@ impl Collector {
         store.prepare_loading()?;
         let loaded_at_start = store.loaded_events();
         let loader =
-            Loader::start(store.clone(), writer.clone()).map_err(|source| StartError::Log {
-                path: wcfg.log_dir.clone(),
-                source,
+            Loader::start(store.clone(), writer.clone(), config.loader_nice).map_err(|source| {
+                StartError::Log {
+                    path: wcfg.log_dir.clone(),
+                    source,
+                }
             })?;
         let state = Arc::new(AppState {
             store,

@@ -386,6 +386,51 @@ async fn a_log_the_loader_has_not_read_counts_as_lag() {
     assert_eq!(got, StatusCode::OK, "{resp}");
 }
 
+/// The nice values of this process's threads named `name`, from `/proc`.
+#[cfg(target_os = "linux")]
+fn thread_nices(name: &str) -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if comm.trim_end() != name {
+                return None;
+            }
+            // Fields after the command's closing parenthesis; nice is the line's 19th field.
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split(' ').nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_loader_runs_at_its_configured_nice_value() {
+    // Values no other test uses, and not the 0 a new thread inherits: other tests' loaders
+    // (nice 10) may be running in this process too.
+    for (nice, name) in [(7, "nice7"), (13, "nice13")] {
+        let overrides = RawConfig {
+            store_loader_nice: Some(nice),
+            ..RawConfig::default()
+        };
+        let h = Harness::new(name, Some(CATALOG), overrides);
+        // The thread sets its own priority as it starts, before its first round.
+        for _ in 0..250 {
+            if h.state.store.stats().load_rounds > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let nices = thread_nices("opentally-loade");
+        assert!(nices.contains(&i64::from(nice)), "{nices:?}");
+        drop(h);
+    }
+}
+
 #[tokio::test]
 async fn gzip_bodies_are_accepted() {
     let h = Harness::new("gzip", Some(CATALOG), RawConfig::default());
