@@ -211,7 +211,6 @@ struct State {
     tail_rollups: HashMap<String, Vec<Arc<RollupSet>>>,
     /// The sequences of each tail batch, per project, made by the first query that needs them.
     tail_sequences: HashMap<String, Vec<TailSequences>>,
-    tail_rows: usize,
     /// The log position the tail reaches.
     tail_pos: LogPos,
     tail_since: Option<Instant>,
@@ -333,8 +332,9 @@ pub struct Store {
     /// Events read from the log since the store was opened (erased ones too).
     loaded_events: std::sync::atomic::AtomicU64,
     load_rounds: std::sync::atomic::AtomicU64,
-    /// `State::tail_rows`, readable without the state's lock: every ingest request asks, and a
-    /// reader must never queue behind the loader waiting to write.
+    /// Events in the tail. Changed only under the state's write lock, with the tail, but read
+    /// without the lock: every ingest request asks, and must never queue behind the loader
+    /// waiting to write.
     tail_rows: std::sync::atomic::AtomicUsize,
 }
 
@@ -476,8 +476,7 @@ impl Store {
                 ControlFlow::Continue(())
             }
         })?;
-        self.loaded_events
-            .fetch_add(read as u64, std::sync::atomic::Ordering::Relaxed);
+        self.loaded_events.fetch_add(read as u64, Ordering::Relaxed);
         if bad > 0 {
             tracing::error!(
                 bad,
@@ -512,10 +511,10 @@ impl Store {
         if added > 0 && state.tail_since.is_none() {
             state.tail_since = Some(Instant::now());
         }
-        state.tail_rows += added;
-        self.tail_rows.store(state.tail_rows, Ordering::Relaxed);
+        self.tail_rows.fetch_add(added, Ordering::Relaxed);
         state.tail_pos = end.max(from);
-        // A stop on the last record before `until` leaves nothing more; the next round finds so.
+        // `stopped` only says the log may hold more: a stop on its last record before `until`
+        // is found out by the next round, which reads nothing.
         Ok((added, stopped))
     }
 
@@ -533,8 +532,7 @@ impl Store {
                 .entry(project.to_owned())
                 .or_default()
                 .push(b.finish());
-            s.tail_rows += events.len();
-            self.tail_rows.store(s.tail_rows, Ordering::Relaxed);
+            self.tail_rows.fetch_add(events.len(), Ordering::Relaxed);
         }
         self.seal_locked()
     }
@@ -542,10 +540,11 @@ impl Store {
     /// True when the tail is due to be sealed.
     pub fn seal_due(&self) -> bool {
         let s = self.read();
-        s.tail_rows >= self.options.seal_rows
+        let tail_rows = self.tail_rows();
+        tail_rows >= self.options.seal_rows
             || s.tail_since
                 .is_some_and(|t| t.elapsed() >= self.options.seal_after)
-            || (s.tail_rows == 0 && s.tail_pos != s.manifest.log)
+            || (tail_rows == 0 && s.tail_pos != s.manifest.log)
     }
 
     /// Writes the tail as parts (one per project and day, sorted by event and time), then swaps
@@ -592,7 +591,6 @@ impl Store {
         s.tail.clear();
         s.tail_rollups.clear();
         s.tail_sequences.clear();
-        s.tail_rows = 0;
         self.tail_rows.store(0, Ordering::Relaxed);
         s.tail_since = None;
         Ok(rows)
@@ -749,12 +747,10 @@ impl Store {
         names
     }
 
-    /// Events loaded but not yet sealed.
     /// Events read from the log since the store was opened, the read at opening included:
     /// what a writer that counts the events it appends compares to know how far loading lags.
     pub fn loaded_events(&self) -> u64 {
-        self.loaded_events
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.loaded_events.load(Ordering::Relaxed)
     }
 
     /// Events loaded but not sealed; reads no lock.
@@ -768,7 +764,7 @@ impl Store {
             parts: s.parts.len(),
             part_rows: s.parts.iter().map(|p| p.meta.rows).sum(),
             part_bytes: s.parts.iter().map(|p| p.meta.bytes).sum(),
-            tail_rows: s.tail_rows,
+            tail_rows: self.tail_rows(),
             loaded_to: s.tail_pos,
             sealed_to: s.manifest.log,
             sequence_cache_bytes: self
@@ -834,7 +830,7 @@ impl Store {
     pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<bool, StoreError> {
         let _one = self.lock_mutations();
         let (_, more) = self.catch_up_locked(Some(durable), self.options.seal_rows)?;
-        let nonempty = self.read().tail_rows > 0;
+        let nonempty = self.tail_rows() > 0;
         if self.seal_due() || (force_seal && nonempty && !more) {
             self.seal_locked()?;
             // Compaction waits until loading has caught up: it rewrites whole days, work that
@@ -910,8 +906,10 @@ impl Store {
             );
             s.tail.insert(project.to_owned(), new_tail);
             s.tail_rollups.insert(project.to_owned(), rollups);
-            s.tail_rows -= usize::try_from(tail_removed).expect("a tail fits in memory");
-            self.tail_rows.store(s.tail_rows, Ordering::Relaxed);
+            self.tail_rows.fetch_sub(
+                usize::try_from(tail_removed).expect("a tail fits in memory"),
+                Ordering::Relaxed,
+            );
         }
         Ok(removed)
     }
