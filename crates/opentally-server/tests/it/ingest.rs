@@ -7,7 +7,7 @@ use opentally_protocol::Reason;
 use opentally_server::config::RawConfig;
 use serde_json::{Value, json};
 
-use crate::{CATALOG, Harness, event, gzip, post};
+use crate::{CATALOG, Harness, event, get, gzip, post, wait_until};
 
 // (name, header, body key, expected status, expected error code)
 type Case<'a> = (
@@ -322,12 +322,7 @@ async fn a_store_behind_on_sealing_gets_429_with_retry_after() {
         .await;
     assert_eq!(got, StatusCode::OK, "{resp}");
     // Once the loader holds the three unsealed events, ingest pushes back.
-    for _ in 0..250 {
-        if h.state.store.tail_rows() == 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(|| h.state.store.tail_rows() == 3).await;
     let (got, retry, resp) = h.send(h.batch(&json!({"batch": [event("l4")]}))).await;
     assert_eq!(
         (got.as_u16(), resp["code"].as_str()),
@@ -352,12 +347,7 @@ async fn a_log_the_loader_has_not_read_counts_as_lag() {
     let h = Harness::with_config("unread", Some(CATALOG), overrides, |c| {
         c.store.poll = std::time::Duration::from_secs(3_600);
     });
-    for _ in 0..250 {
-        if h.state.store.stats().load_rounds > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(|| h.state.store.stats().load_rounds > 0).await;
     assert_eq!(h.state.store.stats().load_rounds, 1);
     let (got, _, resp) = h
         .send(h.batch(&json!({"batch": [event("u1"), event("u2"), event("u3")]})))
@@ -372,10 +362,7 @@ async fn a_log_the_loader_has_not_read_counts_as_lag() {
         "{resp}"
     );
     assert_eq!(retry.as_deref(), Some("1"));
-    let metrics = axum::http::Request::get("/metrics")
-        .body(Body::empty())
-        .unwrap();
-    let (_, _, text) = h.send(metrics).await;
+    let (_, _, text) = h.send(get("/metrics")).await;
     let text = text.as_str().unwrap();
     assert!(text.contains("opentally_store_unloaded_events 3"), "{text}");
     // Reading and sealing the log clears the lag; ingest resumes.
@@ -408,8 +395,8 @@ fn thread_nices(name: &str) -> Vec<i64> {
 }
 
 #[cfg(target_os = "linux")]
-#[test]
-fn the_loader_runs_at_its_configured_nice_value() {
+#[tokio::test]
+async fn the_loader_runs_at_its_configured_nice_value() {
     // Values no other test uses, and not the 0 a new thread inherits: other tests' loaders
     // (nice 10) may be running in this process too.
     for (nice, name) in [(7, "nice7"), (13, "nice13")] {
@@ -419,12 +406,7 @@ fn the_loader_runs_at_its_configured_nice_value() {
         };
         let h = Harness::new(name, Some(CATALOG), overrides);
         // The thread sets its own priority as it starts, before its first round.
-        for _ in 0..250 {
-            if h.state.store.stats().load_rounds > 0 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_until(|| h.state.store.stats().load_rounds > 0).await;
         let nices = thread_nices("opentally-loade");
         assert!(nices.contains(&i64::from(nice)), "{nices:?}");
         drop(h);
@@ -544,17 +526,11 @@ async fn single_message_endpoints_take_the_key_from_the_body() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let h = Harness::new("ops", Some(CATALOG), RawConfig::default());
-    let get = |p: &str| axum::http::Request::get(p).body(Body::empty()).unwrap();
     assert_eq!(h.send(get("/healthz")).await.0, StatusCode::OK);
     assert_eq!(h.send(get("/readyz")).await.0, StatusCode::OK);
     h.send(h.batch(&json!({"batch": [event("m1")]}))).await;
     // The loader picks the event up from the log within its poll interval.
-    for _ in 0..250 {
-        if h.state.store.stats().tail_rows == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(|| h.state.store.stats().tail_rows == 1).await;
     let (status, _, text) = h.send(get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap().to_owned();

@@ -117,6 +117,22 @@ pub fn post(path: &str) -> axum::http::request::Builder {
     Request::post(path).header("content-type", "application/json")
 }
 
+/// A GET request with no body.
+pub fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// Waits (at most 5 s) until `done` holds, as a background thread gets there; the caller
+/// asserts afterwards.
+pub async fn wait_until(done: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

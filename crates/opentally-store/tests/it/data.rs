@@ -225,14 +225,18 @@ pub fn write_log_in_segments(
     log.position()
 }
 
+/// Every row of the hand-built history as a stored event, with its index.
+pub fn events() -> Vec<(usize, StoredEvent)> {
+    ROWS.iter()
+        .enumerate()
+        .map(|(i, r)| (i, event(i, r)))
+        .collect()
+}
+
 /// A data dir holding the history of project `demo`.
 pub fn history(name: &str) -> PathBuf {
     let dir = temp_dir(name);
-    let rows: Vec<(usize, StoredEvent)> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, event(i, r)))
-        .collect();
+    let rows = events();
     write_log(&dir, "demo", &rows, 5);
     dir
 }

@@ -21,11 +21,7 @@ fn states() -> Vec<(&'static str, Store)> {
 
     // Half sealed, half in the tail.
     let dir = data::temp_dir("mixed");
-    let rows: Vec<_> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, data::event(i, r)))
-        .collect();
+    let rows = data::events();
     data::write_log(&dir, "demo", &rows[..6], 4);
     let s = Store::open(&dir, Options::default()).unwrap();
     s.prepare_loading().unwrap();

@@ -8,7 +8,7 @@ use opentally_store::wal::{self, LogPos};
 use opentally_store::{Limits, Options, QueryError, Store};
 use serde_json::{Value, json};
 
-use crate::data::{self, ROWS};
+use crate::data;
 
 fn count(store: &Store) -> (i64, i64) {
     let t = data::runtime()
@@ -81,11 +81,7 @@ fn the_loader_reads_only_what_the_writer_made_durable() {
 #[test]
 fn a_loader_far_behind_reads_and_seals_the_log_a_piece_at_a_time() {
     let dir = data::temp_dir("pieces");
-    let rows: Vec<_> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, data::event(i, r)))
-        .collect();
+    let rows = data::events();
     let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1 << 20);
     // Opened before the log was written: the loader finds all 12 events behind it.
     let options = Options {
@@ -119,11 +115,7 @@ fn a_loader_far_behind_reads_and_seals_the_log_a_piece_at_a_time() {
 #[test]
 fn the_dump_prints_every_event_once_from_parts_and_tail() {
     let dir = data::temp_dir("dump");
-    let rows: Vec<_> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, data::event(i, r)))
-        .collect();
+    let rows = data::events();
     data::write_log(&dir, "demo", &rows[..7], 3);
     let s = Store::open(&dir, Options::default()).unwrap();
     s.prepare_loading().unwrap();
@@ -155,11 +147,7 @@ fn the_dump_prints_every_event_once_from_parts_and_tail() {
 #[test]
 fn compaction_keeps_every_event_and_spares_parts_a_query_holds() {
     let dir = data::temp_dir("compact");
-    let rows: Vec<_> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, data::event(i, r)))
-        .collect();
+    let rows = data::events();
     let opts = Options {
         compact_parts: 2,
         ..Options::default()
@@ -275,11 +263,7 @@ fn sql_is_read_only_bounded_and_says_what_is_wrong() {
 #[test]
 fn sealed_log_segments_are_removed_only_when_the_writer_no_longer_needs_them() {
     let dir = data::temp_dir("segments");
-    let rows: Vec<_> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, data::event(i, r)))
-        .collect();
+    let rows = data::events();
     // Segments of 1 KiB: about one record each.
     let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1024);
     let segments = wal::list_segments(&dir.join("log")).unwrap().len();
@@ -302,11 +286,7 @@ fn sealed_log_segments_are_removed_only_when_the_writer_no_longer_needs_them() {
 #[test]
 fn erasing_an_install_removes_it_from_parts_tail_and_every_reload() {
     let dir = data::temp_dir("erase");
-    let rows: Vec<_> = ROWS
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, data::event(i, r)))
-        .collect();
+    let rows = data::events();
     // B's first two events get sealed into a part; its last one stays in the tail.
     data::write_log(&dir, "demo", &rows[..8], 4);
     let s = Store::open(&dir, Options::default()).unwrap();
