@@ -708,8 +708,15 @@ impl InsightQuery {
             return Ok(None);
         }
         let started = Instant::now();
+        // `ts >= since` and `ts < until` on micro-second times, for bounds in nanoseconds.
+        let micros = |t: Timestamp| {
+            let n = t.unix_nanos();
+            i64::try_from(n.div_euclid(1000) + i128::from(n.rem_euclid(1000) != 0)).ok()
+        };
+        let since = self.filters.since.and_then(micros);
+        let until = self.filters.until.and_then(micros);
         let Some(parts) = snapshot
-            .sequences()
+            .sequences(since, until, matches!(self.insight, Insight::Paths { .. }))
             .map_err(|e| QueryError::Internal(e.to_string()))?
         else {
             return Ok(None);
@@ -722,13 +729,6 @@ impl InsightQuery {
         let refs: Vec<&Sequences> = parts.iter().map(AsRef::as_ref).collect();
         let (names, codes) = sequence::shared_codes(&refs);
         let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
-        // `ts >= since` and `ts < until` on micro-second times, for bounds in nanoseconds.
-        let micros = |t: Timestamp| {
-            let n = t.unix_nanos();
-            i64::try_from(n.div_euclid(1000) + i128::from(n.rem_euclid(1000) != 0)).ok()
-        };
-        let since = self.filters.since.and_then(micros);
-        let until = self.filters.until.and_then(micros);
         let mut tables = BTreeMap::new();
         match &self.insight {
             Insight::Funnel { steps, window_secs } => {

@@ -44,6 +44,12 @@ pub struct Options {
     /// Memory the parts may keep their per-install sequences in, for funnels and paths (parts
     /// beyond it read theirs from disk at each query).
     pub sequence_cache_bytes: usize,
+    /// Paths read the sequences of each block of this many days (counted from the epoch) as
+    /// one, each install's runs joined, once the block is two days past and has several parts;
+    /// in the block not yet past, blocks of an eighth as many days (0: never). Funnels read the
+    /// parts: they skip an install's later parts once its funnel is settled, which a span
+    /// cannot.
+    pub sequence_span_days: u32,
 }
 
 impl Default for Options {
@@ -56,6 +62,7 @@ impl Default for Options {
             compact_rows: 2_000_000,
             retention_days: None,
             sequence_cache_bytes: 256 << 20,
+            sequence_span_days: 32,
         }
     }
 }
@@ -193,6 +200,18 @@ impl LivePart {
         }
     }
 
+    /// Lets go of the part's sequences if it keeps them in memory (a span holds them now).
+    fn release_sequences(&self) {
+        let kept = self
+            .sequences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(s) = kept {
+            self.cache.used.fetch_sub(s.size(), Ordering::Relaxed);
+        }
+    }
+
     /// The part's files: its events, and its rollup and sequences when it has them.
     fn files(&self) -> impl Iterator<Item = &PathBuf> {
         std::iter::once(&self.path)
@@ -239,45 +258,170 @@ fn tail_sequences(batch: &RecordBatch) -> Result<Option<DaySequences>, StoreErro
     Ok(Some(out))
 }
 
+/// Spans: the sequences of a block of days' parts merged into one (see
+/// [`Options::sequence_span_days`]), made by the first query that can use them and kept while
+/// the block's parts stay the same.
+#[derive(Debug)]
+struct SpanCache {
+    /// By project, first day and days.
+    spans: std::sync::Mutex<HashMap<(String, i64, i64), Arc<Span>>>,
+    memory: Arc<SequenceCache>,
+}
+
+#[derive(Debug)]
+struct Span {
+    /// The ids of the parts merged, in walk order.
+    parts: Vec<u64>,
+    made: std::sync::Mutex<Made>,
+    memory: Arc<SequenceCache>,
+}
+
+#[derive(Debug)]
+enum Made {
+    Not,
+    /// Kept in memory (counted in the sequence cache).
+    Kept(Arc<Sequences>),
+    /// The parts hold an install's events out of time order: they cannot be joined.
+    Unmergeable,
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        if let Made::Kept(s) = self
+            .made
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            self.memory.used.fetch_sub(s.size(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl SpanCache {
+    /// The span of `parts` (one block of a project's days, in walk order): merged now if it
+    /// was not yet; `None` when the parts cannot be joined.
+    fn get(
+        &self,
+        project: &str,
+        first_day: i64,
+        days: i64,
+        parts: &[&Arc<LivePart>],
+    ) -> Result<Option<Arc<Sequences>>, StoreError> {
+        let ids: Vec<u64> = parts.iter().map(|p| p.meta.id).collect();
+        let span = {
+            let mut spans = self
+                .spans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = spans
+                .entry((project.to_owned(), first_day, days))
+                .or_insert_with(|| self.empty(Vec::clone(&ids)));
+            if slot.parts != ids {
+                *slot = self.empty(ids);
+            }
+            slot.clone()
+        };
+        let mut made = span
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*made {
+            Made::Kept(s) => return Ok(Some(s.clone())),
+            Made::Unmergeable => return Ok(None),
+            Made::Not => {}
+        }
+        let mut seqs = Vec::with_capacity(parts.len());
+        for p in parts {
+            let Some(s) = p.sequences()? else {
+                return Ok(None);
+            };
+            seqs.push(s);
+        }
+        let refs: Vec<&Sequences> = seqs.iter().map(AsRef::as_ref).collect();
+        let (names, codes) = sequence::shared_codes(&refs);
+        let joined: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
+        let Some(bytes) = sequence::merge(&joined, &names) else {
+            *made = Made::Unmergeable;
+            return Ok(None);
+        };
+        let merged = Arc::new(
+            Sequences::parse(bytes)
+                .map_err(|e| StoreError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?,
+        );
+        // The span replaces its parts' sequences in memory.
+        for p in parts {
+            p.release_sequences();
+        }
+        if self.memory.reserve(merged.size()) {
+            *made = Made::Kept(merged.clone());
+        }
+        Ok(Some(merged))
+    }
+
+    fn empty(&self, parts: Vec<u64>) -> Arc<Span> {
+        Arc::new(Span {
+            parts,
+            made: std::sync::Mutex::new(Made::Not),
+            memory: self.memory.clone(),
+        })
+    }
+
+    /// Drops the spans that hold any of `parts` (replaced or erased: their events must not
+    /// outlive them in memory).
+    fn forget(&self, parts: &HashSet<u64>) {
+        self.spans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, span| !span.parts.iter().any(|id| parts.contains(id)));
+    }
+
+    /// Spans kept in memory.
+    fn kept(&self) -> usize {
+        self.spans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|s| {
+                matches!(
+                    *s.made
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    Made::Kept(_)
+                )
+            })
+            .count()
+    }
+}
+
 /// What a query reads: a project's parts and its share of the tail, fixed when taken.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    pub project: String,
     pub parts: Vec<Arc<LivePart>>,
     pub tail: Vec<RecordBatch>,
     pub tail_rollups: Vec<Arc<RollupSet>>,
     tail_sequences: Vec<TailSequences>,
+    spans: Arc<SpanCache>,
+    span_days: u32,
 }
 
 impl Snapshot {
-    /// The per-install event sequences of every part and of the tail, in time order (by day,
-    /// then as loaded); `None` when a part has none.
-    pub fn sequences(&self) -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
-        let mut parts: Vec<&Arc<LivePart>> = self.parts.iter().collect();
-        parts.sort_by_key(|p| (p.meta.day, p.meta.id));
-        // Read on two threads: most of the time is copying the files out of the page cache.
-        let half = parts.len().div_ceil(2);
-        let read = |ps: &[&Arc<LivePart>]| -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
-            ps.iter().map(|p| p.sequences()).collect()
-        };
-        let (a, b) = std::thread::scope(|scope| {
-            let later = scope.spawn(|| read(&parts[half..]));
-            let first = read(&parts[..half]);
-            (
-                first,
-                later
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
-            )
-        });
-        let (Some(a), Some(b)) = (a?, b?) else {
-            return Ok(None);
-        };
-        let mut out: Vec<(i64, Arc<Sequences>)> = parts
-            .iter()
-            .map(|p| p.meta.day)
-            .zip(a.into_iter().chain(b))
-            .collect();
-        // The tail comes after the parts of its days, before those of later days.
+    /// The per-install event sequences of the parts and tail batches that hold events in
+    /// `[since, until)` (micro-seconds; unbounded when `None`), in time order (by day, then as
+    /// loaded); `joined`, a block of days read as one span where the range covers all of its
+    /// parts. `None` when a part has none.
+    pub fn sequences(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        joined: bool,
+    ) -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
+        let touches =
+            |min: i64, max: i64| since.is_none_or(|s| max >= s) && until.is_none_or(|u| min < u);
+        let within =
+            |min: i64, max: i64| since.is_none_or(|s| min >= s) && until.is_none_or(|u| max < u);
+        let mut tail: Vec<(i64, Arc<Sequences>)> = Vec::new();
+        let mut tail_days = std::collections::BTreeSet::new();
         for (batch, memo) in self.tail.iter().zip(&self.tail_sequences) {
             let made = if let Some(made) = memo.get() {
                 made
@@ -288,9 +432,93 @@ impl Snapshot {
             let Some(days) = made else {
                 return Ok(None);
             };
-            out.extend(days.iter().cloned());
+            for (day, s) in days {
+                let (from, to) = (day * MICROS_PER_DAY, (day + 1) * MICROS_PER_DAY - 1);
+                if touches(from, to) {
+                    tail_days.insert(*day);
+                    tail.push((*day, s.clone()));
+                }
+            }
         }
-        // Stable: within a day, parts and tail batches stay in the order they were loaded.
+        let mut parts: Vec<&Arc<LivePart>> = self.parts.iter().collect();
+        parts.sort_by_key(|p| (p.meta.day, p.meta.id));
+        let mut out: Vec<(i64, Arc<Sequences>)> = Vec::new();
+        let mut singles: Vec<&Arc<LivePart>> = Vec::new();
+        if joined && self.span_days > 0 {
+            #[allow(clippy::cast_possible_wrap)]
+            let today = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+                / 86_400) as i64;
+            // Blocks of `span_days`; where one is not yet past, blocks of an eighth of it, so
+            // that only the last few days are read part by part.
+            let sizes = [i64::from(self.span_days), i64::from(self.span_days / 8)];
+            let mut todo: Vec<(&[&Arc<LivePart>], usize)> = vec![(&parts[..], 0)];
+            while let Some((ps, level)) = todo.pop() {
+                let days = sizes[level];
+                let mut at = 0;
+                while at < ps.len() {
+                    let block = ps[at].meta.day.div_euclid(days);
+                    let end =
+                        at + ps[at..].partition_point(|p| p.meta.day.div_euclid(days) == block);
+                    let group = &ps[at..end];
+                    at = end;
+                    let (first_day, last_day) = (block * days, block * days + days - 1);
+                    let past = last_day + 2 <= today;
+                    let spanned = group.len() > 1
+                        && past
+                        && tail_days.range(first_day..=last_day).next().is_none()
+                        && group.iter().all(|p| within(p.meta.min_ts, p.meta.max_ts));
+                    if spanned
+                        && let Some(span) = self.spans.get(&self.project, first_day, days, group)?
+                    {
+                        out.push((first_day, span));
+                    } else if !past && level + 1 < sizes.len() && sizes[level + 1] > 0 {
+                        todo.push((group, level + 1));
+                    } else {
+                        singles.extend(
+                            group
+                                .iter()
+                                .filter(|p| touches(p.meta.min_ts, p.meta.max_ts)),
+                        );
+                    }
+                }
+            }
+        } else {
+            singles.extend(
+                parts
+                    .into_iter()
+                    .filter(|p| touches(p.meta.min_ts, p.meta.max_ts)),
+            );
+        }
+        // Read on two threads: most of the time is copying the files out of the page cache.
+        let half = singles.len().div_ceil(2);
+        let read = |ps: &[&Arc<LivePart>]| -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
+            ps.iter().map(|p| p.sequences()).collect()
+        };
+        let (a, b) = std::thread::scope(|scope| {
+            let later = scope.spawn(|| read(&singles[half..]));
+            let first = read(&singles[..half]);
+            (
+                first,
+                later
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            )
+        });
+        let (Some(a), Some(b)) = (a?, b?) else {
+            return Ok(None);
+        };
+        out.extend(
+            singles
+                .iter()
+                .map(|p| p.meta.day)
+                .zip(a.into_iter().chain(b)),
+        );
+        out.extend(tail);
+        // Stable: within a day, parts come before the tail (they were loaded first), each in
+        // the order it was loaded; a span's block holds no other part or tail batch.
         out.sort_by_key(|(day, _)| *day);
         Ok(Some(out.into_iter().map(|(_, s)| s).collect()))
     }
@@ -315,8 +543,10 @@ pub struct Stats {
     pub tail_rows: usize,
     pub loaded_to: LogPos,
     pub sealed_to: LogPos,
-    /// Memory the parts keep their sequences in (for funnels and paths).
+    /// Memory the parts and spans keep their sequences in (for funnels and paths).
     pub sequence_cache_bytes: usize,
+    /// Blocks of days whose sequences are kept joined in memory.
+    pub sequence_spans: usize,
     /// Rounds the loader has finished.
     pub load_rounds: u64,
 }
@@ -329,6 +559,7 @@ pub struct Store {
     state: RwLock<State>,
     mutations: std::sync::Mutex<()>,
     sequence_cache: Arc<SequenceCache>,
+    spans: Arc<SpanCache>,
     /// Events read from the log since the store was opened (erased ones too).
     loaded_events: std::sync::atomic::AtomicU64,
     load_rounds: std::sync::atomic::AtomicU64,
@@ -375,6 +606,10 @@ impl Store {
             options,
             state: RwLock::new(state),
             mutations: std::sync::Mutex::new(()),
+            spans: Arc::new(SpanCache {
+                spans: std::sync::Mutex::default(),
+                memory: sequence_cache.clone(),
+            }),
             sequence_cache,
             loaded_events: std::sync::atomic::AtomicU64::new(0),
             load_rounds: std::sync::atomic::AtomicU64::new(0),
@@ -721,6 +956,9 @@ impl Store {
     pub fn snapshot(&self, project: &str) -> Snapshot {
         let s = self.read();
         Snapshot {
+            project: project.to_owned(),
+            spans: self.spans.clone(),
+            span_days: self.options.sequence_span_days,
             parts: s
                 .parts
                 .iter()
@@ -771,6 +1009,7 @@ impl Store {
                 .sequence_cache
                 .used
                 .load(std::sync::atomic::Ordering::Relaxed),
+            sequence_spans: self.spans.kept(),
             load_rounds: self.load_rounds.load(Ordering::Relaxed),
         }
     }
@@ -974,6 +1213,7 @@ impl Store {
         manifest.parts.retain(|p| !replaced.contains(&p.id));
         manifest.parts.extend(added.iter().map(|(m, _)| m.clone()));
         manifest.store(&self.dir)?;
+        self.spans.forget(replaced);
         let mut s = self.write();
         s.manifest = manifest;
         let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut s.parts)

@@ -38,7 +38,7 @@ fn stored(i: usize, (install, session, name, minute, _): Ev, ordered: bool) -> S
     }
 }
 
-fn history() -> impl Strategy<Value = (Vec<Ev>, bool)> {
+fn history() -> impl Strategy<Value = (Vec<Ev>, bool, bool)> {
     (
         prop::collection::vec(
             (
@@ -51,6 +51,7 @@ fn history() -> impl Strategy<Value = (Vec<Ev>, bool)> {
             1..60,
         ),
         any::<bool>(),
+        any::<bool>(),
     )
 }
 
@@ -59,12 +60,16 @@ static CASE: AtomicUsize = AtomicUsize::new(0);
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
-    /// Rounds 0–2 are sealed one after the other, round 3 stays in the tail. A time-ordered
-    /// history is loaded in time order (each round a later stretch of time), so its parts never
-    /// disagree on an install's order and the walk answers; otherwise rounds are random and the
-    /// walk may hand over to the scan. Either way the answers are the scan's.
+    /// Rounds 0–2 are sealed one after the other, round 3 stays in the tail or is sealed too.
+    /// A time-ordered history is loaded in time order (each round a later stretch of time), so
+    /// its parts never disagree on an install's order and the walk answers; otherwise rounds
+    /// are random and the walk may hand over to the scan. With every round sealed, paths walk
+    /// the four days (one block of past days) as one span where the query covers them all.
+    /// Either way the answers are the scan's.
     #[test]
-    fn funnels_and_paths_from_sequences_match_the_scan((mut events, ordered) in history()) {
+    fn funnels_and_paths_from_sequences_match_the_scan(
+        (mut events, ordered, seal_all) in history()
+    ) {
         let rt = data::runtime();
         if ordered {
             events.sort_by_key(|e| e.3);
@@ -85,7 +90,7 @@ proptest! {
                 .collect();
             data::write_log(&dir, "demo", &some, 3);
             store.catch_up(None).unwrap();
-            if round < 3 {
+            if round < 3 || seal_all {
                 store.seal().unwrap();
             }
         }
@@ -110,6 +115,10 @@ proptest! {
                 serde_json::to_value(&scanned.tables).unwrap(),
                 "{}?{} from {}", kind, q, walked.source
             );
+        }
+        let parts = store.stats().parts;
+        if ordered && seal_all && parts > 1 {
+            prop_assert_eq!(store.stats().sequence_spans, 1, "{} parts", parts);
         }
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
@@ -166,6 +175,7 @@ fn the_sequence_cache_keeps_what_fits_and_lets_go_of_replaced_parts() {
         let opts = Options {
             sequence_cache_bytes: limit,
             compact_parts: 2,
+            sequence_span_days: 0,
             ..Options::default()
         };
         let store = Store::open(&dir, opts).unwrap();
@@ -254,4 +264,92 @@ fn erase_and_walk(sealed: bool) {
         paths(&store),
         serde_json::json!([["estimate", 2, 2], ["(end)", 1, 1], ["plot", 1, 1]])
     );
+}
+
+/// Paths walk the parts of a block of past days as one span once nothing in the tail shares its
+/// days: the same answers as part by part, a range that cuts the block reads the parts alone,
+/// and an erasure takes the span out of memory at once.
+#[test]
+fn a_block_of_past_days_is_walked_as_one_span() {
+    let rt = data::runtime();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let query =
+        |kind: &str, q: &str| InsightQuery::from_params(kind, &data::params(q), now).unwrap();
+    let answer = |store: &Store, query: &InsightQuery| {
+        let r = rt
+            .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+            .unwrap();
+        assert_eq!(r.source, "sequences");
+        serde_json::to_value(&r.tables).unwrap()
+    };
+    let queries = [
+        query("paths", "event=fit"),
+        query("funnel", "steps=fit,estimate&window=1d"),
+        query("paths", "event=fit&since=2026-11-03"),
+    ];
+    // Late events, loaded after the rest was sealed: E on 2026-11-09, in the 32-day block of
+    // 2026-10-10 to 11-10; F on 11-15, beside 11-16 in the 4-day block of 11-15 to 11-18 (the
+    // 32-day block from 11-11 is not past).
+    let late: Vec<(usize, StoredEvent)> =
+        [("2026-11-09T08:00:30Z", "E"), ("2026-11-15T08:00:00Z", "F")]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (time, install))| {
+                let row = (time, install, "s9", "fit", "1.0", "ok", None, 10.0, None);
+                (50 + i, data::event(50 + i, &row))
+            })
+            .collect();
+    let open = |name: &str, span_days: u32| {
+        let dir = data::history(name);
+        let opts = Options {
+            sequence_span_days: span_days,
+            ..Options::default()
+        };
+        let store = Store::open(&dir, opts).unwrap();
+        store.prepare_loading().unwrap();
+        store.seal().unwrap();
+        data::write_log(&dir, "demo", &late, 1);
+        store.catch_up(None).unwrap();
+        store
+    };
+    let parts = open("span-off", 0);
+    let spans = open("span-on", 32);
+    assert_eq!(spans.stats().parts, 5);
+    assert_eq!(spans.stats().tail_rows, 2);
+    let hand = serde_json::json!([
+        ["(end)", 4, 4],
+        ["estimate", 2, 2],
+        ["fit", 1, 1],
+        ["plot", 1, 1]
+    ]);
+    for q in &queries {
+        assert_eq!(answer(&spans, q), answer(&parts, q));
+    }
+    assert_eq!(
+        spans.stats().sequence_spans,
+        0,
+        "the tail holds events of both blocks"
+    );
+    // By hand (data::ROWS, E and F): after a fit, A's first session goes on to estimate and its
+    // second ends; B fits twice and ends; C estimates; D plots; E and F end.
+    assert_eq!(answer(&spans, &queries[0])["paths"]["rows"], hand);
+
+    spans.seal().unwrap();
+    parts.seal().unwrap();
+    assert_eq!(spans.stats().parts, 7);
+    for q in &queries {
+        assert_eq!(answer(&spans, q), answer(&parts, q));
+    }
+    assert_eq!(spans.stats().sequence_spans, 2);
+    assert_eq!(parts.stats().sequence_spans, 0);
+    assert_eq!(answer(&spans, &queries[0])["paths"]["rows"], hand);
+
+    // Erasing an install drops the span that held it before any query asks.
+    assert_eq!(spans.erase("demo", "E").unwrap(), 1);
+    assert_eq!(parts.erase("demo", "E").unwrap(), 1);
+    assert_eq!(spans.stats().sequence_spans, 1);
+    for q in &queries {
+        assert_eq!(answer(&spans, q), answer(&parts, q));
+    }
+    assert_eq!(spans.stats().sequence_spans, 2);
 }
