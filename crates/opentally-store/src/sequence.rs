@@ -32,6 +32,8 @@ use crate::hashing::HashKeyed;
 use crate::rollup::session_key;
 
 const MAGIC: &[u8; 8] = b"OTSEQ002";
+/// A span's transitions (see [`merge`]): only ever in memory.
+const SUMMARY_MAGIC: &[u8; 8] = b"OTSUM001";
 
 /// The install's key in sequence files: a stable 64-bit hash of its id.
 pub fn install_key(install: &str) -> u64 {
@@ -143,6 +145,7 @@ pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
 
 /// Writes the bytes of a `.seq` file, install by install in ascending key order.
 struct Builder {
+    magic: &'static [u8; 8],
     base: i64,
     keys: Vec<u64>,
     offsets: Vec<u32>,
@@ -153,6 +156,7 @@ impl Builder {
     /// `base`: a time at or before every event's.
     fn new(base: i64) -> Builder {
         Builder {
+            magic: MAGIC,
             base,
             keys: Vec::new(),
             offsets: vec![0],
@@ -188,10 +192,58 @@ impl Builder {
         Some(())
     }
 
+    /// One install's transitions, from its sessions and events as for [`Builder::install`]:
+    /// the sessions' keys, the first and last times, each session's first and last name code,
+    /// and each `(name code, next name code)` pair met within a session with its count (in
+    /// code order).
+    fn summary(
+        &mut self,
+        key: u64,
+        sessions: &[u64],
+        events: &[(u32, u32, i64)],
+        pairs: &mut Vec<(u32, u32)>,
+    ) -> Option<()> {
+        let body = &mut self.body;
+        put_varint(body, sessions.len() as u64);
+        for s in sessions {
+            body.extend_from_slice(&s.to_le_bytes());
+        }
+        let (first, last) = (events[0].2, events[events.len() - 1].2);
+        put_varint(body, first.abs_diff(self.base));
+        put_varint(body, last.abs_diff(first));
+        // Per session: its last code so far (NO_EVENT before its first event), and its first.
+        let mut ends: Vec<(u32, u32)> = vec![(NO_EVENT, NO_EVENT); sessions.len()];
+        pairs.clear();
+        for &(code, si, _) in events {
+            let (first, last) = &mut ends[si as usize];
+            if *last == NO_EVENT {
+                *first = code;
+            } else {
+                pairs.push((*last, code));
+            }
+            *last = code;
+        }
+        for (first, last) in &ends {
+            put_varint(body, u64::from(*first));
+            put_varint(body, u64::from(*last));
+        }
+        pairs.sort_unstable();
+        let distinct = pairs.chunk_by(|a, b| a == b).count();
+        put_varint(body, distinct as u64);
+        for same in pairs.chunk_by(|a, b| a == b) {
+            put_varint(body, u64::from(same[0].0));
+            put_varint(body, u64::from(same[0].1));
+            put_varint(body, same.len() as u64);
+        }
+        self.keys.push(key);
+        self.offsets.push(u32::try_from(body.len()).ok()?);
+        Some(())
+    }
+
     /// The file, for event names where code `c > 0` is `names[c - 1]`.
     fn finish<S: AsRef<str>>(self, names: &[S]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(self.body.len() + self.keys.len() * 12 + 64);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(self.magic);
         out.extend_from_slice(&u32::try_from(names.len()).ok()?.to_le_bytes());
         for name in names {
             let name = name.as_ref();
@@ -216,13 +268,26 @@ impl Builder {
 /// The sequences of several parts as one file, each install's runs joined into one: what a
 /// walk reads when those parts are all it needs of their days, with one run per install instead
 /// of one per install and part. `parts` in time order, their codes mapped to `names` (see
-/// [`shared_codes`]). `None` when an install's runs are not in time order across the parts (see
-/// [`walk`]), a file is malformed, or the result outgrows the format.
-pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names) -> Option<Vec<u8>> {
+/// [`shared_codes`]). With `summary`, each install keeps only its transitions (what paths read:
+/// see [`Builder::summary`]), not its events. `None` when an install's runs are not in time
+/// order across the parts (see [`walk`]), a file is malformed, or the result outgrows the
+/// format.
+pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> Option<Vec<u8>> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let base = parts.iter().map(|(p, _)| p.base).min().unwrap_or(0);
     let mut out = Builder::new(base);
+    if summary {
+        out.magic = SUMMARY_MAGIC;
+    }
+    let mut pairs = Vec::new();
+    let mut put = |out: &mut Builder, key: u64, sessions: &[u64], events: &[(u32, u32, i64)]| {
+        if summary {
+            out.summary(key, sessions, events, &mut pairs)
+        } else {
+            out.install(key, sessions, events)
+        }
+    };
     // The next install of each part, smallest key first, then earliest part.
     let mut next: BinaryHeap<Reverse<(u64, usize, usize)>> = parts
         .iter()
@@ -239,7 +304,7 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names) -> Option<Vec<u8>>
     while let Some(Reverse((key, n, i))) = next.pop() {
         if current != Some(key) {
             if let Some(done) = current {
-                out.install(done, &sessions, &events)?;
+                put(&mut out, done, &sessions, &events)?;
             }
             current = Some(key);
             sessions.clear();
@@ -267,7 +332,7 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names) -> Option<Vec<u8>>
         );
     }
     if let Some(done) = current {
-        out.install(done, &sessions, &events)?;
+        put(&mut out, done, &sessions, &events)?;
     }
     out.finish(&names.names)
 }
@@ -284,6 +349,8 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
 #[derive(Debug)]
 pub struct Sequences {
     bytes: Vec<u8>,
+    /// Each install's transitions instead of its events (see [`merge`]).
+    summary: bool,
     names: Vec<String>,
     installs: usize,
     base: i64,
@@ -305,6 +372,11 @@ pub struct Run {
     pub session_of: Vec<u32>,
     /// Each event's time; empty unless read with times.
     pub times: Vec<i64>,
+    /// Read from a summary (see [`merge`]): no events, but each session's first and last name
+    /// codes (`ends`) and the run's `(name code, next name code, count)` transitions (`pairs`).
+    pub summary: bool,
+    pub ends: Vec<(u32, u32)>,
+    pub pairs: Vec<(u32, u32, u32)>,
 }
 
 impl Run {
@@ -387,9 +459,11 @@ impl Sequences {
         let short = "the file is cut short";
         let end = bytes.len().checked_sub(8).ok_or(short)?;
         let sum = u64::from_le_bytes(bytes[end..].try_into().expect("8 bytes"));
-        if bytes.get(..8) != Some(MAGIC.as_slice()) {
-            return Err("not a sequence file");
-        }
+        let summary = match bytes.get(..8) {
+            Some(m) if m == MAGIC.as_slice() => false,
+            Some(m) if m == SUMMARY_MAGIC.as_slice() => true,
+            _ => return Err("not a sequence file"),
+        };
         if xxhash_rust::xxh3::xxh3_64(&bytes[..end]) != sum {
             return Err("checksum mismatch");
         }
@@ -419,6 +493,7 @@ impl Sequences {
         let body_at = take(0)?;
         let seq = Sequences {
             bytes,
+            summary,
             names,
             installs,
             base,
@@ -476,6 +551,28 @@ impl Sequences {
         lo
     }
 
+    /// The rest of a summary's run, after its sessions' keys.
+    fn summary_run(&self, b: &[u8], mut at: usize, codes: &[u32], run: &mut Run) -> Option<()> {
+        let code = |at: &mut usize| -> Option<u32> {
+            codes.get(usize::try_from(varint(b, at)?).ok()?).copied()
+        };
+        run.ends.clear();
+        run.pairs.clear();
+        run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
+        run.last = run.first.checked_add_unsigned(varint(b, &mut at)?)?;
+        for _ in 0..run.sessions.len() {
+            let first = code(&mut at)?;
+            run.ends.push((first, code(&mut at)?));
+        }
+        let pairs = varint(b, &mut at)?;
+        for _ in 0..pairs {
+            let (from, to) = (code(&mut at)?, code(&mut at)?);
+            run.pairs
+                .push((from, to, u32::try_from(varint(b, &mut at)?).ok()?));
+        }
+        (at == b.len()).then_some(())
+    }
+
     /// Reads the `i`-th install's run into `run`, name codes mapped through `codes`; each
     /// event's time only `with_times` (else the run's first and last times only). `None` when
     /// the body is malformed.
@@ -487,12 +584,21 @@ impl Sequences {
         run.codes.clear();
         run.session_of.clear();
         run.times.clear();
+        run.summary = self.summary;
         let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
         for _ in 0..sessions {
             let k = b.get(at..at + 8)?;
             run.sessions
                 .push(u64::from_le_bytes(k.try_into().expect("8 bytes")));
             at += 8;
+        }
+        if self.summary {
+            // A summary has no per-event times to cut a run by.
+            return if with_times {
+                None
+            } else {
+                self.summary_run(b, at, codes, run)
+            };
         }
         let events = usize::try_from(varint(b, &mut at)?).ok()?;
         run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
@@ -832,8 +938,8 @@ impl Paths {
     /// Session `s` of the install was left open on the target.
     #[inline]
     fn leave_open(&mut self, st: &mut PathsState, s: u64) {
-        self.open.insert(s);
         st.open += 1;
+        self.open.insert(s);
         st.maybe_open |= 1 << (s >> 58);
     }
 }
@@ -847,6 +953,24 @@ impl Walker for Paths {
 
     fn run(&mut self, key: u64, st: &mut PathsState, run: &Run) {
         let target = self.target;
+        if run.summary {
+            for (&s, &(first, last)) in run.sessions.iter().zip(&run.ends) {
+                if self.reopen(st, s) {
+                    self.count(key, st, first, 1);
+                }
+                if last == target {
+                    self.leave_open(st, s);
+                }
+            }
+            for &(from, to, n) in &run.pairs {
+                if from == target {
+                    let next = self.next_of[to as usize];
+                    self.times[next as usize] += u64::from(n) - 1;
+                    self.count(key, st, to, 1);
+                }
+            }
+            return;
+        }
         // The common run of one session, without the per-session table.
         if let [s] = run.sessions[..] {
             let mut last = if self.reopen(st, s) { target } else { NO_EVENT };
@@ -1092,21 +1216,44 @@ mod tests {
         let refs: Vec<&Sequences> = seqs.iter().collect();
         let (names, codes) = shared_codes(&refs);
         let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
-        let merged = Sequences::parse(merge(&parts, &names).unwrap()).unwrap();
-        assert_eq!(merged.len(), 3, "one run per install");
-        let (m_names, m_codes) = shared_codes(&[&merged]);
-        let one = [(&merged, m_codes.into_iter().next().unwrap())];
+        for summary in [false, true] {
+            let merged = Sequences::parse(merge(&parts, &names, summary).unwrap()).unwrap();
+            assert_eq!(merged.len(), 3, "one run per install");
+            walk_joined(&parts, &names, &merged, summary);
+        }
+
+        // Day 2 again, loaded later: x's events there come before day 3's.
+        let again = [&seqs[0], &seqs[2], &seqs[1]];
+        let (names, codes) = shared_codes(&again);
+        let parts: Vec<(&Sequences, Vec<u32>)> = again.into_iter().zip(codes).collect();
+        assert!(merge(&parts, &names, false).is_none());
+        assert!(merge(&parts, &names, true).is_none());
+    }
+
+    /// Walks `merged` (the join of `parts`) and the parts one by one, and compares.
+    fn walk_joined(
+        parts: &[(&Sequences, Vec<u32>)],
+        names: &Names,
+        merged: &Sequences,
+        summary: bool,
+    ) {
+        let (m_names, m_codes) = shared_codes(&[merged]);
+        let one = [(merged, m_codes.into_iter().next().unwrap())];
         let code = |n: &Names, s: &str| n.get(s).unwrap();
         let width = names.names.len() + 1;
         for (since, until) in [(None, None), (Some(1_793_577_600_000_000), None)] {
-            let one_by_one = walk(&parts, since, until, || {
-                Paths::new(code(&names, "fit"), None, width)
+            let one_by_one = walk(parts, since, until, || {
+                Paths::new(code(names, "fit"), None, width)
             })
             .unwrap();
             let joined = walk(&one, since, until, || {
                 Paths::new(code(&m_names, "fit"), None, width)
-            })
-            .unwrap();
+            });
+            let Some(joined) = joined else {
+                // A summary cannot cut a run that crosses the range's bound: the caller scans.
+                assert!(summary && since.is_some());
+                continue;
+            };
             let by_name = |p: &Paths, ns: &Names| -> Vec<(String, u64, u64)> {
                 let mut v: Vec<_> = (0..p.times.len())
                     .filter(|c| p.times[*c] > 0)
@@ -1123,7 +1270,7 @@ mod tests {
                 v
             };
             assert_eq!(
-                by_name(&one_by_one, &names),
+                by_name(&one_by_one, names),
                 by_name(&joined, &m_names),
                 "since {since:?}"
             );
@@ -1141,18 +1288,17 @@ mod tests {
                 );
             }
             let steps = |ns: &Names| vec![ns.get("fit"), ns.get("estimate"), ns.get("plot")];
-            let funnel = walk(&parts, since, until, || {
-                Funnel::new(steps(&names), 86_400_000_000)
+            let funnel = walk(parts, since, until, || {
+                Funnel::new(steps(names), 86_400_000_000)
             });
             let funnel_joined = walk(&one, since, until, || {
                 Funnel::new(steps(&m_names), 86_400_000_000)
             });
-            assert_eq!(funnel.unwrap().reached, funnel_joined.unwrap().reached);
+            if summary {
+                assert!(funnel_joined.is_none(), "a summary has no times");
+            } else {
+                assert_eq!(funnel.unwrap().reached, funnel_joined.unwrap().reached);
+            }
         }
-        // Day 2 again, loaded later: x's events there come before day 3's.
-        let again = [&seqs[0], &seqs[2], &seqs[1]];
-        let (names, codes) = shared_codes(&again);
-        let parts: Vec<(&Sequences, Vec<u32>)> = again.into_iter().zip(codes).collect();
-        assert!(merge(&parts, &names).is_none());
     }
 }

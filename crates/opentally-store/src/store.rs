@@ -340,7 +340,7 @@ impl SpanCache {
         let refs: Vec<&Sequences> = seqs.iter().map(AsRef::as_ref).collect();
         let (names, codes) = sequence::shared_codes(&refs);
         let joined: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
-        let Some(bytes) = sequence::merge(&joined, &names) else {
+        let Some(bytes) = sequence::merge(&joined, &names, true) else {
             *made = Made::Unmergeable;
             return Ok(None);
         };
