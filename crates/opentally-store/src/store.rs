@@ -200,6 +200,15 @@ impl LivePart {
         }
     }
 
+    /// The bytes of sequences the part keeps in memory.
+    fn kept_sequences_bytes(&self) -> usize {
+        self.sequences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |s| s.size())
+    }
+
     /// Lets go of the part's sequences if it keeps them in memory (a span holds them now).
     fn release_sequences(&self) {
         let kept = self
@@ -329,6 +338,26 @@ impl SpanCache {
             Made::Kept(s) => return Ok(Some(s.clone())),
             Made::Unmergeable => return Ok(None),
             Made::Not => {}
+        }
+        // Joined only if it will stay: making it again at every query would cost more than
+        // reading the parts. Its parts' files bound its size; what they keep in memory goes.
+        let mut files = 0u64;
+        let mut held = 0usize;
+        for p in parts {
+            let Some(path) = &p.sequences_path else {
+                return Ok(None);
+            };
+            files += fs::metadata(path)?.len();
+            held += p.kept_sequences_bytes();
+        }
+        let room = self.memory.limit.saturating_sub(
+            self.memory
+                .used
+                .load(Ordering::Relaxed)
+                .saturating_sub(held),
+        );
+        if files > room as u64 {
+            return Ok(None);
         }
         let mut seqs = Vec::with_capacity(parts.len());
         for p in parts {

@@ -353,3 +353,30 @@ fn a_block_of_past_days_is_walked_as_one_span() {
     }
     assert_eq!(spans.stats().sequence_spans, 2);
 }
+
+/// A span is joined only where the sequence cache has room to keep it (else every query would
+/// join it again): without room, paths walk the parts, read from disk, with the same answer.
+#[test]
+fn a_span_without_room_in_the_cache_is_not_joined() {
+    let rt = data::runtime();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let query = InsightQuery::from_params("paths", &data::params("event=fit"), now).unwrap();
+    let mut answers = Vec::new();
+    for (limit, spans) in [(0, 0), (1 << 20, 1)] {
+        let dir = data::history(&format!("span-room-{limit}"));
+        let opts = Options {
+            sequence_cache_bytes: limit,
+            ..Options::default()
+        };
+        let store = Store::open(&dir, opts).unwrap();
+        store.prepare_loading().unwrap();
+        store.seal().unwrap();
+        let r = rt
+            .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+            .unwrap();
+        assert_eq!(r.source, "sequences");
+        assert_eq!(store.stats().sequence_spans, spans, "limit {limit}");
+        answers.push(serde_json::to_value(&r.tables).unwrap());
+    }
+    assert_eq!(answers[0], answers[1]);
+}
