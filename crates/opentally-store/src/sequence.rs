@@ -108,14 +108,12 @@ pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
     let mut out = Builder::new(ts.iter().copied().min().unwrap_or(0));
     let mut names: Vec<&str> = Vec::new();
     let mut codes: HashMap<&str, u32> = HashMap::new();
-    let mut sessions: Vec<u64> = Vec::new();
-    let mut session_index: HashMap<u64, u32> = HashMap::new();
+    let mut sessions = SessionList::default();
     let mut events: Vec<(u32, u32, i64)> = Vec::new();
     let mut i = 0;
     while i < n {
         let key = keys[order[i]];
         sessions.clear();
-        session_index.clear();
         events.clear();
         while i < n && keys[order[i]] == key {
             let r = order[i];
@@ -123,10 +121,7 @@ pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
                 install.value(r),
                 (!session.is_null(r)).then(|| session.value(r)),
             );
-            let si = *session_index.entry(s).or_insert_with(|| {
-                sessions.push(s);
-                u32::try_from(sessions.len() - 1).expect("fewer than 4G sessions")
-            });
+            let si = sessions.index(s);
             let code = if event.is_null(r) {
                 0
             } else {
@@ -138,9 +133,31 @@ pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
             events.push((code, si, ts[r]));
             i += 1;
         }
-        out.install(key, &sessions, &events)?;
+        out.install(key, &sessions.keys, &events)?;
     }
     out.finish(&names)
+}
+
+/// One install's sessions in the order first met, each with its index.
+#[derive(Default)]
+struct SessionList {
+    keys: Vec<u64>,
+    index: HashMap<u64, u32, HashKeyed>,
+}
+
+impl SessionList {
+    /// The index of session `s`, added if new.
+    fn index(&mut self, s: u64) -> u32 {
+        *self.index.entry(s).or_insert_with(|| {
+            self.keys.push(s);
+            u32::try_from(self.keys.len() - 1).expect("fewer than 4G sessions")
+        })
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.index.clear();
+    }
 }
 
 /// Writes the bytes of a `.seq` file, install by install in ascending key order.
@@ -297,19 +314,17 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> 
         .map(|(n, (p, _))| Reverse((p.key(0), n, 0)))
         .collect();
     let mut run = Run::default();
-    let mut sessions: Vec<u64> = Vec::new();
-    let mut session_index: HashMap<u64, u32, HashKeyed> = HashMap::default();
+    let mut sessions = SessionList::default();
     let mut events: Vec<(u32, u32, i64)> = Vec::new();
     let mut remap: Vec<u32> = Vec::new();
     let mut current: Option<u64> = None;
     while let Some(Reverse((key, n, i))) = next.pop() {
         if current != Some(key) {
             if let Some(done) = current {
-                put(&mut out, done, &sessions, &events)?;
+                put(&mut out, done, &sessions.keys, &events)?;
             }
             current = Some(key);
             sessions.clear();
-            session_index.clear();
             events.clear();
         }
         let (p, codes) = &parts[n];
@@ -321,19 +336,14 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> 
             return None;
         }
         remap.clear();
-        for s in &run.sessions {
-            remap.push(*session_index.entry(*s).or_insert_with(|| {
-                sessions.push(*s);
-                u32::try_from(sessions.len() - 1).expect("fewer than 4G sessions")
-            }));
-        }
+        remap.extend(run.sessions.iter().map(|s| sessions.index(*s)));
         events.extend(
             (0..run.codes.len())
                 .map(|e| (run.codes[e], remap[run.session(e) as usize], run.times[e])),
         );
     }
     if let Some(done) = current {
-        put(&mut out, done, &sessions, &events)?;
+        put(&mut out, done, &sessions.keys, &events)?;
     }
     out.finish(&names.names)
 }

@@ -107,20 +107,16 @@ impl SequenceCache {
             })
             .is_ok()
     }
+
+    /// Gives back what [`SequenceCache::reserve`] took.
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 impl Drop for LivePart {
     fn drop(&mut self) {
-        let kept = self
-            .sequences
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(s) = kept {
-            self.cache
-                .used
-                .fetch_sub(s.size(), std::sync::atomic::Ordering::Relaxed);
-        }
+        self.release_sequences();
     }
 }
 
@@ -217,7 +213,7 @@ impl LivePart {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(s) = kept {
-            self.cache.used.fetch_sub(s.size(), Ordering::Relaxed);
+            self.cache.release(s.size());
         }
     }
 
@@ -301,7 +297,7 @@ impl Drop for Span {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
         {
-            self.memory.used.fetch_sub(s.size(), Ordering::Relaxed);
+            self.memory.release(s.size());
         }
     }
 }
@@ -474,12 +470,7 @@ impl Snapshot {
         let mut out: Vec<(i64, Arc<Sequences>)> = Vec::new();
         let mut singles: Vec<&Arc<LivePart>> = Vec::new();
         if joined && self.span_days > 0 {
-            #[allow(clippy::cast_possible_wrap)]
-            let today = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs()
-                / 86_400) as i64;
+            let today = today();
             // Blocks of `span_days`; where one is not yet past, blocks of an eighth of it, so
             // that only the last few days are read part by part.
             let sizes = [i64::from(self.span_days), i64::from(self.span_days / 8)];
@@ -1207,12 +1198,7 @@ impl Store {
 
     /// Drops every project's days older than `days` (counted back from today, UTC).
     pub fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
-        #[allow(clippy::cast_possible_wrap)]
-        let today = (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            / 86_400) as i64;
+        let today = today();
         let mut dropped = 0;
         for project in self.projects() {
             let (parts, rows) = self.drop_days_before(&project, today - i64::from(days) + 1)?;
@@ -1275,6 +1261,17 @@ impl Store {
         let sealed = self.read().manifest.log;
         Ok(wal::remove_before(&self.log_dir, sealed.min(keep_from))?)
     }
+}
+
+/// Today, in days since the epoch (UTC).
+fn today() -> i64 {
+    #[allow(clippy::cast_possible_wrap)]
+    let days = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400) as i64;
+    days
 }
 
 /// The rows of `batch` whose install is not `install`, and how many were left out.
