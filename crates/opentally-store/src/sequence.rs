@@ -564,9 +564,14 @@ impl Sequences {
 
     /// The rest of a summary's run, after its sessions' keys.
     fn summary_run(&self, b: &[u8], mut at: usize, codes: &[u32], run: &mut Run) -> Option<()> {
-        let code = |at: &mut usize| -> Option<u32> {
+        // Measured: as a closure it stayed a call per value; inlined, paths over spans walk about
+        // 6 % faster (walk alone, 124 → 117 ms on the 10M benchmark data).
+        #[allow(clippy::inline_always)]
+        #[inline(always)]
+        fn code(b: &[u8], codes: &[u32], at: &mut usize) -> Option<u32> {
             codes.get(usize::try_from(varint(b, at)?).ok()?).copied()
-        };
+        }
+        let code = |at: &mut usize| code(b, codes, at);
         run.ends.clear();
         run.pairs.clear();
         run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
@@ -597,12 +602,12 @@ impl Sequences {
         run.times.clear();
         run.summary = self.summary;
         let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
-        for _ in 0..sessions {
-            let k = b.get(at..at + 8)?;
-            run.sessions
-                .push(u64::from_le_bytes(k.try_into().expect("8 bytes")));
-            at += 8;
-        }
+        let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
+        run.sessions.extend(
+            keys.chunks_exact(8)
+                .map(|k| u64::from_le_bytes(k.try_into().expect("8 bytes"))),
+        );
+        at += keys.len();
         if self.summary {
             // A summary has no per-event times to cut a run by.
             return if with_times {
