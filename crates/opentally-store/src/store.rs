@@ -46,7 +46,7 @@ pub struct Options {
     pub sequence_cache_bytes: usize,
     /// Paths read the sequences of each block of this many days (counted from the epoch) as
     /// one, each install's runs joined, once the block is two days past and has several parts;
-    /// in the block not yet past, blocks of an eighth as many days (0: never). Funnels read the
+    /// in the block not yet past, its past halves, quarters and eighths (0: never). Funnels read the
     /// parts: they skip an install's later parts once its funnel is settled, which a span
     /// cannot.
     pub sequence_span_days: u32,
@@ -471,9 +471,13 @@ impl Snapshot {
         let mut singles: Vec<&Arc<LivePart>> = Vec::new();
         if joined && self.span_days > 0 {
             let today = today();
-            // Blocks of `span_days`; where one is not yet past, blocks of an eighth of it, so
-            // that only the last few days are read part by part.
-            let sizes = [i64::from(self.span_days), i64::from(self.span_days / 8)];
+            // Blocks of `span_days`; where one is not yet past, its halves, and so on down to
+            // an eighth of it, so that only the last few days are read part by part and the
+            // days before them make as few runs per install as they can.
+            let top = i64::from(self.span_days);
+            let sizes: Vec<i64> = std::iter::successors(Some(top), |d| Some(d / 2))
+                .take_while(|d| *d > 0 && *d >= top / 8)
+                .collect();
             let mut todo: Vec<(&[&Arc<LivePart>], usize)> = vec![(&parts[..], 0)];
             while let Some((ps, level)) = todo.pop() {
                 let days = sizes[level];
@@ -494,7 +498,7 @@ impl Snapshot {
                         && let Some(span) = self.spans.get(&self.project, first_day, days, group)?
                     {
                         out.push((first_day, span));
-                    } else if !past && level + 1 < sizes.len() && sizes[level + 1] > 0 {
+                    } else if !past && level + 1 < sizes.len() {
                         todo.push((group, level + 1));
                     } else {
                         singles.extend(
