@@ -288,8 +288,9 @@ fn a_block_of_past_days_is_walked_as_one_span() {
         query("paths", "event=fit&since=2026-11-03"),
     ];
     // Late events, loaded after the rest was sealed: E on 2026-11-09, in the 32-day block of
-    // 2026-10-10 to 11-10; F on 11-15, beside 11-16 in the 4-day block of 11-15 to 11-18 (the
-    // 32-day block from 11-11 is not past).
+    // 2026-10-10 to 11-10; F on 11-15, beside 11-16 in the 8-day block of 11-11 to 11-18 (the
+    // 32-day block from 11-11 is not past, nor its 16-day half; on later dates a larger block
+    // that holds them is, and the count of spans below stays the same).
     let late: Vec<(usize, StoredEvent)> =
         [("2026-11-09T08:00:30Z", "E"), ("2026-11-15T08:00:00Z", "F")]
             .into_iter()
