@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use opentally_protocol::{Message, MessageType, Timestamp};
 use opentally_store::stored::{LogRecord, StoredEvent};
 use opentally_store::wal::{self, LogWriter};
+use opentally_store::{Options, Store};
 use serde_json::json;
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -239,6 +240,15 @@ pub fn history(name: &str) -> PathBuf {
     let rows = events();
     write_log(&dir, "demo", &rows, 5);
     dir
+}
+
+/// A store on [`history`], opened with `opts` and every event sealed into parts.
+pub fn sealed_history(name: &str, opts: Options) -> (PathBuf, Store) {
+    let dir = history(name);
+    let store = Store::open(&dir, opts).unwrap();
+    store.prepare_loading().unwrap();
+    store.seal().unwrap();
+    (dir, store)
 }
 
 /// Insight parameters as a query string gives them (`steps=fit,plot&window=1d`).

@@ -13,11 +13,10 @@ fn states() -> Vec<(&'static str, Store)> {
     let dir = data::history("tail");
     out.push(("tail", Store::open(&dir, Options::default()).unwrap()));
 
-    let dir = data::history("sealed");
-    let s = Store::open(&dir, Options::default()).unwrap();
-    s.prepare_loading().unwrap();
-    s.seal().unwrap();
-    out.push(("sealed", s));
+    out.push((
+        "sealed",
+        data::sealed_history("sealed", Options::default()).1,
+    ));
 
     // Half sealed, half in the tail.
     let dir = data::temp_dir("mixed");

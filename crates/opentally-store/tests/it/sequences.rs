@@ -129,10 +129,7 @@ proptest! {
 #[test]
 fn a_damaged_sequence_file_hands_the_query_to_the_scan() {
     let rt = data::runtime();
-    let dir = data::history("damaged-seq");
-    let store = Store::open(&dir, Options::default()).unwrap();
-    store.prepare_loading().unwrap();
-    store.seal().unwrap();
+    let (dir, store) = data::sealed_history("damaged-seq", Options::default());
     let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let params = vec![("event".to_owned(), "fit".to_owned())];
     let query = InsightQuery::from_params("paths", &params, now).unwrap();
@@ -171,16 +168,13 @@ fn the_sequence_cache_keeps_what_fits_and_lets_go_of_replaced_parts() {
     let params = vec![("steps".to_owned(), "fit,estimate".to_owned())];
     let query = InsightQuery::from_params("funnel", &params, now).unwrap();
     for (limit, kept) in [(0, false), (1 << 20, true)] {
-        let dir = data::history(&format!("seq-cache-{limit}"));
         let opts = Options {
             sequence_cache_bytes: limit,
             compact_parts: 2,
             sequence_span_days: 0,
             ..Options::default()
         };
-        let store = Store::open(&dir, opts).unwrap();
-        store.prepare_loading().unwrap();
-        store.seal().unwrap();
+        let (dir, store) = data::sealed_history(&format!("seq-cache-{limit}"), opts);
         assert_eq!(store.stats().sequence_cache_bytes, 0, "nothing read yet");
         let r = rt
             .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
@@ -301,14 +295,11 @@ fn a_block_of_past_days_is_walked_as_one_span() {
             })
             .collect();
     let open = |name: &str, span_days: u32| {
-        let dir = data::history(name);
         let opts = Options {
             sequence_span_days: span_days,
             ..Options::default()
         };
-        let store = Store::open(&dir, opts).unwrap();
-        store.prepare_loading().unwrap();
-        store.seal().unwrap();
+        let (dir, store) = data::sealed_history(name, opts);
         data::write_log(&dir, "demo", &late, 1);
         store.catch_up(None).unwrap();
         store
@@ -364,14 +355,11 @@ fn a_span_without_room_in_the_cache_is_not_joined() {
     let query = InsightQuery::from_params("paths", &data::params("event=fit"), now).unwrap();
     let mut answers = Vec::new();
     for (limit, spans) in [(0, 0), (1 << 20, 1)] {
-        let dir = data::history(&format!("span-room-{limit}"));
         let opts = Options {
             sequence_cache_bytes: limit,
             ..Options::default()
         };
-        let store = Store::open(&dir, opts).unwrap();
-        store.prepare_loading().unwrap();
-        store.seal().unwrap();
+        let (_, store) = data::sealed_history(&format!("span-room-{limit}"), opts);
         let r = rt
             .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
             .unwrap();
