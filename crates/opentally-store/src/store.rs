@@ -46,8 +46,8 @@ pub struct Options {
     pub sequence_cache_bytes: usize,
     /// Paths read the sequences of each block of this many days (counted from the epoch) as
     /// one, each install's runs joined, once the block is two days past and has several parts;
-    /// in the block not yet past, its past halves, quarters and eighths (0: never). Funnels read the
-    /// parts: they skip an install's later parts once its funnel is settled, which a span
+    /// in the block not yet past, its past halves, quarters and eighths (0: never). Funnels read
+    /// the parts: they skip an install's later parts once its funnel is settled, which a span
     /// cannot.
     pub sequence_span_days: u32,
 }
