@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::hashing::HashKeyed;
 use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
 use crate::query::Table;
-use crate::rollup::{self, DIMS, RollupRow, RollupSet};
+use crate::rollup::{self, Blocks, DIMS, RollupRow, RollupSet, common_theta};
 
 /// Days since the epoch → `(year, month, day)` (proleptic Gregorian).
 fn civil(days: i64) -> (i64, u32, u32) {
@@ -94,18 +94,6 @@ fn scale(n: usize, fraction: f64) -> u64 {
     )]
     let scaled = (n as f64 / fraction).round() as u64;
     scaled
-}
-
-/// The smallest theta of the sketches, as a hash bound and as a fraction (`u64::MAX` and 1
-/// when all are exact): set operations compare hashes below it only.
-fn common_theta<'a>(sketches: impl IntoIterator<Item = &'a CompactThetaSketch>) -> (u64, f64) {
-    let (mut theta, mut fraction) = (u64::MAX, 1.0);
-    for s in sketches {
-        if s.is_estimation_mode() && s.theta64() < theta {
-            (theta, fraction) = (s.theta64(), s.theta());
-        }
-    }
-    (theta, fraction)
 }
 
 impl DayHashes {
@@ -340,8 +328,19 @@ impl InsightQuery {
             }
     }
 
-    /// The answer from rollup rows, or `None` when it needs the events.
-    pub fn from_rollups(&self, parts: &[Arc<RollupSet>]) -> Option<Answer> {
+    /// The days whose parts' [`Blocks`] this query can read, `(from, until)` (`until`
+    /// excluded, each unbounded when `None`); `None` when it reads none.
+    pub fn blocks_range(&self) -> Option<(Option<i32>, Option<i32>)> {
+        let filter = RowFilter::new(&self.filters, true)?;
+        // Blocks merge every row of an event: a filter on another dimension needs the rows.
+        let by_event = filter.dims.iter().all(|(i, _)| *i == 0);
+        (matches!(self.insight, Insight::Friction { .. }) && by_event)
+            .then_some((filter.from_day, filter.until_day))
+    }
+
+    /// The answer from rollup rows, or `None` when it needs the events. `blocks` stand for the
+    /// parts they cover where the insight can read them (see [`InsightQuery::blocks_range`]).
+    pub fn from_rollups(&self, parts: &[Arc<RollupSet>], blocks: &Blocks) -> Option<Answer> {
         if !self.rollups_answer() {
             return None;
         }
@@ -662,7 +661,14 @@ impl InsightQuery {
                 let mut per_session: Vec<HashMap<u64, u64, HashKeyed>> = Vec::new();
                 let mut failed: BTreeMap<Option<&str>, (Vec<_>, Vec<_>)> = BTreeMap::new();
                 let mut by_version: BTreeMap<Option<&str>, (u64, u64)> = BTreeMap::new();
-                for r in rows() {
+                let rows = parts.iter().enumerate().flat_map(|(i, p)| {
+                    let covered = blocks.covered.get(i).copied().unwrap_or(false);
+                    p.rows
+                        .iter()
+                        .filter(|r| filter.keeps(r))
+                        .map(move |r| (covered, r))
+                });
+                for (covered, r) in rows {
                     let Some(outcome) = r.dim(4) else { continue };
                     let v = by_version.entry(r.dim(1)).or_default();
                     v.0 += r.events;
@@ -680,7 +686,7 @@ impl InsightQuery {
                                 *per_session[i].entry(*key).or_default() += u64::from(*n);
                             }
                         }
-                        "ok" => f.1.push(&r.installs),
+                        "ok" if !covered => f.1.push(&r.installs),
                         _ => {}
                     }
                 }
@@ -716,13 +722,29 @@ impl InsightQuery {
                     if errors.is_empty() {
                         continue;
                     }
-                    let (theta, fraction) = common_theta(errors.iter().chain(&oks).copied());
+                    let merged: Vec<_> = blocks
+                        .succeeded
+                        .iter()
+                        .filter_map(|b| b.get(event))
+                        .collect();
+                    let (mut theta, mut fraction) =
+                        common_theta(errors.iter().chain(&oks).copied());
+                    for m in &merged {
+                        if m.theta < theta {
+                            (theta, fraction) = (m.theta, m.fraction);
+                        }
+                    }
                     estimated |= theta != u64::MAX;
                     let mut only: std::collections::HashSet<u64, HashKeyed> = errors
                         .iter()
                         .flat_map(|s| s.iter().map(|e| e.hash()))
                         .filter(|h| *h < theta)
                         .collect();
+                    for m in &merged {
+                        for h in m.hashes.iter().take_while(|h| **h < theta) {
+                            only.remove(h);
+                        }
+                    }
                     for ok in &oks {
                         if only.is_empty() {
                             break;
@@ -809,7 +831,7 @@ mod tests {
                 .collect();
             let a = InsightQuery::from_params(kind, &params, now)
                 .unwrap()
-                .from_rollups(&parts)
+                .from_rollups(&parts, &Blocks::default())
                 .unwrap();
             assert!(
                 a.estimated,

@@ -663,10 +663,13 @@ impl InsightQuery {
     ) -> Result<InsightResult, QueryError> {
         let started = Instant::now();
         if self.rollups_answer() {
-            let rollups = snapshot
-                .rollups()
-                .map_err(|e| QueryError::Internal(e.to_string()))?;
-            if let Some(a) = self.from_rollups(&rollups) {
+            let internal = |e: crate::StoreError| QueryError::Internal(e.to_string());
+            let rollups = snapshot.rollups().map_err(internal)?;
+            let blocks = match self.blocks_range() {
+                Some((from, until)) => snapshot.blocks_of_rollups(from, until).map_err(internal)?,
+                None => crate::rollup::Blocks::default(),
+            };
+            if let Some(a) = self.from_rollups(&rollups, &blocks) {
                 return Ok(InsightResult {
                     kind: self.insight.kind(),
                     tables: a.tables,

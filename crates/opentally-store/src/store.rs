@@ -18,7 +18,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::manifest::{Manifest, PartMeta, sync_dir};
-use crate::rollup::{self, RollupRow, RollupSet};
+use crate::rollup::{self, Blocks, RollupRow, RollupSet, Succeeded};
 use crate::schema::{self, BatchBuilder};
 use crate::sequence::{self, Sequences};
 use crate::stored::{LogRecord, StoredEvent};
@@ -42,13 +42,13 @@ pub struct Options {
     /// Days of events kept; older days' parts are dropped by the loader (none: kept forever).
     pub retention_days: Option<u32>,
     /// Memory the parts may keep their per-install sequences in, for funnels and paths (parts
-    /// beyond it read theirs from disk at each query).
+    /// beyond it read theirs from disk at each query), with the spans and friction's blocks.
     pub sequence_cache_bytes: usize,
     /// Paths read the sequences of each block of this many days (counted from the epoch) as
     /// one, each install's runs joined, once the block is two days past and has several parts;
     /// in the block not yet past, its past halves, quarters and eighths (0: never). Funnels read
     /// the parts: they skip an install's later parts once its funnel is settled, which a span
-    /// cannot.
+    /// cannot. Friction keeps the "ok" installs of each event merged over the same blocks.
     pub sequence_span_days: u32,
 }
 
@@ -270,7 +270,24 @@ fn tail_sequences(batch: &RecordBatch) -> Result<Option<DaySequences>, StoreErro
 struct SpanCache {
     /// By project, first day and days.
     spans: std::sync::Mutex<HashMap<(String, i64, i64), Arc<Span>>>,
+    /// Friction's merged "ok" installs, by the same blocks.
+    succeeded: std::sync::Mutex<HashMap<(String, i64, i64), SucceededBlock>>,
     memory: Arc<SequenceCache>,
+}
+
+/// The merged "ok" installs of a block of days' parts, counted in the sequence cache's memory.
+#[derive(Debug)]
+struct SucceededBlock {
+    /// The ids of the parts merged.
+    parts: Vec<u64>,
+    made: Arc<Succeeded>,
+    memory: Arc<SequenceCache>,
+}
+
+impl Drop for SucceededBlock {
+    fn drop(&mut self) {
+        self.memory.release(self.made.size());
+    }
 }
 
 #[derive(Debug)]
@@ -383,6 +400,57 @@ impl SpanCache {
         Ok(Some(merged))
     }
 
+    /// The merged "ok" installs of `parts` (one block of a project's days): merged now if they
+    /// were not yet; `None` when the memory has no room to keep them (merging them at every
+    /// query would cost more than reading the parts' rows).
+    fn succeeded(
+        &self,
+        project: &str,
+        first_day: i64,
+        days: i64,
+        parts: &[&Arc<LivePart>],
+    ) -> Result<Option<Arc<Succeeded>>, StoreError> {
+        let ids: Vec<u64> = parts.iter().map(|p| p.meta.id).collect();
+        let key = (project.to_owned(), first_day, days);
+        let lock = || {
+            self.succeeded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(b) = lock().get(&key).filter(|b| b.parts == ids) {
+            return Ok(Some(b.made.clone()));
+        }
+        let sets = parts
+            .iter()
+            .map(|p| p.rollup())
+            .collect::<Result<Vec<_>, _>>()?;
+        // At most every hash of every "ok" row.
+        let bound: usize = sets
+            .iter()
+            .flat_map(|s| &s.rows)
+            .filter(|r| r.dim(4) == Some("ok"))
+            .map(|r| r.installs.num_retained() * 8)
+            .sum();
+        let room = self
+            .memory
+            .limit
+            .saturating_sub(self.memory.used.load(Ordering::Relaxed));
+        if bound > room {
+            return Ok(None);
+        }
+        let made = Arc::new(Succeeded::of(sets.iter().map(AsRef::as_ref)));
+        if !self.memory.reserve(made.size()) {
+            return Ok(None);
+        }
+        let block = SucceededBlock {
+            parts: ids,
+            made: made.clone(),
+            memory: self.memory.clone(),
+        };
+        lock().insert(key, block);
+        Ok(Some(made))
+    }
+
     fn empty(&self, parts: Vec<u64>) -> Arc<Span> {
         Arc::new(Span {
             parts,
@@ -398,6 +466,10 @@ impl SpanCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, span| !span.parts.iter().any(|id| parts.contains(id)));
+        self.succeeded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, block| !block.parts.iter().any(|id| parts.contains(id)));
     }
 
     /// Spans kept in memory.
@@ -465,57 +537,19 @@ impl Snapshot {
                 }
             }
         }
-        let mut parts: Vec<&Arc<LivePart>> = self.parts.iter().collect();
-        parts.sort_by_key(|p| (p.meta.day, p.meta.id));
         let mut out: Vec<(i64, Arc<Sequences>)> = Vec::new();
-        let mut singles: Vec<&Arc<LivePart>> = Vec::new();
-        if joined && self.span_days > 0 {
-            let today = today();
-            // Blocks of `span_days`; where one is not yet past, its halves, and so on down to
-            // an eighth of it, so that only the last few days are read part by part and the
-            // days before them make as few runs per install as they can.
-            let top = i64::from(self.span_days);
-            let sizes: Vec<i64> = std::iter::successors(Some(top), |d| Some(d / 2))
-                .take_while(|d| *d > 0 && *d >= top / 8)
-                .collect();
-            let mut todo: Vec<(&[&Arc<LivePart>], usize)> = vec![(&parts[..], 0)];
-            while let Some((ps, level)) = todo.pop() {
-                let days = sizes[level];
-                let mut at = 0;
-                while at < ps.len() {
-                    let block = ps[at].meta.day.div_euclid(days);
-                    let end =
-                        at + ps[at..].partition_point(|p| p.meta.day.div_euclid(days) == block);
-                    let group = &ps[at..end];
-                    at = end;
-                    let (first_day, last_day) = (block * days, block * days + days - 1);
-                    let past = last_day + 2 <= today;
-                    let spanned = group.len() > 1
-                        && past
-                        && tail_days.range(first_day..=last_day).next().is_none()
-                        && group.iter().all(|p| within(p.meta.min_ts, p.meta.max_ts));
-                    if spanned
-                        && let Some(span) = self.spans.get(&self.project, first_day, days, group)?
-                    {
-                        out.push((first_day, span));
-                    } else if !past && level + 1 < sizes.len() {
-                        todo.push((group, level + 1));
-                    } else {
-                        singles.extend(
-                            group
-                                .iter()
-                                .filter(|p| touches(p.meta.min_ts, p.meta.max_ts)),
-                        );
-                    }
-                }
+        let mut singles = self.blocks(|first_day, days, group| {
+            let last_day = first_day + days - 1;
+            if !joined
+                || tail_days.range(first_day..=last_day).next().is_some()
+                || !group.iter().all(|p| within(p.meta.min_ts, p.meta.max_ts))
+            {
+                return Ok(false);
             }
-        } else {
-            singles.extend(
-                parts
-                    .into_iter()
-                    .filter(|p| touches(p.meta.min_ts, p.meta.max_ts)),
-            );
-        }
+            let span = self.spans.get(&self.project, first_day, days, group)?;
+            Ok(span.map(|s| out.push((first_day, s))).is_some())
+        })?;
+        singles.retain(|p| touches(p.meta.min_ts, p.meta.max_ts));
         // Read on two threads: most of the time is copying the files out of the page cache.
         let half = singles.len().div_ceil(2);
         let read = |ps: &[&Arc<LivePart>]| -> Result<Option<Vec<Arc<Sequences>>>, StoreError> {
@@ -547,6 +581,86 @@ impl Snapshot {
         Ok(Some(out.into_iter().map(|(_, s)| s).collect()))
     }
 
+    /// The project's parts by day, as blocks of days that `join(first_day, days, parts)` takes
+    /// to read as one, and single parts (returned, in day order). Blocks are
+    /// [`Options::sequence_span_days`] long; where one is not yet past, its halves are tried,
+    /// and so on down to an eighth of it, so that only the last few days are read part by part.
+    /// `join` is asked only for past blocks of more than one part.
+    fn blocks<'a>(
+        &'a self,
+        mut join: impl FnMut(i64, i64, &[&'a Arc<LivePart>]) -> Result<bool, StoreError>,
+    ) -> Result<Vec<&'a Arc<LivePart>>, StoreError> {
+        let mut parts: Vec<&Arc<LivePart>> = self.parts.iter().collect();
+        parts.sort_by_key(|p| (p.meta.day, p.meta.id));
+        if self.span_days == 0 {
+            return Ok(parts);
+        }
+        let today = today();
+        let top = i64::from(self.span_days);
+        let sizes: Vec<i64> = std::iter::successors(Some(top), |d| Some(d / 2))
+            .take_while(|d| *d > 0 && *d >= top / 8)
+            .collect();
+        let mut singles: Vec<&Arc<LivePart>> = Vec::new();
+        let mut todo: Vec<(&[&Arc<LivePart>], usize)> = vec![(&parts[..], 0)];
+        while let Some((ps, level)) = todo.pop() {
+            let days = sizes[level];
+            let mut at = 0;
+            while at < ps.len() {
+                let block = ps[at].meta.day.div_euclid(days);
+                let end = at + ps[at..].partition_point(|p| p.meta.day.div_euclid(days) == block);
+                let group = &ps[at..end];
+                at = end;
+                let first_day = block * days;
+                // Past: its last day, and the day after it, are over.
+                let past = first_day + days < today;
+                if past && group.len() > 1 && join(first_day, days, group)? {
+                    continue;
+                }
+                if !past && level + 1 < sizes.len() {
+                    todo.push((group, level + 1));
+                } else {
+                    singles.extend(group);
+                }
+            }
+        }
+        singles.sort_by_key(|p| (p.meta.day, p.meta.id));
+        Ok(singles)
+    }
+
+    /// Friction's merged "ok" installs of the blocks of days within `[from, until)` (days since
+    /// the epoch, unbounded when `None`), and which of [`Snapshot::rollups`] they stand for.
+    pub fn blocks_of_rollups(
+        &self,
+        from: Option<i32>,
+        until: Option<i32>,
+    ) -> Result<Blocks, StoreError> {
+        let mut succeeded = Vec::new();
+        let mut covered = HashSet::new();
+        self.blocks(|first_day, days, group| {
+            let inside = from.is_none_or(|f| first_day >= i64::from(f))
+                && until.is_none_or(|u| first_day + days <= i64::from(u));
+            if !inside {
+                return Ok(false);
+            }
+            let Some(s) = self
+                .spans
+                .succeeded(&self.project, first_day, days, group)?
+            else {
+                return Ok(false);
+            };
+            succeeded.push(s);
+            covered.extend(group.iter().map(|p| p.meta.id));
+            Ok(true)
+        })?;
+        let covered = self
+            .parts
+            .iter()
+            .map(|p| covered.contains(&p.meta.id))
+            .chain(self.tail_rollups.iter().map(|_| false))
+            .collect();
+        Ok(Blocks { succeeded, covered })
+    }
+
     /// The rollups of every part and of the tail.
     pub fn rollups(&self) -> Result<Vec<Arc<RollupSet>>, StoreError> {
         let mut out = Vec::with_capacity(self.parts.len() + self.tail_rollups.len());
@@ -567,10 +681,13 @@ pub struct Stats {
     pub tail_rows: usize,
     pub loaded_to: LogPos,
     pub sealed_to: LogPos,
-    /// Memory the parts and spans keep their sequences in (for funnels and paths).
+    /// Memory the parts and spans keep their sequences in (for funnels and paths), and the
+    /// blocks their merged "ok" installs (for friction).
     pub sequence_cache_bytes: usize,
     /// Blocks of days whose sequences are kept joined in memory.
     pub sequence_spans: usize,
+    /// Blocks of days whose "ok" installs are kept merged for friction.
+    pub succeeded_blocks: usize,
     /// Rounds the loader has finished.
     pub load_rounds: u64,
 }
@@ -632,6 +749,7 @@ impl Store {
             mutations: std::sync::Mutex::new(()),
             spans: Arc::new(SpanCache {
                 spans: std::sync::Mutex::default(),
+                succeeded: std::sync::Mutex::default(),
                 memory: sequence_cache.clone(),
             }),
             sequence_cache,
@@ -1034,6 +1152,12 @@ impl Store {
                 .used
                 .load(std::sync::atomic::Ordering::Relaxed),
             sequence_spans: self.spans.kept(),
+            succeeded_blocks: self
+                .spans
+                .succeeded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len(),
             load_rounds: self.load_rounds.load(Ordering::Relaxed),
         }
     }

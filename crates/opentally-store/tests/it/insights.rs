@@ -551,6 +551,76 @@ fn insights_read_rollups_or_sequences_where_they_answer_and_events_otherwise() {
     }
 }
 
+/// Friction merges the "ok" installs of a block of past days once and keeps them: the same
+/// answers as row by row, kept while the block's parts stay the same, made again when a seal or
+/// an erasure changes them, and not made without room in the cache.
+#[test]
+fn friction_merges_a_block_of_past_days_once() {
+    let rt = data::runtime();
+    let now = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
+    let query = InsightQuery::from_params("friction", &[], now).unwrap();
+    let never = |store: &Store| {
+        let r = rt
+            .block_on(query.run(&store.snapshot("demo"), &Limits::default()))
+            .unwrap();
+        assert_eq!(r.source, "rollups");
+        json!(r.tables["never_succeeded"].rows)
+    };
+    let open = |name: &str, span_days: u32, cache: usize| {
+        let opts = Options {
+            sequence_span_days: span_days,
+            sequence_cache_bytes: cache,
+            ..Options::default()
+        };
+        data::sealed_history(name, opts)
+    };
+    let (on_dir, on) = open("friction-blocks", 32, 1 << 20);
+    let (off_dir, off) = open("friction-rows", 0, 1 << 20);
+    let (full_dir, full) = open("friction-no-room", 32, 0);
+    let all = [(&on_dir, &on), (&off_dir, &off), (&full_dir, &full)];
+    // 2026-11-02 to 11-10 (four parts) are in the 32-day block of 10-10 to 11-10; 11-16 is
+    // alone in its block. B's fits all failed; B's and C's estimates too.
+    for (_, store) in all {
+        assert_eq!(never(store), json!([["estimate", 2], ["fit", 1]]));
+    }
+    let blocks = || all.map(|(_, s)| s.stats().succeeded_blocks);
+    assert_eq!(blocks(), [1, 0, 0]);
+
+    // B's fit works on 11-04, a late event: read from the tail, then from a new part of the
+    // block, which makes the block again.
+    let row = (
+        "2026-11-04T08:00:00Z",
+        "B",
+        "s9",
+        "fit",
+        "1.0",
+        "ok",
+        None,
+        10.0,
+        None,
+    );
+    let late = vec![(50, data::event(50, &row))];
+    for (dir, store) in all {
+        data::write_log(dir, "demo", &late, 1);
+        store.catch_up(None).unwrap();
+        assert_eq!(never(store), json!([["estimate", 2]]));
+        store.seal().unwrap();
+        assert_eq!(store.stats().parts, 6);
+        assert_eq!(never(store), json!([["estimate", 2]]));
+    }
+    assert_eq!(blocks(), [1, 0, 0]);
+
+    // Erasing B takes the block out of memory at once; C's estimate alone is left.
+    for (_, store) in all {
+        assert_eq!(store.erase("demo", "B").unwrap(), 4);
+    }
+    assert_eq!(blocks(), [0, 0, 0]);
+    for (_, store) in all {
+        assert_eq!(never(store), json!([["estimate", 1]]));
+    }
+    assert_eq!(blocks(), [1, 0, 0]);
+}
+
 #[test]
 fn other_projects_are_invisible() {
     let rt = data::runtime();
