@@ -735,11 +735,17 @@ impl InsightQuery {
                         }
                     }
                     estimated |= theta != u64::MAX;
-                    let mut only: std::collections::HashSet<u64, HashKeyed> = errors
-                        .iter()
-                        .flat_map(|s| s.iter().map(|e| e.hash()))
-                        .filter(|h| *h < theta)
-                        .collect();
+                    let mut only: std::collections::HashSet<u64, HashKeyed> =
+                        std::collections::HashSet::with_capacity_and_hasher(
+                            errors.iter().map(|s| s.num_retained()).sum(),
+                            HashKeyed::default(),
+                        );
+                    only.extend(
+                        errors
+                            .iter()
+                            .flat_map(|s| s.iter().map(|e| e.hash()))
+                            .filter(|h| *h < theta),
+                    );
                     for m in &merged {
                         for h in m.hashes.iter().take_while(|h| **h < theta) {
                             only.remove(h);
