@@ -562,60 +562,59 @@ impl Sequences {
         lo
     }
 
-    /// The rest of a summary's run, after its sessions' keys.
-    fn summary_run(&self, b: &[u8], mut at: usize, codes: &[u32], run: &mut Run) -> Option<()> {
-        // Measured: as a closure it stayed a call per value; inlined, paths over spans walk about
-        // 6 % faster (walk alone, 124 → 117 ms on the 10M benchmark data).
-        #[allow(clippy::inline_always)]
-        #[inline(always)]
-        fn code(b: &[u8], codes: &[u32], at: &mut usize) -> Option<u32> {
-            codes.get(usize::try_from(varint(b, at)?).ok()?).copied()
-        }
-        let code = |at: &mut usize| code(b, codes, at);
-        run.ends.clear();
-        run.pairs.clear();
-        run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
-        run.last = run.first.checked_add_unsigned(varint(b, &mut at)?)?;
-        for _ in 0..run.sessions.len() {
-            let first = code(&mut at)?;
-            run.ends.push((first, code(&mut at)?));
-        }
-        let pairs = varint(b, &mut at)?;
-        for _ in 0..pairs {
-            let (from, to) = (code(&mut at)?, code(&mut at)?);
-            run.pairs
-                .push((from, to, u32::try_from(varint(b, &mut at)?).ok()?));
-        }
-        (at == b.len()).then_some(())
+    /// The `i`-th install's body.
+    fn body(&self, i: usize) -> &[u8] {
+        &self.bytes
+            [self.body_at + self.offset(i) as usize..self.body_at + self.offset(i + 1) as usize]
+    }
+
+    /// Whether the file is a span's summary (see [`merge`]).
+    pub fn is_summary(&self) -> bool {
+        self.summary
+    }
+
+    /// The `i`-th install's run of a summary, not yet decoded. `None` when the body is
+    /// malformed.
+    pub fn summary_run(&self, i: usize) -> Option<SummaryRun<'_>> {
+        let b = self.body(i);
+        let mut at = 0;
+        let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
+        let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
+        at += keys.len();
+        let first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
+        let last = first.checked_add_unsigned(varint(b, &mut at)?)?;
+        Some(SummaryRun {
+            keys,
+            first,
+            last,
+            rest: &b[at..],
+        })
     }
 
     /// Reads the `i`-th install's run into `run`, name codes mapped through `codes`; each
     /// event's time only `with_times` (else the run's first and last times only). `None` when
     /// the body is malformed.
     pub fn run(&self, i: usize, codes: &[u32], with_times: bool, run: &mut Run) -> Option<()> {
-        let b = &self.bytes
-            [self.body_at + self.offset(i) as usize..self.body_at + self.offset(i + 1) as usize];
+        let b = self.body(i);
         let mut at = 0;
         run.sessions.clear();
         run.codes.clear();
         run.session_of.clear();
         run.times.clear();
         run.summary = self.summary;
-        let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
-        let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
-        run.sessions.extend(
-            keys.chunks_exact(8)
-                .map(|k| u64::from_le_bytes(k.try_into().expect("8 bytes"))),
-        );
-        at += keys.len();
         if self.summary {
             // A summary has no per-event times to cut a run by.
             return if with_times {
                 None
             } else {
-                self.summary_run(b, at, codes, run)
+                self.summary_run(i)?.decode(codes, run)
             };
         }
+        let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
+        let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
+        run.sessions
+            .extend(keys.chunks_exact(8).map(session_key_at));
+        at += keys.len();
         let events = usize::try_from(varint(b, &mut at)?).ok()?;
         run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
         run.last = run.first.checked_add_unsigned(varint(b, &mut at)?)?;
@@ -639,6 +638,80 @@ impl Sequences {
             }
         }
         Some(())
+    }
+}
+
+/// A session key as stored: 8 bytes, little-endian.
+fn session_key_at(k: &[u8]) -> u64 {
+    u64::from_le_bytes(k.try_into().expect("8 bytes"))
+}
+
+/// A name code of a summary mapped through `codes`.
+// Measured: as a closure it stayed a call per value; inlined, paths over spans walk about 6 %
+// faster (walk alone, 124 → 117 ms on the 10M benchmark data).
+#[allow(clippy::inline_always)]
+#[inline(always)]
+fn summary_code(b: &[u8], codes: &[u32], at: &mut usize) -> Option<u32> {
+    codes.get(usize::try_from(varint(b, at)?).ok()?).copied()
+}
+
+/// One install's run in a span's summary (see [`merge`]), read from its bytes as a walker needs
+/// it: the sessions' keys, the times of the first and last events, and the rest of the body
+/// (each session's first and last name codes, then the transitions), not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryRun<'a> {
+    /// 8 bytes per session.
+    keys: &'a [u8],
+    pub first: i64,
+    pub last: i64,
+    rest: &'a [u8],
+}
+
+impl SummaryRun<'_> {
+    /// The sessions' keys, in the run's order.
+    pub fn sessions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.keys.chunks_exact(8).map(session_key_at)
+    }
+
+    /// Calls `session(to, key, first code, last code)` for each session, then `pair(to, name
+    /// code, next name code, count)` for each transition, codes mapped through `codes`. `None`
+    /// when the body is malformed.
+    pub fn each<T>(
+        &self,
+        codes: &[u32],
+        to: &mut T,
+        session: impl Fn(&mut T, u64, u32, u32),
+        pair: impl Fn(&mut T, u32, u32, u32),
+    ) -> Option<()> {
+        let (b, mut at) = (self.rest, 0);
+        let code = |at: &mut usize| summary_code(b, codes, at);
+        for s in self.sessions() {
+            let first = code(&mut at)?;
+            session(to, s, first, code(&mut at)?);
+        }
+        let pairs = varint(b, &mut at)?;
+        for _ in 0..pairs {
+            let (from, next) = (code(&mut at)?, code(&mut at)?);
+            pair(to, from, next, u32::try_from(varint(b, &mut at)?).ok()?);
+        }
+        (at == b.len()).then_some(())
+    }
+
+    /// Decodes the run into `run`.
+    fn decode(&self, codes: &[u32], run: &mut Run) -> Option<()> {
+        run.sessions.clear();
+        run.sessions.extend(self.sessions());
+        run.first = self.first;
+        run.last = self.last;
+        run.summary = true;
+        run.ends.clear();
+        run.pairs.clear();
+        self.each(
+            codes,
+            &mut (&mut run.ends, &mut run.pairs),
+            |(ends, _), _, first, last| ends.push((first, last)),
+            |(_, pairs), from, next, n| pairs.push((from, next, n)),
+        )
     }
 }
 
@@ -684,6 +757,20 @@ pub trait Walker: Send {
     }
     /// One run of the install, its events already cut to the time range (never empty).
     fn run(&mut self, key: u64, state: &mut Self::State, run: &Run);
+    /// One run of the install from a span's summary (only for walkers without times): by
+    /// default decoded into `run` and given to [`Walker::run`]. `None` when it is malformed.
+    fn summary(
+        &mut self,
+        key: u64,
+        state: &mut Self::State,
+        summary: &SummaryRun,
+        codes: &[u32],
+        run: &mut Run,
+    ) -> Option<()> {
+        summary.decode(codes, run)?;
+        self.run(key, state, run);
+        Some(())
+    }
     /// The install has no more runs.
     fn finish(&mut self, key: u64, state: Self::State);
     /// A slice of the install key space is done (all of its installs finished).
@@ -726,10 +813,26 @@ pub fn walk<W: Walker>(
                     let key = p.key(*cursor);
                     let i = *cursor;
                     *cursor += 1;
-                    let (seen, state) =
-                        states.entry(key).or_insert((i64::MIN, W::State::default()));
+                    let (seen, state) = states
+                        .entry(key)
+                        .or_insert_with(|| (i64::MIN, W::State::default()));
                     // A part that starts after the install's last event cannot be out of order.
                     if p.base > *seen && w.settled(state, p.base) {
+                        continue;
+                    }
+                    if p.is_summary() {
+                        // A summary has no per-event times to cut a run by: the caller scans.
+                        let s = p.summary_run(i).filter(|_| !W::TIMES)?;
+                        if since.is_some_and(|x| s.first < x) || until.is_some_and(|u| s.last >= u)
+                        {
+                            return None;
+                        }
+                        if s.first <= *seen {
+                            failed.store(true, Ordering::Relaxed);
+                            return None;
+                        }
+                        *seen = s.last;
+                        w.summary(key, state, &s, codes, &mut run)?;
                         continue;
                     }
                     p.run(i, codes, W::TIMES, &mut run)?;
@@ -876,11 +979,15 @@ pub struct Paths {
     next_of: Vec<u32>,
     pub times: Vec<u64>,
     pub installs: Vec<u64>,
-    /// Sessions whose last event so far was `target`, across the slice's installs.
-    open: HashSet<u64, HashKeyed>,
     /// `(install, next)` pairs of the slice for next codes of 64 and above, counted once each
     /// at its end.
     pairs: Vec<(u64, u32)>,
+    /// Sessions left open on the target, across the slice's installs: each install's first
+    /// [`LISTED`] as a list, `(session key, 1 + index of the one left open before it)` (0 ends
+    /// the list), which costs less than a table for the few most installs have; the rest in
+    /// `many`, so that an install with thousands of sessions is not read a list at a time.
+    open: Vec<(u64, u32)>,
+    many: HashSet<u64, HashKeyed>,
     /// Per session of the run: its last event so far.
     last: Vec<u32>,
 }
@@ -898,8 +1005,9 @@ impl Paths {
             next_of,
             times: vec![0; codes],
             installs: vec![0; codes],
-            open: HashSet::default(),
             pairs: Vec::new(),
+            open: Vec::new(),
+            many: HashSet::default(),
             last: Vec::new(),
         }
     }
@@ -909,7 +1017,11 @@ impl Paths {
 /// bits; higher codes go to the slice's pairs).
 #[derive(Debug, Default)]
 pub struct PathsState {
+    /// Sessions left open; of them, those in the slice's list, and the last one listed (1 + its
+    /// index in the list).
     open: u32,
+    listed: u32,
+    open_last: u32,
     /// A bit per group of session keys (the top six bits) that may be open: most sessions of a
     /// later run are not, and need no lookup.
     maybe_open: u64,
@@ -943,22 +1055,71 @@ impl Paths {
     /// no longer open after this).
     #[inline]
     fn reopen(&mut self, st: &mut PathsState, s: u64) -> bool {
-        if st.open > 0 && st.maybe_open & (1 << (s >> 58)) != 0 && self.open.remove(&s) {
-            st.open -= 1;
-            true
-        } else {
-            false
+        if st.open == 0 || st.maybe_open & (1 << (s >> 58)) == 0 {
+            return false;
         }
+        // Unlinked from the install's list; its slot stays unused until the slice ends.
+        let (mut at, mut before) = (st.open_last, 0);
+        while at != 0 {
+            let (key, next) = self.open[at as usize - 1];
+            if key == s {
+                if before == 0 {
+                    st.open_last = next;
+                } else {
+                    self.open[before as usize - 1].1 = next;
+                }
+                st.open -= 1;
+                st.listed -= 1;
+                return true;
+            }
+            (before, at) = (at, next);
+        }
+        if st.open > st.listed && self.many.remove(&s) {
+            st.open -= 1;
+            return true;
+        }
+        false
     }
 
     /// Session `s` of the install was left open on the target.
     #[inline]
     fn leave_open(&mut self, st: &mut PathsState, s: u64) {
+        if st.listed < LISTED {
+            self.open.push((s, st.open_last));
+            st.open_last = u32::try_from(self.open.len()).expect("fewer than 4G open sessions");
+            st.listed += 1;
+        } else {
+            self.many.insert(s);
+        }
         st.open += 1;
-        self.open.insert(s);
         st.maybe_open |= 1 << (s >> 58);
     }
+
+    /// A session of a summary's run: the first event follows the target if the session was
+    /// left open on it, and the session is left open if its last event is the target.
+    #[inline]
+    fn summary_session(&mut self, key: u64, st: &mut PathsState, s: u64, first: u32, last: u32) {
+        if self.reopen(st, s) {
+            self.count(key, st, first, 1);
+        }
+        if last == self.target {
+            self.leave_open(st, s);
+        }
+    }
+
+    /// A transition of a summary's run, `n` times.
+    #[inline]
+    fn summary_pair(&mut self, key: u64, st: &mut PathsState, from: u32, to: u32, n: u32) {
+        if from == self.target {
+            let next = self.next_of[to as usize];
+            self.times[next as usize] += u64::from(n) - 1;
+            self.count(key, st, to, 1);
+        }
+    }
 }
+
+/// Open sessions an install keeps in the slice's list before the rest go to its table.
+const LISTED: u32 = 16;
 
 /// No event seen yet in a session (codes are below it).
 const NO_EVENT: u32 = u32::MAX;
@@ -971,19 +1132,10 @@ impl Walker for Paths {
         let target = self.target;
         if run.summary {
             for (&s, &(first, last)) in run.sessions.iter().zip(&run.ends) {
-                if self.reopen(st, s) {
-                    self.count(key, st, first, 1);
-                }
-                if last == target {
-                    self.leave_open(st, s);
-                }
+                self.summary_session(key, st, s, first, last);
             }
             for &(from, to, n) in &run.pairs {
-                if from == target {
-                    let next = self.next_of[to as usize];
-                    self.times[next as usize] += u64::from(n) - 1;
-                    self.count(key, st, to, 1);
-                }
+                self.summary_pair(key, st, from, to, n);
             }
             return;
         }
@@ -1019,6 +1171,23 @@ impl Walker for Paths {
         self.last = last;
     }
 
+    fn summary(
+        &mut self,
+        key: u64,
+        st: &mut PathsState,
+        summary: &SummaryRun,
+        codes: &[u32],
+        _run: &mut Run,
+    ) -> Option<()> {
+        // Straight from the bytes: no vectors filled to be read once.
+        summary.each(
+            codes,
+            &mut (self, st),
+            |(p, st), s, first, last| p.summary_session(key, st, s, first, last),
+            |(p, st), from, to, n| p.summary_pair(key, st, from, to, n),
+        )
+    }
+
     fn finish(&mut self, key: u64, mut st: PathsState) {
         if st.open > 0 {
             self.times[0] += u64::from(st.open);
@@ -1038,6 +1207,7 @@ impl Walker for Paths {
             self.installs[code as usize] += 1;
         }
         self.open.clear();
+        self.many.clear();
     }
 
     fn merge(&mut self, other: Paths) {
@@ -1157,6 +1327,75 @@ mod tests {
             "checksum mismatch"
         );
         assert!(Sequences::parse(Vec::new()).is_err());
+    }
+
+    /// Sessions left open on the target at the end of one run go on in the install's next
+    /// run, read from parts or from summaries; an install with more open sessions than it
+    /// lists keeps the rest in the slice's table.
+    #[test]
+    fn paths_follow_many_open_sessions_of_one_install_into_its_next_run() {
+        // Day 1: 40 sessions of x each fit once. Day 2: s0–s19 go on to plot; s20–s29 fit
+        // again and end there; s30–s39 do not come back.
+        let sessions: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let times: Vec<String> = (0..40)
+            .map(|i| format!("2026-11-01T10:{i:02}:00Z"))
+            .collect();
+        let day1: Vec<_> = (0..40)
+            .map(|i| {
+                (
+                    "x",
+                    Some(sessions[i].as_str()),
+                    Some("fit"),
+                    times[i].as_str(),
+                )
+            })
+            .collect();
+        let later: Vec<String> = (0..30)
+            .map(|i| format!("2026-11-02T10:{i:02}:00Z"))
+            .collect();
+        let day2: Vec<_> = (0..30)
+            .map(|i| {
+                let next = if i < 20 { "plot" } else { "fit" };
+                (
+                    "x",
+                    Some(sessions[i].as_str()),
+                    Some(next),
+                    later[i].as_str(),
+                )
+            })
+            .collect();
+        let days = [
+            Sequences::parse(encode(&batch(&day1)).unwrap()).unwrap(),
+            Sequences::parse(encode(&batch(&day2)).unwrap()).unwrap(),
+        ];
+        let refs: Vec<&Sequences> = days.iter().collect();
+        let (shared, codes) = shared_codes(&refs);
+        let (fit, plot) = (shared.get("fit").unwrap(), shared.get("plot").unwrap());
+        let n = shared.names.len() + 1;
+        let answer =
+            |p: &Paths| [0, fit, plot].map(|c| (p.times[c as usize], p.installs[c as usize]));
+        let want = [(20, 1), (10, 1), (20, 1)];
+        let parts: Vec<(&Sequences, Vec<u32>)> = refs.iter().copied().zip(codes).collect();
+        let p = walk(&parts, None, None, || Paths::new(fit, None, n)).unwrap();
+        assert_eq!(answer(&p), want, "from the parts");
+        // Each day as a summary of its own, as a span would give it.
+        let summaries: Vec<Sequences> = parts
+            .iter()
+            .map(|(s, c)| {
+                let one = [(*s, c.clone())];
+                Sequences::parse(merge(&one, &shared, true).unwrap()).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Sequences> = summaries.iter().collect();
+        assert!(refs.iter().all(|s| s.is_summary()));
+        let (shared, codes) = shared_codes(&refs);
+        assert_eq!(
+            (shared.get("fit"), shared.get("plot")),
+            (Some(fit), Some(plot))
+        );
+        let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
+        let p = walk(&parts, None, None, || Paths::new(fit, None, n)).unwrap();
+        assert_eq!(answer(&p), want, "from summaries");
     }
 
     /// Installs are counted once per next event whether its code fits the per-install bits or
