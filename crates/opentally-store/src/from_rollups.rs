@@ -69,6 +69,59 @@ fn period_start(day: i32, interval: Interval) -> i32 {
     }
 }
 
+/// The count of installs [`rollup::union`] of `sketches` gives, and whether it estimates,
+/// without building the union: its result is the 4,096 smallest distinct hashes below the
+/// smallest theta of the non-empty inputs, and the hash after them as its theta when there are
+/// more. Ordered sketches give those hashes by merging from the smallest; a union's hash table
+/// takes every hash below its shrinking bound (perf put 59 % of active installs there). `None`
+/// when a sketch is unordered.
+fn union_count(sketches: &[&CompactThetaSketch]) -> Option<(u64, bool)> {
+    const MAX_THETA: u64 = i64::MAX as u64;
+    let keep = 1usize << rollup::COUNT_LG_K;
+    let inputs: Vec<&CompactThetaSketch> =
+        sketches.iter().copied().filter(|s| !s.is_empty()).collect();
+    if inputs.iter().any(|s| !s.is_ordered()) {
+        return None;
+    }
+    let Some(bound) = inputs.iter().map(|s| s.theta64()).min() else {
+        return Some((0, false));
+    };
+    let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> =
+        std::collections::BinaryHeap::with_capacity(inputs.len());
+    let mut iters: Vec<_> = inputs.iter().map(|s| s.iter().map(|e| e.hash())).collect();
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(h) = it.next() {
+            heads.push(std::cmp::Reverse((h, i)));
+        }
+    }
+    let (mut distinct, mut last, mut theta) = (0usize, None, bound);
+    while let Some(std::cmp::Reverse((h, i))) = heads.pop() {
+        if h >= bound {
+            break;
+        }
+        if last != Some(h) {
+            if distinct == keep {
+                theta = h;
+                break;
+            }
+            distinct += 1;
+            last = Some(h);
+        }
+        if let Some(next) = iters[i].next() {
+            heads.push(std::cmp::Reverse((next, i)));
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = theta as f64 / MAX_THETA as f64;
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let n = (distinct as f64 / fraction).round() as u64;
+    Some((n, theta < MAX_THETA))
+}
+
 /// Installs as sketch hashes, per day, at the smallest theta of all the sketches involved: each
 /// day's hashes sorted, so that the work goes through the hash space a slice at a time with a
 /// table that stays in the CPU cache (one table for millions of installs would miss it on every
@@ -355,9 +408,12 @@ impl InsightQuery {
         };
         let mut estimated = false;
         let mut distinct = |sketches: &[&CompactThetaSketch]| {
-            let u = rollup::union(sketches.iter().copied());
-            estimated |= u.is_estimation_mode();
-            rollup::count(&u)
+            let (n, e) = union_count(sketches).unwrap_or_else(|| {
+                let u = rollup::union(sketches.iter().copied());
+                (rollup::count(&u), u.is_estimation_mode())
+            });
+            estimated |= e;
+            n
         };
         let mut tables = BTreeMap::new();
         match &self.insight {
@@ -412,25 +468,27 @@ impl InsightQuery {
                     ..filter
                 };
                 let days = wide.day_sketches(parts);
-                let daily: BTreeMap<i32, CompactThetaSketch> = days
+                let daily: Vec<(i32, CompactThetaSketch)> = days
                     .into_iter()
                     .map(|(d, s)| (d, rollup::union(s)))
                     .collect();
+                let mut count = |n: i32, day: i32| {
+                    let i = daily.partition_point(|(d, _)| *d <= day);
+                    let from = daily[..i].partition_point(|(d, _)| *d <= day - n);
+                    let window: Vec<&CompactThetaSketch> =
+                        daily[from..i].iter().map(|(_, s)| s).collect();
+                    distinct(&window)
+                };
                 let mut out = Vec::new();
-                for &day in daily.keys() {
+                for &(day, _) in &daily {
                     if wide.from_day.is_some_and(|f| day < f + 29) {
                         continue;
                     }
-                    let window = |n: i32| {
-                        let sketches: Vec<_> =
-                            daily.range(day - n + 1..=day).map(|(_, s)| s).collect();
-                        sketches
-                    };
                     out.push(vec![
                         json!(date_text(i64::from(day))),
-                        json!(distinct(&window(1))),
-                        json!(distinct(&window(7))),
-                        json!(distinct(&window(30))),
+                        json!(count(1, day)),
+                        json!(count(7, day)),
+                        json!(count(30, day)),
                     ]);
                 }
                 tables.insert("active", table(&["day", "dau", "wau", "mau"], out));
@@ -870,6 +928,41 @@ mod tests {
         near(&rows[1][2], 20_000.0);
         near(&rows[1][3], 33.3);
         near(&rows[2][2], 40_000.0);
+    }
+
+    /// Counting from the smallest hashes gives what a union gives: exact below a count's size,
+    /// the same estimate past it, on days with gaps.
+    #[test]
+    fn union_counts_are_those_of_the_union() {
+        let days = [0, 1, 2, 5, 6, 7, 8, 9, 20, 21, 22, 40, 41, 70];
+        let daily: Vec<(i32, CompactThetaSketch)> = days
+            .iter()
+            .map(|&d| {
+                let u32_day = u32::try_from(d).unwrap();
+                let from = u32_day * 700;
+                let r = row(d, from..from + 1_500 + 100 * u32_day);
+                (d, rollup::union([&r.installs]))
+            })
+            .collect();
+        let (mut exact, mut estimates) = (0, 0);
+        for n in [1, 7, 30] {
+            for (day, _) in &daily {
+                let window: Vec<&CompactThetaSketch> = daily
+                    .iter()
+                    .filter(|(d, _)| *d > day - n && d <= day)
+                    .map(|(_, s)| s)
+                    .collect();
+                let union = rollup::union(window.iter().copied());
+                let want = (rollup::count(&union), union.is_estimation_mode());
+                assert_eq!(union_count(&window), Some(want), "{n} days up to day {day}");
+                if want.1 { estimates += 1 } else { exact += 1 }
+            }
+        }
+        assert!(
+            exact > 0 && estimates > 0,
+            "{exact} exact, {estimates} estimated"
+        );
+        assert_eq!(union_count(&[]), Some((0, false)));
     }
 
     #[test]
