@@ -78,8 +78,9 @@ settings! {
     store_loader_nice: i32 = 10i32;
     /// Days of events the store keeps (older days are dropped hourly); 0 keeps them forever.
     store_retention_days: u32 = 0u32;
-    /// Memory the store may keep parts' per-install sequences in (funnels, paths), in MiB; 0
-    /// reads them from disk at every query.
+    /// Memory the store may keep parts' per-install sequences in (funnels, paths), with the
+    /// spans that join a block of past days for paths and the "ok" installs friction merges per
+    /// block, in MiB; 0 reads them from disk at every query.
     store_sequence_cache_mb: usize = 256usize;
     /// Longest time an insight or SQL query may run, in seconds.
     query_timeout_secs: u64 = 30u64;
