@@ -383,11 +383,6 @@ pub struct Run {
     pub session_of: Vec<u32>,
     /// Each event's time; empty unless read with times.
     pub times: Vec<i64>,
-    /// Read from a summary (see [`merge`]): no events, but each session's first and last name
-    /// codes (`ends`) and the run's `(name code, next name code, count)` transitions (`pairs`).
-    pub summary: bool,
-    pub ends: Vec<(u32, u32)>,
-    pub pairs: Vec<(u32, u32, u32)>,
 }
 
 impl Run {
@@ -593,23 +588,18 @@ impl Sequences {
 
     /// Reads the `i`-th install's run into `run`, name codes mapped through `codes`; each
     /// event's time only `with_times` (else the run's first and last times only). `None` when
-    /// the body is malformed.
+    /// the body is malformed, or for a summary, which keeps no events ([`Sequences::summary_run`]
+    /// reads it).
     pub fn run(&self, i: usize, codes: &[u32], with_times: bool, run: &mut Run) -> Option<()> {
+        if self.summary {
+            return None;
+        }
         let b = self.body(i);
         let mut at = 0;
         run.sessions.clear();
         run.codes.clear();
         run.session_of.clear();
         run.times.clear();
-        run.summary = self.summary;
-        if self.summary {
-            // A summary has no per-event times to cut a run by.
-            return if with_times {
-                None
-            } else {
-                self.summary_run(i)?.decode(codes, run)
-            };
-        }
         let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
         let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
         run.sessions
@@ -696,23 +686,6 @@ impl SummaryRun<'_> {
         }
         (at == b.len()).then_some(())
     }
-
-    /// Decodes the run into `run`.
-    fn decode(&self, codes: &[u32], run: &mut Run) -> Option<()> {
-        run.sessions.clear();
-        run.sessions.extend(self.sessions());
-        run.first = self.first;
-        run.last = self.last;
-        run.summary = true;
-        run.ends.clear();
-        run.pairs.clear();
-        self.each(
-            codes,
-            &mut (&mut run.ends, &mut run.pairs),
-            |(ends, _), _, first, last| ends.push((first, last)),
-            |(_, pairs), from, next, n| pairs.push((from, next, n)),
-        )
-    }
 }
 
 /// Event names across the parts of a walk: code 0 is "no name", which is also how paths say
@@ -757,19 +730,17 @@ pub trait Walker: Send {
     }
     /// One run of the install, its events already cut to the time range (never empty).
     fn run(&mut self, key: u64, state: &mut Self::State, run: &Run);
-    /// One run of the install from a span's summary (only for walkers without times): by
-    /// default decoded into `run` and given to [`Walker::run`]. `None` when it is malformed.
+    /// One run of the install from a span's summary, which keeps only what paths read. `None`
+    /// when it is malformed, or (the default) when the walker cannot read summaries: the walk
+    /// then gives up and the caller scans the events.
     fn summary(
         &mut self,
-        key: u64,
-        state: &mut Self::State,
-        summary: &SummaryRun,
-        codes: &[u32],
-        run: &mut Run,
+        _key: u64,
+        _state: &mut Self::State,
+        _summary: &SummaryRun,
+        _codes: &[u32],
     ) -> Option<()> {
-        summary.decode(codes, run)?;
-        self.run(key, state, run);
-        Some(())
+        None
     }
     /// The install has no more runs.
     fn finish(&mut self, key: u64, state: Self::State);
@@ -822,7 +793,7 @@ pub fn walk<W: Walker>(
                     }
                     if p.is_summary() {
                         // A summary has no per-event times to cut a run by: the caller scans.
-                        let s = p.summary_run(i).filter(|_| !W::TIMES)?;
+                        let s = p.summary_run(i)?;
                         if since.is_some_and(|x| s.first < x) || until.is_some_and(|u| s.last >= u)
                         {
                             return None;
@@ -832,7 +803,7 @@ pub fn walk<W: Walker>(
                             return None;
                         }
                         *seen = s.last;
-                        w.summary(key, state, &s, codes, &mut run)?;
+                        w.summary(key, state, &s, codes)?;
                         continue;
                     }
                     p.run(i, codes, W::TIMES, &mut run)?;
@@ -1130,15 +1101,6 @@ impl Walker for Paths {
 
     fn run(&mut self, key: u64, st: &mut PathsState, run: &Run) {
         let target = self.target;
-        if run.summary {
-            for (&s, &(first, last)) in run.sessions.iter().zip(&run.ends) {
-                self.summary_session(key, st, s, first, last);
-            }
-            for &(from, to, n) in &run.pairs {
-                self.summary_pair(key, st, from, to, n);
-            }
-            return;
-        }
         // The common run of one session, without the per-session table.
         if let [s] = run.sessions[..] {
             let mut last = if self.reopen(st, s) { target } else { NO_EVENT };
@@ -1177,7 +1139,6 @@ impl Walker for Paths {
         st: &mut PathsState,
         summary: &SummaryRun,
         codes: &[u32],
-        _run: &mut Run,
     ) -> Option<()> {
         // Straight from the bytes: no vectors filled to be read once.
         summary.each(
