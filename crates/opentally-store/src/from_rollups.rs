@@ -162,18 +162,7 @@ impl DayHashes {
         let (theta, fraction) = common_theta(days.values().flatten().copied());
         let days = days
             .into_iter()
-            .map(|(day, sketches)| {
-                let mut hashes: Vec<u64> = sketches
-                    .iter()
-                    .flat_map(|s| s.iter().map(|e| e.hash()))
-                    .filter(|h| *h < theta)
-                    .collect();
-                if sketches.len() > 1 || sketches.iter().any(|s| !s.is_ordered()) {
-                    hashes.sort_unstable();
-                    hashes.dedup();
-                }
-                (day, hashes)
-            })
+            .map(|(day, sketches)| (day, rollup::hashes_below(&sketches, theta)))
             .collect();
         DayHashes {
             days,

@@ -164,13 +164,7 @@ impl Succeeded {
             .into_iter()
             .map(|(event, sketches)| {
                 let (theta, fraction) = common_theta(sketches.iter().copied());
-                let mut hashes: Vec<u64> = sketches
-                    .iter()
-                    .flat_map(|s| s.iter().map(|e| e.hash()))
-                    .filter(|h| *h < theta)
-                    .collect();
-                hashes.sort_unstable();
-                hashes.dedup();
+                let mut hashes = hashes_below(&sketches, theta);
                 hashes.shrink_to_fit();
                 let h = Hashes {
                     theta,
@@ -198,6 +192,21 @@ impl Succeeded {
             .map(|(_, h)| h.hashes.len() * 8 + std::mem::size_of::<Hashes>())
             .sum()
     }
+}
+
+/// The distinct hashes of `sketches` below `theta`, ascending.
+pub fn hashes_below(sketches: &[&CompactThetaSketch], theta: u64) -> Vec<u64> {
+    let mut hashes: Vec<u64> = sketches
+        .iter()
+        .flat_map(|s| s.iter().map(|e| e.hash()))
+        .filter(|h| *h < theta)
+        .collect();
+    // One ordered sketch is sorted and distinct already.
+    if sketches.len() > 1 || sketches.iter().any(|s| !s.is_ordered()) {
+        hashes.sort_unstable();
+        hashes.dedup();
+    }
+    hashes
 }
 
 /// Rollups merged ahead over blocks of days' parts, and which parts (by index into the rollups
