@@ -472,6 +472,14 @@ impl SpanCache {
             .retain(|_, block| !block.parts.iter().any(|id| parts.contains(id)));
     }
 
+    /// Blocks of merged "ok" installs kept in memory.
+    fn kept_succeeded(&self) -> usize {
+        self.succeeded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// Spans kept in memory.
     fn kept(&self) -> usize {
         self.spans
@@ -1152,12 +1160,7 @@ impl Store {
                 .used
                 .load(std::sync::atomic::Ordering::Relaxed),
             sequence_spans: self.spans.kept(),
-            succeeded_blocks: self
-                .spans
-                .succeeded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len(),
+            succeeded_blocks: self.spans.kept_succeeded(),
             load_rounds: self.load_rounds.load(Ordering::Relaxed),
         }
     }
