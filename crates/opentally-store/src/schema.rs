@@ -16,7 +16,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use opentally_protocol::event::{DURATION_MS, ERROR_TYPE, OUTCOME};
 use serde_json::Value;
 
-use crate::stored::StoredEvent;
+use serde_json::value::RawValue;
+
+use serde::de::DeserializeSeed as _;
+
+use crate::stored::{CowStr, EventView, StoredEvent};
 
 /// Time zone of every timestamp column.
 pub const UTC: &str = "UTC";
@@ -106,15 +110,6 @@ fn micros(t: opentally_protocol::Timestamp) -> i64 {
     i64::try_from(t.unix_nanos().div_euclid(1000)).expect("timestamps are clamped to years 0–9999")
 }
 
-fn text_at<'a>(map: &'a serde_json::Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut v = map.get(parts.next()?)?;
-    for p in parts {
-        v = v.as_object()?.get(p)?;
-    }
-    Some(v)
-}
-
 /// A JSON scalar as text: strings as they are, numbers and booleans printed, anything else none.
 pub fn scalar_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     match v {
@@ -175,6 +170,22 @@ const CONTEXT_TEXT: [&str; 10] = [
     "session",
 ];
 
+/// The context fields read when loading: the text columns', then the two flags.
+const CONTEXT_PICKED: [&str; CONTEXT_TEXT.len() + 2] = [
+    CONTEXT_TEXT[0],
+    CONTEXT_TEXT[1],
+    CONTEXT_TEXT[2],
+    CONTEXT_TEXT[3],
+    CONTEXT_TEXT[4],
+    CONTEXT_TEXT[5],
+    CONTEXT_TEXT[6],
+    CONTEXT_TEXT[7],
+    CONTEXT_TEXT[8],
+    CONTEXT_TEXT[9],
+    "environment.ci",
+    "environment.docker",
+];
+
 impl Default for BatchBuilder {
     fn default() -> Self {
         BatchBuilder::new()
@@ -210,6 +221,19 @@ impl BatchBuilder {
         received_at: opentally_protocol::Timestamp,
         e: &StoredEvent,
     ) {
+        // One way from an event to its row: through the text the log would hold.
+        let json = serde_json::to_string(e).expect("a stored event serialises");
+        let view: EventView<'_> = serde_json::from_str(&json).expect("a stored event reads back");
+        self.push_view(project, received_at, &view);
+    }
+
+    /// Adds one event read in place from the log.
+    pub fn push_view(
+        &mut self,
+        project: &str,
+        received_at: opentally_protocol::Timestamp,
+        e: &EventView<'_>,
+    ) {
         let m = &e.message;
         let text = &mut self.text;
         text[t::PROJECT].append_value(project);
@@ -219,24 +243,32 @@ impl BatchBuilder {
         text[t::EVENT].append_option(m.event.as_deref().or(m.name.as_deref()));
         self.ts.append_value(micros(e.timestamp));
         self.received_at.append_value(micros(received_at));
-        self.duration
-            .append_option(m.properties.get(DURATION_MS).and_then(Value::as_f64));
-        let prop_text = |k: &str| m.properties.get(k).and_then(scalar_text);
-        text[t::OUTCOME].append_option(prop_text(OUTCOME));
-        text[t::ERROR_TYPE].append_option(prop_text(ERROR_TYPE));
-        for (i, path) in CONTEXT_TEXT.iter().enumerate() {
-            text[t::CONTEXT + i].append_option(text_at(&m.context, path).and_then(scalar_text));
+        let mut props: [Option<Value>; 3] = Default::default();
+        if let Some(raw) = m.properties {
+            pick(raw, &[DURATION_MS, OUTCOME, ERROR_TYPE], &mut props);
         }
-        self.env_ci
-            .append_option(text_at(&m.context, "environment.ci").and_then(Value::as_bool));
-        self.env_docker
-            .append_option(text_at(&m.context, "environment.docker").and_then(Value::as_bool));
-        let json = |map: &serde_json::Map<String, Value>| {
-            (!map.is_empty()).then(|| serde_json::to_string(map).expect("a JSON map serialises"))
+        let [duration, outcome, error_type] = &props;
+        self.duration
+            .append_option(duration.as_ref().and_then(Value::as_f64));
+        text[t::OUTCOME].append_option(outcome.as_ref().and_then(scalar_text));
+        text[t::ERROR_TYPE].append_option(error_type.as_ref().and_then(scalar_text));
+        let mut ctx: [Option<Value>; CONTEXT_PICKED.len()] = Default::default();
+        if let Some(raw) = m.context {
+            pick(raw, &CONTEXT_PICKED, &mut ctx);
+        }
+        for (i, v) in ctx[..CONTEXT_TEXT.len()].iter().enumerate() {
+            text[t::CONTEXT + i].append_option(v.as_ref().and_then(scalar_text));
+        }
+        let [ci, docker] = &ctx[CONTEXT_TEXT.len()..] else {
+            unreachable!("two flags follow the text paths")
         };
-        text[t::PROPERTIES].append_option(json(&m.properties));
-        text[t::CONTEXT_JSON].append_option(json(&m.context));
-        text[t::EXTRA].append_option(extra_json(m));
+        self.env_ci
+            .append_option(ci.as_ref().and_then(Value::as_bool));
+        self.env_docker
+            .append_option(docker.as_ref().and_then(Value::as_bool));
+        text[t::PROPERTIES].append_option(object(m.properties));
+        text[t::CONTEXT_JSON].append_option(object(m.context));
+        text[t::EXTRA].append_option(extra_json(&m.rest));
         self.rows += 1;
     }
 
@@ -291,28 +323,213 @@ impl BatchBuilder {
 }
 
 /// The fields of a message that have no column (everything but type, messageId, timestamp,
-/// event, properties and context), as a JSON object; none when there are none. A page or
-/// screen name is in the `event` column and stays here too, so the message reads back whole.
-fn extra_json(m: &opentally_protocol::Message) -> Option<String> {
-    let Ok(Value::Object(mut all)) = serde_json::to_value(m) else {
+/// event, properties and context), as a JSON object with sorted keys; none when there are none.
+/// A page or screen name is in the `event` column and stays here too, so the message reads back
+/// whole.
+fn extra_json(rest: &[(std::borrow::Cow<'_, str>, &RawValue)]) -> Option<String> {
+    if rest.is_empty() {
         return None;
-    };
-    for k in [
-        "type",
-        "messageId",
-        "timestamp",
-        "event",
-        "properties",
-        "context",
-    ] {
-        all.remove(k);
     }
-    (!all.is_empty()).then(|| serde_json::to_string(&all).expect("a JSON map serialises"))
+    let mut sorted: Vec<&(std::borrow::Cow<'_, str>, &RawValue)> = rest.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::with_capacity(
+        2 + rest
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>(),
+    );
+    out.push('{');
+    for (i, (k, v)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k.as_ref()).expect("a string serialises"));
+        out.push(':');
+        out.push_str(v.get());
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// A JSON object's text for its column; none when it is empty.
+fn object(raw: Option<&RawValue>) -> Option<&str> {
+    raw.map(RawValue::get).filter(|t| *t != "{}")
+}
+
+/// Reads the values at `paths` (dotted, relative to the object) from a JSON object's text into
+/// `out`, in one pass that parses only what lies on a path. A key given twice takes its last
+/// value, as in a parsed map; a path through something other than an object reads nothing.
+fn pick(raw: &RawValue, paths: &[&str], out: &mut [Option<Value>]) {
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    let _ = Pick {
+        paths,
+        prefix: "",
+        out,
+    }
+    .deserialize(&mut d);
+}
+
+/// [`pick`] within the object at `prefix` (empty, or a path's first keys and a dot).
+struct Pick<'p> {
+    paths: &'p [&'p str],
+    prefix: &'p str,
+    out: &'p mut [Option<Value>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Pick<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Pick { paths, prefix, out } = self;
+        while let Some(CowStr(key)) = map.next_key()? {
+            let mut leaf = None;
+            let mut inner = None;
+            // A dotted path names nested objects, never a key with a dot in it.
+            if !key.contains('.') {
+                for (i, path) in paths.iter().enumerate() {
+                    match path
+                        .strip_prefix(prefix)
+                        .and_then(|rest| rest.strip_prefix(key.as_ref()))
+                    {
+                        Some("") => leaf = Some(i),
+                        Some(rest) if rest.starts_with('.') => {
+                            inner = Some(&path[..=path.len() - rest.len()]);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(i) = leaf {
+                out[i] = Some(map.next_value()?);
+            } else if let Some(inner) = inner {
+                // A later key of the same name replaces the whole object, as in a map.
+                for (i, path) in paths.iter().enumerate() {
+                    if path.starts_with(inner) {
+                        out[i] = None;
+                    }
+                }
+                let raw: &RawValue = map.next_value()?;
+                let mut d = serde_json::Deserializer::from_str(raw.get());
+                let _ = Pick {
+                    paths,
+                    prefix: inner,
+                    out: &mut *out,
+                }
+                .deserialize(&mut d);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads one row of a finished batch: `(column, value as text)` for every non-null cell.
+    fn row(batch: &RecordBatch) -> std::collections::BTreeMap<String, String> {
+        let options = arrow::util::display::FormatOptions::default();
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(_, c)| c.is_valid(0))
+            .map(|(f, c)| {
+                let text = arrow::util::display::ArrayFormatter::try_new(c, &options)
+                    .unwrap()
+                    .value(0)
+                    .to_string();
+                (f.name().clone(), text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stored_event_becomes_its_row() {
+        let message = serde_json::json!({
+            "type": "page",
+            "messageId": "m-1",
+            "timestamp": "2026-11-20T10:00:00.25Z",
+            "name": "Home",
+            "category": "docs",
+            "originalTimestamp": "2026-11-20T09:59:59Z",
+            "properties": {"duration_ms": 12.5, "outcome": true, "error_type": 404, "x": [1]},
+            "traits": {"plan": "pro"},
+            "context": {
+                "app": {"name": "nannyml", "version": "0.13.0", "build": 7},
+                "library": {"name": "opentally", "version": {"major": 1}},
+                "os.name": "flat keys with dots are not paths",
+                "environment": {"ci": true, "docker": "yes", "notebook": "jupyter"},
+                "session": 42,
+                "runtime": "python"
+            },
+            "zeta": null,
+            "integrations": {"All": false},
+            "a\"b": "é\n"
+        });
+        let mut stored = serde_json::json!({
+            "messageId": "m-1",
+            "install": "h1",
+            "timestamp": "2026-11-20T10:00:00.25Z",
+        });
+        stored["message"] = message.clone();
+        let e: StoredEvent = serde_json::from_value(stored).unwrap();
+        let received = opentally_protocol::Timestamp::parse("2026-11-20T10:00:01Z").unwrap();
+        let mut b = BatchBuilder::new();
+        b.push("p", received, &e);
+        let got = row(&b.finish());
+        let text = |v: &serde_json::Value| serde_json::to_string(v).unwrap();
+        let mut extra = message.as_object().unwrap().clone();
+        for k in [
+            "type",
+            "messageId",
+            "timestamp",
+            "properties",
+            "context",
+            "zeta",
+        ] {
+            extra.remove(k);
+        }
+        let expected: std::collections::BTreeMap<String, String> = [
+            ("project", "p".to_owned()),
+            ("message_id", "m-1".into()),
+            ("install", "h1".into()),
+            ("type", "page".into()),
+            ("event", "Home".into()),
+            ("ts", "2026-11-20T10:00:00.250Z".into()),
+            ("received_at", "2026-11-20T10:00:01Z".into()),
+            ("duration_ms", "12.5".into()),
+            ("outcome", "true".into()),
+            ("error_type", "404".into()),
+            ("app_name", "nannyml".into()),
+            ("app_version", "0.13.0".into()),
+            ("library_name", "opentally".into()),
+            ("env_ci", "true".into()),
+            ("env_notebook", "jupyter".into()),
+            ("session", "42".into()),
+            ("properties", text(&message["properties"])),
+            ("context", text(&message["context"])),
+            ("extra", text(&serde_json::Value::Object(extra))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        assert_eq!(got, expected);
+        // The extra fields' keys are sorted, as a parsed map writes them.
+        assert!(got["extra"].starts_with(r#"{"a\"b":"é\n","category":"docs","integrations""#));
+    }
 
     #[test]
     fn columns_and_builder_agree() {

@@ -21,7 +21,7 @@ use crate::manifest::{Manifest, PartMeta, sync_dir};
 use crate::rollup::{self, Blocks, RollupRow, RollupSet, Succeeded};
 use crate::schema::{self, BatchBuilder};
 use crate::sequence::{self, Sequences};
-use crate::stored::{LogRecord, StoredEvent};
+use crate::stored::{RecordView, StoredEvent};
 use crate::wal::{self, LogPos};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -839,15 +839,18 @@ impl Store {
         let mut read = 0usize;
         let mut stopped = false;
         let end = wal::read_range_while(&self.log_dir, from, until, |pos, payload| {
-            match serde_json::from_slice::<LogRecord>(payload) {
+            match serde_json::from_slice::<RecordView<'_>>(payload) {
                 Ok(rec) => {
-                    let b = builders.entry(rec.project.clone()).or_default();
+                    if !builders.contains_key(&*rec.project) {
+                        builders.insert(rec.project.to_string(), BatchBuilder::new());
+                    }
+                    let b = builders.get_mut(&*rec.project).expect("inserted above");
                     for e in &rec.events {
                         let gone = erased.iter().any(|x| {
                             pos < x.before && x.project == rec.project && x.install == e.install
                         });
                         if !gone {
-                            b.push(&rec.project, rec.received_at, e);
+                            b.push_view(&rec.project, rec.received_at, e);
                         }
                     }
                     read += rec.events.len();

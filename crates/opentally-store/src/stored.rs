@@ -30,3 +30,135 @@ pub struct StoredEvent {
 pub fn day_of(t: Timestamp) -> i64 {
     t.unix_secs().div_euclid(86_400)
 }
+
+/// A log record read in place: what loading needs, borrowed from the record's bytes.
+///
+/// Loading reads every event once, so it skips building a [`Message`]: the properties, the
+/// context and the fields without a column stay as their JSON text from the log, which is already
+/// the text their columns hold (the writer serialised them, compact and with sorted keys).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordView<'a> {
+    #[serde(borrow)]
+    pub project: std::borrow::Cow<'a, str>,
+    pub received_at: Timestamp,
+    #[serde(borrow)]
+    pub events: Vec<EventView<'a>>,
+}
+
+/// A [`StoredEvent`] read in place.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView<'a> {
+    #[serde(borrow)]
+    pub message_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub install: std::borrow::Cow<'a, str>,
+    pub timestamp: Timestamp,
+    #[serde(borrow)]
+    pub message: MessageView<'a>,
+}
+
+/// A stored [`Message`] read in place: the fields loading reads, and every other field as its
+/// JSON text. A field that is `null` counts as absent, as in [`Message`].
+#[derive(Debug)]
+pub struct MessageView<'a> {
+    /// Required: a stored message without one is unreadable, as a [`Message`] would be.
+    pub kind: opentally_protocol::MessageType,
+    pub event: Option<std::borrow::Cow<'a, str>>,
+    pub name: Option<std::borrow::Cow<'a, str>>,
+    pub properties: Option<&'a RawValue>,
+    pub context: Option<&'a RawValue>,
+    /// The fields without a column of their own (`name` too), in the order read.
+    pub rest: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
+}
+
+use serde_json::value::RawValue;
+
+/// A JSON string, borrowed from the input unless it has escapes.
+pub(crate) struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CowStr<'de>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(s.into()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(s.to_owned().into()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(s.into()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MessageView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MessageView<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = MessageView<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a stored message")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MessageView<'a>, A::Error> {
+                let mut kind = None;
+                let mut m = MessageView {
+                    kind: opentally_protocol::MessageType::Track,
+                    event: None,
+                    name: None,
+                    properties: None,
+                    context: None,
+                    rest: Vec::new(),
+                };
+                while let Some(CowStr(key)) = map.next_key()? {
+                    let raw: &'de RawValue = map.next_value()?;
+                    if raw.get() == "null" {
+                        continue;
+                    }
+                    let text = || {
+                        let mut d = serde_json::Deserializer::from_str(raw.get());
+                        CowStr::deserialize(&mut d)
+                            .map(|s| s.0)
+                            .map_err(serde::de::Error::custom)
+                    };
+                    match &*key {
+                        "type" => {
+                            let name = text()?;
+                            kind = Some(
+                                opentally_protocol::MessageType::from_name(&name).ok_or_else(
+                                    || serde::de::Error::custom(format!("unknown type {name:?}")),
+                                )?,
+                            );
+                        }
+                        "event" => m.event = Some(text()?),
+                        "properties" => m.properties = Some(raw),
+                        "context" => m.context = Some(raw),
+                        // These have columns, and are not kept in `extra`; a write key is never
+                        // data (and never written).
+                        "messageId" | "timestamp" | "writeKey" => {}
+                        _ => {
+                            if key == "name" {
+                                m.name = Some(text()?);
+                            }
+                            m.rest.push((key, raw));
+                        }
+                    }
+                }
+                m.kind = kind.ok_or_else(|| serde::de::Error::missing_field("type"))?;
+                Ok(m)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
