@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -951,9 +951,12 @@ impl Store {
         let mut new_parts = Vec::new();
         let mut rows = 0;
         for (project, batches) in &tail {
-            let batch = concat_batches(&schema::schema(), batches)?;
-            rows += batch.num_rows();
-            for (day, day_batch) in split_by_day(&batch)? {
+            // One day at a time, copied straight from the tail's batches: a seal holds the tail
+            // and one sorted day, not a copy of the whole tail besides.
+            let sources: Vec<&RecordBatch> = batches.iter().collect();
+            for (day, order) in day_orders(batches) {
+                let day_batch = interleave_record_batch(&sources, &order)?;
+                rows += day_batch.num_rows();
                 let meta = self.write_part(&mut manifest, project, day, &day_batch)?;
                 new_parts.push(meta);
             }
@@ -1074,7 +1077,16 @@ impl Store {
             for p in &parts {
                 batches.extend(read_part(&self.dir.join(&p.file))?);
             }
-            let batch = sort_batch(&concat_batches(&schema::schema(), &batches)?)?;
+            // The parts are of one day: one order, and one copy of their rows.
+            let order: Vec<(usize, usize)> = day_orders(&batches)
+                .into_iter()
+                .flat_map(|(_, rows)| rows)
+                .collect();
+            let batch = {
+                let sources: Vec<&RecordBatch> = batches.iter().collect();
+                interleave_record_batch(&sources, &order)?
+            };
+            drop((order, batches));
             added.push(self.write_part(&mut manifest, &project, day, &batch)?);
             merged += parts.len();
             replaced.extend(parts.iter().map(|p| p.id));
@@ -1428,46 +1440,74 @@ pub fn read_part(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The rows sorted by event, then time.
-fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, StoreError> {
-    let col = |n: &str| batch.column_by_name(n).expect("a schema column").clone();
-    let indices = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: col("event"),
-                options: None,
-            },
-            SortColumn {
-                values: col("ts"),
-                options: None,
-            },
-        ],
-        None,
-    )?;
-    Ok(take_record_batch(batch, &indices)?)
+/// Where each row of `batches` goes: per day (event time, UTC), the rows' `(batch, row)`
+/// positions sorted by event (no event first) and time, ties in the order given. A day's rows
+/// are then copied once, by [`interleave_record_batch`], when the day is written.
+fn day_orders(batches: &[RecordBatch]) -> Vec<(i64, Vec<(usize, usize)>)> {
+    let mut keys: Vec<(i64, Option<&str>, i64, usize, usize)> =
+        Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for (b, batch) in batches.iter().enumerate() {
+        let col = |n: &str| batch.column_by_name(n).expect("a schema column");
+        let ts = col("ts").as_primitive::<TimestampMicrosecondType>();
+        let event = col("event").as_string::<i32>();
+        debug_assert!(ts.null_count() == 0);
+        for (r, t) in ts.values().iter().enumerate() {
+            let name = event.is_valid(r).then(|| event.value(r));
+            keys.push((t.div_euclid(MICROS_PER_DAY), name, *t, b, r));
+        }
+    }
+    // Every key is distinct (its position is in it), so an unstable sort keeps ties in order.
+    keys.sort_unstable();
+    let mut out: Vec<(i64, Vec<(usize, usize)>)> = Vec::new();
+    for (day, _, _, b, r) in keys {
+        match out.last_mut() {
+            Some((d, rows)) if *d == day => rows.push((b, r)),
+            _ => out.push((day, vec![(b, r)])),
+        }
+    }
+    out
 }
 
 /// The rows of each day (event time, UTC), each sorted by event and time.
 fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>, StoreError> {
-    let ts = batch
-        .column_by_name("ts")
-        .expect("a ts column")
-        .as_primitive::<TimestampMicrosecondType>();
-    let mut days: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (i, t) in ts.values().iter().enumerate() {
-        days.entry(t.div_euclid(MICROS_PER_DAY))
-            .or_default()
-            .push(u32::try_from(i).expect("a batch is far below 4G rows"));
+    day_orders(std::slice::from_ref(batch))
+        .into_iter()
+        .map(|(day, rows)| Ok((day, interleave_record_batch(&[batch], &rows)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+
+    /// A batch of only the columns `day_orders` reads.
+    fn batch(rows: &[(Option<&str>, i64)]) -> RecordBatch {
+        let event: ArrayRef = Arc::new(rows.iter().map(|r| r.0).collect::<StringArray>());
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        ));
+        RecordBatch::try_from_iter([("event", event), ("ts", ts)]).unwrap()
     }
-    let mut out = Vec::with_capacity(days.len());
-    for (day, rows) in days {
-        let part = if rows.len() == batch.num_rows() {
-            batch.clone()
-        } else {
-            take_record_batch(batch, &UInt32Array::from(rows))?
-        };
-        out.push((day, sort_batch(&part)?));
+
+    #[test]
+    fn rows_are_ordered_by_day_then_event_then_time_across_batches() {
+        let day = MICROS_PER_DAY;
+        let a = batch(&[
+            (Some("fit"), day + 5),
+            (None, 7),
+            (Some("fit"), 3),
+            (Some("b"), 9),
+        ]);
+        let b = batch(&[(Some("fit"), 3), (Some("a"), day), (None, -1)]);
+        let got = day_orders(&[a, b]);
+        let expected: Vec<(i64, Vec<(usize, usize)>)> = vec![
+            // Before the epoch: its own day.
+            (-1, vec![(1, 2)]),
+            // No event first; equal events and times keep the order given (batch 0 first).
+            (0, vec![(0, 1), (0, 3), (0, 2), (1, 0)]),
+            (1, vec![(1, 1), (0, 0)]),
+        ];
+        assert_eq!(got, expected);
     }
-    debug_assert!(ts.null_count() == 0);
-    Ok(out)
 }
