@@ -35,9 +35,10 @@ pub struct Options {
     pub seal_after: Duration,
     /// How often the loader looks for new log records.
     pub poll: Duration,
-    /// Compact a project's day once it has this many parts below `compact_rows`.
+    /// Compact a project's day once it has this many parts that fit in `compact_rows` together.
     pub compact_parts: usize,
-    /// Parts with at least this many rows are left alone by compaction.
+    /// The most rows one compaction merges into a part (it holds them in memory twice); parts
+    /// with at least this many rows are left alone.
     pub compact_rows: u64,
     /// Days of events kept; older days' parts are dropped by the loader (none: kept forever).
     pub retention_days: Option<u32>,
@@ -1060,9 +1061,23 @@ impl Store {
                         .push(p.clone());
                 }
             }
+            // The smallest parts first, and no more than `compact_rows` in all: what a merge
+            // holds in memory is bounded, however many events a day gathers.
             let c: Vec<_> = by_day
                 .into_iter()
-                .filter(|(_, v)| v.len() >= self.options.compact_parts)
+                .filter_map(|(day, mut v)| {
+                    v.sort_by_key(|p| p.rows);
+                    let mut sum = 0;
+                    let n = v
+                        .iter()
+                        .take_while(|p| {
+                            sum += p.rows;
+                            sum <= self.options.compact_rows
+                        })
+                        .count();
+                    v.truncate(n);
+                    (v.len() >= self.options.compact_parts).then_some((day, v))
+                })
                 .collect();
             (c, s.manifest.clone())
         };

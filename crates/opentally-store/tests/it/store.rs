@@ -145,6 +145,41 @@ fn the_dump_prints_every_event_once_from_parts_and_tail() {
 }
 
 #[test]
+fn compaction_merges_the_smallest_parts_up_to_its_row_bound() {
+    let dir = data::temp_dir("compact-bound");
+    let rows = data::events();
+    let opts = Options {
+        compact_parts: 2,
+        compact_rows: 3,
+        ..Options::default()
+    };
+    let s = Store::open(&dir, opts).unwrap();
+    s.prepare_loading().unwrap();
+    // Rows 0–4 are all on 2026-11-02: five seals of one row make five parts of that day.
+    for r in &rows[..5] {
+        data::write_log(&dir, "demo", std::slice::from_ref(r), 1);
+        s.catch_up(None).unwrap();
+        s.seal().unwrap();
+    }
+    let sizes = |_: &Store| {
+        let manifest = opentally_store::manifest::Manifest::load(&dir.join("store")).unwrap();
+        let mut v: Vec<u64> = manifest.parts.iter().map(|p| p.rows).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(s.compact().unwrap(), 3, "three parts fit in three rows");
+    assert_eq!(sizes(&s), [1, 1, 3]);
+    assert_eq!(s.compact().unwrap(), 2);
+    assert_eq!(sizes(&s), [2, 3]);
+    assert_eq!(
+        s.compact().unwrap(),
+        0,
+        "two and three rows are over the bound together"
+    );
+    assert_eq!(s.stats().part_rows, 5);
+}
+
+#[test]
 fn compaction_keeps_every_event_and_spares_parts_a_query_holds() {
     let dir = data::temp_dir("compact");
     let rows = data::events();
