@@ -144,23 +144,29 @@ fn the_dump_prints_every_event_once_from_parts_and_tail() {
     }
 }
 
+/// A loading store with five parts of one row each, all of one day.
+fn five_one_row_parts(dir: &std::path::Path, opts: Options) -> Store {
+    let rows = data::events();
+    let s = Store::open(dir, opts).unwrap();
+    s.prepare_loading().unwrap();
+    // Rows 0–4 are all on 2026-11-02: five seals of one row make five parts of that day.
+    for r in &rows[..5] {
+        data::write_log(dir, "demo", std::slice::from_ref(r), 1);
+        s.catch_up(None).unwrap();
+        s.seal().unwrap();
+    }
+    s
+}
+
 #[test]
 fn compaction_merges_the_smallest_parts_up_to_its_row_bound() {
     let dir = data::temp_dir("compact-bound");
-    let rows = data::events();
     let opts = Options {
         compact_parts: 2,
         compact_rows: 3,
         ..Options::default()
     };
-    let s = Store::open(&dir, opts).unwrap();
-    s.prepare_loading().unwrap();
-    // Rows 0–4 are all on 2026-11-02: five seals of one row make five parts of that day.
-    for r in &rows[..5] {
-        data::write_log(&dir, "demo", std::slice::from_ref(r), 1);
-        s.catch_up(None).unwrap();
-        s.seal().unwrap();
-    }
+    let s = five_one_row_parts(&dir, opts);
     let sizes = |_: &Store| {
         let manifest = opentally_store::manifest::Manifest::load(&dir.join("store")).unwrap();
         let mut v: Vec<u64> = manifest.parts.iter().map(|p| p.rows).collect();
@@ -182,19 +188,11 @@ fn compaction_merges_the_smallest_parts_up_to_its_row_bound() {
 #[test]
 fn compaction_keeps_every_event_and_spares_parts_a_query_holds() {
     let dir = data::temp_dir("compact");
-    let rows = data::events();
     let opts = Options {
         compact_parts: 2,
         ..Options::default()
     };
-    let s = Store::open(&dir, opts).unwrap();
-    s.prepare_loading().unwrap();
-    // Rows 0–4 are all on 2026-11-02: five seals of one row make five parts of that day.
-    for r in &rows[..5] {
-        data::write_log(&dir, "demo", std::slice::from_ref(r), 1);
-        s.catch_up(None).unwrap();
-        s.seal().unwrap();
-    }
+    let s = five_one_row_parts(&dir, opts);
     assert_eq!(s.stats().parts, 5);
     let held = s.snapshot("demo");
     assert_eq!(s.compact().unwrap(), 5);
