@@ -245,7 +245,9 @@ impl BatchBuilder {
         self.received_at.append_value(micros(received_at));
         let mut props: [Option<Value>; 3] = Default::default();
         if let Some(raw) = m.properties {
-            pick(raw, &[DURATION_MS, OUTCOME, ERROR_TYPE], &mut props);
+            static PROPERTIES_PICKED: LazyLock<Paths> =
+                LazyLock::new(|| Paths::new(&[DURATION_MS, OUTCOME, ERROR_TYPE]));
+            pick(raw, &PROPERTIES_PICKED, &mut props);
         }
         let [duration, outcome, error_type] = &props;
         self.duration
@@ -254,7 +256,8 @@ impl BatchBuilder {
         text[t::ERROR_TYPE].append_option(error_type.as_ref().and_then(scalar_text));
         let mut ctx: [Option<Value>; CONTEXT_PICKED.len()] = Default::default();
         if let Some(raw) = m.context {
-            pick(raw, &CONTEXT_PICKED, &mut ctx);
+            static PICKED: LazyLock<Paths> = LazyLock::new(|| Paths::new(&CONTEXT_PICKED));
+            pick(raw, &PICKED, &mut ctx);
         }
         for (i, v) in ctx[..CONTEXT_TEXT.len()].iter().enumerate() {
             text[t::CONTEXT + i].append_option(v.as_ref().and_then(scalar_text));
@@ -356,23 +359,71 @@ fn object(raw: Option<&RawValue>) -> Option<&str> {
     raw.map(RawValue::get).filter(|t| *t != "{}")
 }
 
-/// Reads the values at `paths` (dotted, relative to the object) from a JSON object's text into
-/// `out`, in one pass that parses only what lies on a path. A key given twice takes its last
-/// value, as in a parsed map; a path through something other than an object reads nothing.
-fn pick(raw: &RawValue, paths: &[&str], out: &mut [Option<Value>]) {
-    let mut d = serde_json::Deserializer::from_str(raw.get());
-    let _ = Pick {
-        paths,
-        prefix: "",
-        out,
-    }
-    .deserialize(&mut d);
+/// Dotted paths (none a prefix of another) as a tree of keys, so that reading an object compares
+/// each key with the keys of its level only.
+#[derive(Debug)]
+struct Paths(Vec<(String, Node)>);
+
+#[derive(Debug)]
+enum Node {
+    /// The value at the path numbered so.
+    Leaf(usize),
+    Inner(Paths),
 }
 
-/// [`pick`] within the object at `prefix` (empty, or a path's first keys and a dot).
+impl Paths {
+    fn new(paths: &[&str]) -> Paths {
+        let mut root = Paths(Vec::new());
+        for (i, path) in paths.iter().enumerate() {
+            let mut level = &mut root;
+            let mut keys = path.split('.').peekable();
+            while let Some(key) = keys.next() {
+                let at = if let Some(at) = level.0.iter().position(|(k, _)| k == key) {
+                    at
+                } else {
+                    let node = if keys.peek().is_some() {
+                        Node::Inner(Paths(Vec::new()))
+                    } else {
+                        Node::Leaf(i)
+                    };
+                    level.0.push((key.to_owned(), node));
+                    level.0.len() - 1
+                };
+                match &mut level.0[at].1 {
+                    Node::Inner(inner) if keys.peek().is_some() => level = inner,
+                    _ => break,
+                }
+            }
+        }
+        root
+    }
+
+    fn get(&self, key: &str) -> Option<&Node> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+    }
+
+    /// Sets every value under these paths to none.
+    fn clear(&self, out: &mut [Option<Value>]) {
+        for (_, node) in &self.0 {
+            match node {
+                Node::Leaf(i) => out[*i] = None,
+                Node::Inner(inner) => inner.clear(out),
+            }
+        }
+    }
+}
+
+/// Reads the values at `paths` from a JSON object's text into `out` (by the paths' numbers), in
+/// one pass that parses only what lies on a path. A key given twice takes its last value, as in a
+/// parsed map; a path through something other than an object reads nothing.
+fn pick(raw: &RawValue, paths: &Paths, out: &mut [Option<Value>]) {
+    let mut d = serde_json::Deserializer::from_str(raw.get());
+    let _ = Pick { paths, out }.deserialize(&mut d);
+}
+
+/// [`pick`] within one object.
 struct Pick<'p> {
-    paths: &'p [&'p str],
-    prefix: &'p str,
+    paths: &'p Paths,
     out: &'p mut [Option<Value>],
 }
 
@@ -389,44 +440,24 @@ impl<'de> serde::de::Visitor<'de> for Pick<'_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Pick { paths, prefix, out } = self;
+        let Pick { paths, out } = self;
         while let Some(CowStr(key)) = map.next_key()? {
-            let mut leaf = None;
-            let mut inner = None;
-            // A dotted path names nested objects, never a key with a dot in it.
-            if !key.contains('.') {
-                for (i, path) in paths.iter().enumerate() {
-                    match path
-                        .strip_prefix(prefix)
-                        .and_then(|rest| rest.strip_prefix(key.as_ref()))
-                    {
-                        Some("") => leaf = Some(i),
-                        Some(rest) if rest.starts_with('.') => {
-                            inner = Some(&path[..=path.len() - rest.len()]);
-                        }
-                        _ => {}
+            match paths.get(&key) {
+                Some(Node::Leaf(i)) => out[*i] = Some(map.next_value()?),
+                Some(Node::Inner(inner)) => {
+                    // A later key of the same name replaces the whole object, as in a map.
+                    inner.clear(out);
+                    let raw: &RawValue = map.next_value()?;
+                    let mut d = serde_json::Deserializer::from_str(raw.get());
+                    let _ = Pick {
+                        paths: inner,
+                        out: &mut *out,
                     }
+                    .deserialize(&mut d);
                 }
-            }
-            if let Some(i) = leaf {
-                out[i] = Some(map.next_value()?);
-            } else if let Some(inner) = inner {
-                // A later key of the same name replaces the whole object, as in a map.
-                for (i, path) in paths.iter().enumerate() {
-                    if path.starts_with(inner) {
-                        out[i] = None;
-                    }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
                 }
-                let raw: &RawValue = map.next_value()?;
-                let mut d = serde_json::Deserializer::from_str(raw.get());
-                let _ = Pick {
-                    paths,
-                    prefix: inner,
-                    out: &mut *out,
-                }
-                .deserialize(&mut d);
-            } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
         Ok(())
@@ -529,6 +560,23 @@ mod tests {
         assert_eq!(got, expected);
         // The extra fields' keys are sorted, as a parsed map writes them.
         assert!(got["extra"].starts_with(r#"{"a\"b":"é\n","category":"docs","integrations""#));
+    }
+
+    #[test]
+    fn a_key_given_twice_takes_its_last_value_as_in_a_map() {
+        let text = r#"{"app":{"name":"a","version":"1"},"app":{"version":"2"},
+            "session":1,"session":"s","os":{"name":"linux"},"os":"flat"}"#;
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        let paths = Paths::new(&["app.name", "app.version", "session", "os.name"]);
+        let mut out = vec![None; 4];
+        pick(&raw, &paths, &mut out);
+        let parsed: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            out,
+            [None, Some(Value::from("2")), Some(Value::from("s")), None]
+        );
+        assert_eq!(out[1].as_ref(), parsed["app"].get("version"));
+        assert_eq!(parsed["app"].get("name"), None);
     }
 
     #[test]
