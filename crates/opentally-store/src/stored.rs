@@ -1,7 +1,9 @@
 //! What the log holds: one record per request, with the events accepted from it, normalised.
 
+use opentally_protocol::message::KNOWN_FIELDS;
 use opentally_protocol::{Message, Timestamp};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// One log record: the events of one request that were new.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +62,7 @@ pub struct EventView<'a> {
 }
 
 /// A stored [`Message`] read in place: the fields loading reads, and every other field as its
-/// JSON text. A field that is `null` counts as absent, as in [`Message`].
+/// JSON text. A field that [`Message`] reads counts as absent when it is `null`, as there.
 #[derive(Debug)]
 pub struct MessageView<'a> {
     /// Required: a stored message without one is unreadable, as a [`Message`] would be.
@@ -72,8 +74,6 @@ pub struct MessageView<'a> {
     /// The fields without a column of their own (`name` too), in the order read.
     pub rest: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
 }
-
-use serde_json::value::RawValue;
 
 /// A JSON string, borrowed from the input unless it has escapes.
 pub(crate) struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
@@ -123,7 +123,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageView<'a> {
                 };
                 while let Some(CowStr(key)) = map.next_key()? {
                     let raw: &'de RawValue = map.next_value()?;
-                    if raw.get() == "null" {
+                    // A known field that is null is absent; an unknown one is kept as sent.
+                    if raw.get() == "null" && KNOWN_FIELDS.contains(&&*key) {
                         continue;
                     }
                     let text = || {
