@@ -121,13 +121,7 @@ fn union_count(sketches: &[&CompactThetaSketch]) -> Option<(u64, bool)> {
     }
     #[allow(clippy::cast_precision_loss)]
     let fraction = theta as f64 / MAX_THETA as f64;
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let n = (distinct as f64 / fraction).round() as u64;
-    Some((n, theta < MAX_THETA))
+    Some((scale(distinct, fraction), theta < MAX_THETA))
 }
 
 /// Installs as sketch hashes, per day, at the smallest theta of all the sketches involved: each
@@ -574,7 +568,9 @@ impl InsightQuery {
                 let mut rate: BTreeMap<Pair, (u64, u64)> = BTreeMap::new();
                 let mut kinds: BTreeMap<Pair, (u64, Vec<_>)> = BTreeMap::new();
                 for r in rows() {
-                    let Some(outcome) = r.dim(4) else { continue };
+                    let Some(outcome) = r.dim(rollup::OUTCOME) else {
+                        continue;
+                    };
                     let g = rate
                         .entry((r.dim(0), by_i.and_then(|i| r.dim(i))))
                         .or_default();
@@ -724,7 +720,9 @@ impl InsightQuery {
                         .map(move |r| (covered, r))
                 });
                 for (covered, r) in rows {
-                    let Some(outcome) = r.dim(4) else { continue };
+                    let Some(outcome) = r.dim(rollup::OUTCOME) else {
+                        continue;
+                    };
                     let v = by_version.entry(r.dim(1)).or_default();
                     v.0 += r.events;
                     let f = failed.entry(r.dim(0)).or_default();

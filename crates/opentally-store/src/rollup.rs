@@ -309,7 +309,7 @@ pub fn session_key(install: &str, session: Option<&str>) -> u64 {
 }
 
 /// The index of `outcome` in [`DIMS`].
-const OUTCOME: usize = 4;
+pub(crate) const OUTCOME: usize = 4;
 
 /// The rollup of a batch of the `events` schema.
 pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
