@@ -14,11 +14,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use opentally_protocol::event::{DURATION_MS, ERROR_TYPE, OUTCOME};
-use serde_json::Value;
-
-use serde_json::value::RawValue;
-
 use serde::de::DeserializeSeed as _;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::stored::{CowStr, EventView, StoredEvent};
 
@@ -170,21 +168,8 @@ const CONTEXT_TEXT: [&str; 10] = [
     "session",
 ];
 
-/// The context fields read when loading: the text columns', then the two flags.
-const CONTEXT_PICKED: [&str; CONTEXT_TEXT.len() + 2] = [
-    CONTEXT_TEXT[0],
-    CONTEXT_TEXT[1],
-    CONTEXT_TEXT[2],
-    CONTEXT_TEXT[3],
-    CONTEXT_TEXT[4],
-    CONTEXT_TEXT[5],
-    CONTEXT_TEXT[6],
-    CONTEXT_TEXT[7],
-    CONTEXT_TEXT[8],
-    CONTEXT_TEXT[9],
-    "environment.ci",
-    "environment.docker",
-];
+/// The context flags held in boolean columns, in column order.
+const CONTEXT_FLAGS: [&str; 2] = ["environment.ci", "environment.docker"];
 
 impl Default for BatchBuilder {
     fn default() -> Self {
@@ -254,16 +239,20 @@ impl BatchBuilder {
             .append_option(duration.as_ref().and_then(Value::as_f64));
         text[t::OUTCOME].append_option(outcome.as_ref().and_then(scalar_text));
         text[t::ERROR_TYPE].append_option(error_type.as_ref().and_then(scalar_text));
-        let mut ctx: [Option<Value>; CONTEXT_PICKED.len()] = Default::default();
+        // The text columns' paths, then the flags'.
+        let mut ctx: [Option<Value>; CONTEXT_TEXT.len() + CONTEXT_FLAGS.len()] = Default::default();
         if let Some(raw) = m.context {
-            static PICKED: LazyLock<Paths> = LazyLock::new(|| Paths::new(&CONTEXT_PICKED));
+            static PICKED: LazyLock<Paths> = LazyLock::new(|| {
+                Paths::new(&[CONTEXT_TEXT.as_slice(), CONTEXT_FLAGS.as_slice()].concat())
+            });
             pick(raw, &PICKED, &mut ctx);
         }
-        for (i, v) in ctx[..CONTEXT_TEXT.len()].iter().enumerate() {
+        let (texts, flags) = ctx.split_at(CONTEXT_TEXT.len());
+        for (i, v) in texts.iter().enumerate() {
             text[t::CONTEXT + i].append_option(v.as_ref().and_then(scalar_text));
         }
-        let [ci, docker] = &ctx[CONTEXT_TEXT.len()..] else {
-            unreachable!("two flags follow the text paths")
+        let [ci, docker] = flags else {
+            unreachable!("one value per flag")
         };
         self.env_ci
             .append_option(ci.as_ref().and_then(Value::as_bool));

@@ -112,52 +112,57 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageView<'a> {
                 self,
                 mut map: A,
             ) -> Result<MessageView<'a>, A::Error> {
-                let mut kind = None;
-                let mut m = MessageView {
-                    kind: opentally_protocol::MessageType::Track,
-                    event: None,
-                    name: None,
-                    properties: None,
-                    context: None,
-                    rest: Vec::new(),
-                };
+                let (mut kind, mut event, mut name) = (None, None, None);
+                let (mut properties, mut context, mut rest) = (None, None, Vec::new());
                 while let Some(CowStr(key)) = map.next_key()? {
+                    // Read as strings at once: null is absent, as in a `Message`.
+                    match &*key {
+                        "type" => {
+                            let Some(CowStr(t)) = map.next_value()? else {
+                                continue;
+                            };
+                            kind =
+                                Some(opentally_protocol::MessageType::from_name(&t).ok_or_else(
+                                    || serde::de::Error::custom(format!("unknown type {t:?}")),
+                                )?);
+                            continue;
+                        }
+                        "event" => {
+                            event = map.next_value::<Option<CowStr<'de>>>()?.map(|s| s.0);
+                            continue;
+                        }
+                        _ => {}
+                    }
                     let raw: &'de RawValue = map.next_value()?;
                     // A known field that is null is absent; an unknown one is kept as sent.
                     if raw.get() == "null" && KNOWN_FIELDS.contains(&&*key) {
                         continue;
                     }
-                    let text = || {
-                        let mut d = serde_json::Deserializer::from_str(raw.get());
-                        CowStr::deserialize(&mut d)
-                            .map(|s| s.0)
-                            .map_err(serde::de::Error::custom)
-                    };
                     match &*key {
-                        "type" => {
-                            let name = text()?;
-                            kind = Some(
-                                opentally_protocol::MessageType::from_name(&name).ok_or_else(
-                                    || serde::de::Error::custom(format!("unknown type {name:?}")),
-                                )?,
-                            );
-                        }
-                        "event" => m.event = Some(text()?),
-                        "properties" => m.properties = Some(raw),
-                        "context" => m.context = Some(raw),
+                        "properties" => properties = Some(raw),
+                        "context" => context = Some(raw),
                         // These have columns, and are not kept in `extra`; a write key is never
                         // data (and never written).
                         "messageId" | "timestamp" | "writeKey" => {}
                         _ => {
                             if key == "name" {
-                                m.name = Some(text()?);
+                                let mut d = serde_json::Deserializer::from_str(raw.get());
+                                let CowStr(n) = CowStr::deserialize(&mut d)
+                                    .map_err(serde::de::Error::custom)?;
+                                name = Some(n);
                             }
-                            m.rest.push((key, raw));
+                            rest.push((key, raw));
                         }
                     }
                 }
-                m.kind = kind.ok_or_else(|| serde::de::Error::missing_field("type"))?;
-                Ok(m)
+                Ok(MessageView {
+                    kind: kind.ok_or_else(|| serde::de::Error::missing_field("type"))?,
+                    event,
+                    name,
+                    properties,
+                    context,
+                    rest,
+                })
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
