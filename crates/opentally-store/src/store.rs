@@ -253,7 +253,8 @@ type DaySequences = Vec<(i64, Arc<Sequences>)>;
 /// The sequences of a tail batch, split by day.
 fn tail_sequences(batch: &RecordBatch) -> Result<Option<DaySequences>, StoreError> {
     let mut out = Vec::new();
-    for (day, b) in split_by_day(batch)? {
+    for day in split_by_day(std::slice::from_ref(batch)) {
+        let (day, b) = day?;
         let Some(bytes) = sequence::encode(&b) else {
             return Ok(None);
         };
@@ -429,7 +430,7 @@ impl SpanCache {
         let bound: usize = sets
             .iter()
             .flat_map(|s| &s.rows)
-            .filter(|r| r.dim(4) == Some("ok"))
+            .filter(|r| r.dim(rollup::OUTCOME) == Some("ok"))
             .map(|r| r.installs.num_retained() * 8)
             .sum();
         let room = self
@@ -954,9 +955,8 @@ impl Store {
         for (project, batches) in &tail {
             // One day at a time, copied straight from the tail's batches: a seal holds the tail
             // and one sorted day, not a copy of the whole tail besides.
-            let sources: Vec<&RecordBatch> = batches.iter().collect();
-            for (day, order) in day_orders(batches) {
-                let day_batch = interleave_record_batch(&sources, &order)?;
+            for day in split_by_day(batches) {
+                let (day, day_batch) = day?;
                 rows += day_batch.num_rows();
                 let meta = self.write_part(&mut manifest, project, day, &day_batch)?;
                 new_parts.push(meta);
@@ -1483,12 +1483,15 @@ fn day_orders(batches: &[RecordBatch]) -> Vec<(i64, Vec<(usize, usize)>)> {
     out
 }
 
-/// The rows of each day (event time, UTC), each sorted by event and time.
-fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>, StoreError> {
-    day_orders(std::slice::from_ref(batch))
+/// The rows of `batches` by day (event time, UTC), each day sorted by event and time and copied
+/// only when the iterator reaches it, so that one day at a time is held besides the batches.
+fn split_by_day(
+    batches: &[RecordBatch],
+) -> impl Iterator<Item = Result<(i64, RecordBatch), StoreError>> {
+    let sources: Vec<&RecordBatch> = batches.iter().collect();
+    day_orders(batches)
         .into_iter()
-        .map(|(day, rows)| Ok((day, interleave_record_batch(&[batch], &rows)?)))
-        .collect()
+        .map(move |(day, rows)| Ok((day, interleave_record_batch(&sources, &rows)?)))
 }
 
 #[cfg(test)]
