@@ -12,6 +12,8 @@ import urllib.error
 import re
 import urllib.request
 
+import pytest
+
 from conftest import BIN, Server, dump, opentally
 
 KILL_ROUNDS = int(os.environ.get("OPENTALLY_KILL_ROUNDS", "20"))
@@ -124,6 +126,16 @@ def test_gzip_bombs_are_refused_within_100_mb(server, project):
     status, body = post_gzip(server.url, project, gzip.compress(json.dumps(
         {"batch": [{"type": "track", "event": "after", "anonymousId": "a", "messageId": "after-bomb"}]}).encode()))
     assert (status, body["accepted"]) == (200, 1), body
+
+
+def test_the_collector_runs_without_transparent_huge_pages(server):
+    """Huge pages behind the allocator's arenas inflated the collector's RSS by a third under
+    load (docs/benchmarks.md); `serve` turns them off for its process."""
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        thp = [line.split()[1] for line in f if line.startswith("THP_enabled:")]
+    if not thp:
+        pytest.skip("this kernel does not report THP_enabled")
+    assert thp == ["0"], thp
 
 
 def test_a_full_disk_answers_503_loses_no_acknowledged_event_and_recovers(tmp_path, project):

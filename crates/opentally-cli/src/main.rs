@@ -20,6 +20,17 @@ use opentally_server::config::{self, RawConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas, and
+/// the kernel then backs each freshly touched arena with a 2 MiB page it zeroes whole: on the
+/// ingest benchmark that cost the collector a third of its peak RSS and 5 % of its handlers' CPU
+/// (docs/benchmarks.md). Best effort: a kernel without the switch keeps its default.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "transparent huge pages stay as the kernel sets them");
+    }
+}
+
 /// Privacy-first usage telemetry for open-source software.
 #[derive(Debug, Parser)]
 #[command(name = "opentally", version, propagate_version = true)]
@@ -166,6 +177,7 @@ pub const DEMO_CATALOG: &str = include_str!("../../../examples/catalog.toml");
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    no_huge_pages();
     let flags = RawConfig {
         listen: args.listen.clone(),
         fsync: args.no_fsync.then_some(false),
