@@ -25,7 +25,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use datasketches::common::SearchCriteria;
 use datasketches::req::{RankAccuracy, ReqFloat, ReqSketch};
-use datasketches::theta::{CompactThetaSketch, ThetaSketch, ThetaSketchBuilder, ThetaUnionBuilder};
+use datasketches::theta::{
+    CompactThetaSketch, ThetaSketch, ThetaSketchBuilder, ThetaUnion, ThetaUnionBuilder,
+};
 use parquet::arrow::ArrowWriter;
 
 use crate::store::{StoreError, read_part};
@@ -374,6 +376,79 @@ pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
         .collect();
     rows.sort_by(|a, b| (a.day, &a.dims).cmp(&(b.day, &b.dims)));
     rows
+}
+
+/// Rollup rows of disjoint sets of events merged into the rows of all of them, group by group:
+/// what compaction writes for a part whose rows it copies a chunk at a time. Counts and error
+/// sessions add up exactly; installs are the union of the groups' sketches (exact while a group
+/// has fewer than 2^[`THETA_LG_K`] installs, as in [`of_batch`]) and durations the merge of
+/// theirs.
+#[derive(Debug, Default)]
+pub struct Merger {
+    groups: HashMap<GroupKey, Merged>,
+}
+
+/// A rollup row's day and dimensions.
+type GroupKey = (i32, [Option<Arc<str>>; 6]);
+
+/// One group while rows are merged.
+#[derive(Debug)]
+struct Merged {
+    events: u64,
+    installs: ThetaUnion,
+    durations: Durations,
+    sessions: HashMap<u64, u32>,
+}
+
+impl Merger {
+    pub fn add(&mut self, rows: Vec<RollupRow>) {
+        for r in rows {
+            let g = self
+                .groups
+                .entry((r.day, r.dims))
+                .or_insert_with(|| Merged {
+                    events: 0,
+                    installs: ThetaUnionBuilder::default()
+                        .lg_k(THETA_LG_K)
+                        .build()
+                        .expect("a valid lg_k"),
+                    durations: durations(),
+                    sessions: HashMap::new(),
+                });
+            g.events += r.events;
+            g.installs
+                .update(&r.installs)
+                .expect("sketches of one seed");
+            if !r.durations.is_empty() {
+                g.durations.merge(&r.durations).expect("sketches of one k");
+            }
+            for (k, n) in r.error_sessions {
+                *g.sessions.entry(k).or_default() += n;
+            }
+        }
+    }
+
+    /// The merged rows, in the order [`of_batch`] gives them.
+    pub fn finish(self) -> Vec<RollupRow> {
+        let mut rows: Vec<RollupRow> = self
+            .groups
+            .into_iter()
+            .map(|((day, dims), g)| RollupRow {
+                day,
+                dims,
+                events: g.events,
+                installs: g.installs.to_sketch(true),
+                durations: g.durations,
+                error_sessions: {
+                    let mut v: Vec<(u64, u32)> = g.sessions.into_iter().collect();
+                    v.sort_unstable();
+                    v
+                },
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.day, &a.dims).cmp(&(b.day, &b.dims)));
+        rows
+    }
 }
 
 fn schema() -> SchemaRef {

@@ -291,6 +291,24 @@ impl Builder {
 /// order across the parts (see [`walk`]), a file is malformed, or the result outgrows the
 /// format.
 pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> Option<Vec<u8>> {
+    join(parts, names, summary, false)
+}
+
+/// The sequences of several parts of one day as the `.seq` file of the part that compaction
+/// merges them into: as [`merge`] without `summary`, but an install whose runs overlap in time
+/// has its events put in time order (ties in the order of `parts`, where the file made from the
+/// merged rows would order them by message id) and its sessions in the order first met then.
+/// `None` when a file is malformed or the result outgrows the format.
+pub fn compact(parts: &[(&Sequences, Vec<u32>)], names: &Names) -> Option<Vec<u8>> {
+    join(parts, names, false, true)
+}
+
+fn join(
+    parts: &[(&Sequences, Vec<u32>)],
+    names: &Names,
+    summary: bool,
+    reorder: bool,
+) -> Option<Vec<u8>> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let base = parts.iter().map(|(p, _)| p.base).min().unwrap_or(0);
@@ -318,12 +336,21 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> 
     let mut events: Vec<(u32, u32, i64)> = Vec::new();
     let mut remap: Vec<u32> = Vec::new();
     let mut current: Option<u64> = None;
+    // Whether the current install's runs overlap in time (only with `reorder`).
+    let mut overlap = false;
+    let mut sorted = SessionList::default();
     while let Some(Reverse((key, n, i))) = next.pop() {
         if current != Some(key) {
             if let Some(done) = current {
-                put(&mut out, done, &sessions.keys, &events)?;
+                if overlap {
+                    in_time_order(&mut events, &sessions, &mut sorted);
+                    put(&mut out, done, &sorted.keys, &events)?;
+                } else {
+                    put(&mut out, done, &sessions.keys, &events)?;
+                }
             }
             current = Some(key);
+            overlap = false;
             sessions.clear();
             events.clear();
         }
@@ -333,7 +360,10 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> 
         }
         p.run(i, codes, true, &mut run)?;
         if events.last().is_some_and(|e| e.2 >= run.first) {
-            return None;
+            if !reorder {
+                return None;
+            }
+            overlap = true;
         }
         remap.clear();
         remap.extend(run.sessions.iter().map(|s| sessions.index(*s)));
@@ -343,9 +373,25 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> 
         );
     }
     if let Some(done) = current {
-        put(&mut out, done, &sessions.keys, &events)?;
+        if overlap {
+            in_time_order(&mut events, &sessions, &mut sorted);
+            put(&mut out, done, &sorted.keys, &events)?;
+        } else {
+            put(&mut out, done, &sessions.keys, &events)?;
+        }
     }
     out.finish(&names.names)
+}
+
+/// Sorts one install's events `(name code, session index, time)` by time, ties kept in order,
+/// and renumbers their sessions in the order first met after that; `sorted` gets the sessions
+/// of `sessions` in that order.
+fn in_time_order(events: &mut [(u32, u32, i64)], sessions: &SessionList, sorted: &mut SessionList) {
+    events.sort_by_key(|e| e.2);
+    sorted.clear();
+    for e in events {
+        e.1 = sorted.index(sessions.keys[e.1 as usize]);
+    }
 }
 
 /// Writes a `.seq` file and syncs it; returns its size.
