@@ -37,9 +37,12 @@ pub struct Options {
     pub poll: Duration,
     /// Compact a project's day once it has this many parts that fit in `compact_rows` together.
     pub compact_parts: usize,
-    /// The most rows one compaction merges into a part (it holds them in memory twice); parts
-    /// with at least this many rows are left alone.
+    /// The most rows one compaction merges into a part; parts with at least this many rows are
+    /// left alone.
     pub compact_rows: u64,
+    /// Rows a compaction copies at a time. It holds a batch of this many rows from each part it
+    /// merges and one of the merged rows, however large the parts.
+    pub compact_chunk_rows: usize,
     /// Days of events kept; older days' parts are dropped by the loader (none: kept forever).
     pub retention_days: Option<u32>,
     /// Memory the parts may keep their per-install sequences in, for funnels and paths (parts
@@ -61,6 +64,7 @@ impl Default for Options {
             poll: Duration::from_millis(200),
             compact_parts: 8,
             compact_rows: 2_000_000,
+            compact_chunk_rows: 8 * 1024,
             retention_days: None,
             sequence_cache_bytes: 256 << 20,
             sequence_span_days: 32,
@@ -995,51 +999,38 @@ impl Store {
         day: i64,
         batch: &RecordBatch,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
+        let mut w = self.part_writer(manifest, project, day)?;
+        w.write(batch)?;
+        w.finish(&self.dir, rollup::of_batch(batch), sequence::encode(batch))
+    }
+
+    /// A new part of `project`'s `day`, numbered from `manifest`, its rows written as they come.
+    fn part_writer(
+        &self,
+        manifest: &mut Manifest,
+        project: &str,
+        day: i64,
+    ) -> Result<PartWriter, StoreError> {
         let id = manifest.next_part;
         manifest.next_part += 1;
-        let rel = format!("parts/{project}/{day}-{id:08}.parquet");
-        let path = self.dir.join(&rel);
-        let dir = path.parent().expect("a part has a directory");
-        fs::create_dir_all(dir)?;
+        let stem = format!("parts/{project}/{day}-{id:08}");
+        let path = self.dir.join(format!("{stem}.parquet"));
+        fs::create_dir_all(path.parent().expect("a part has a directory"))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(128 * 1024))
             .build();
-        let mut w = ArrowWriter::try_new(File::create(&path)?, schema::schema(), Some(props))?;
-        w.write(batch)?;
-        let file = w.into_inner()?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        sync_dir(dir)?;
-        let ts = batch
-            .column_by_name("ts")
-            .expect("a ts column")
-            .as_primitive::<TimestampMicrosecondType>();
-        let rollup_rel = format!("parts/{project}/{day}-{id:08}.rollup");
-        let rollup = rollup::of_batch(batch);
-        let rollup_bytes = rollup::write(&self.dir.join(&rollup_rel), &rollup)?;
-        let sequences_rel = format!("parts/{project}/{day}-{id:08}.seq");
-        let sequences = match sequence::encode(batch) {
-            Some(bytes) => Some(sequence::write(&self.dir.join(&sequences_rel), &bytes)?),
-            None => None,
-        };
-        sync_dir(dir)?;
-        Ok((
-            PartMeta {
-                id,
-                project: project.to_owned(),
-                day,
-                file: rel,
-                rollup: Some(rollup_rel),
-                sequences: sequences.map(|_| sequences_rel),
-                rows: batch.num_rows() as u64,
-                bytes: bytes + rollup_bytes + sequences.unwrap_or(0),
-                min_ts: arrow::compute::min(ts).unwrap_or_default(),
-                max_ts: arrow::compute::max(ts).unwrap_or_default(),
-            },
-            rollup,
-        ))
+        let writer = ArrowWriter::try_new(File::create(&path)?, schema::schema(), Some(props))?;
+        Ok(PartWriter {
+            id,
+            project: project.to_owned(),
+            day,
+            stem,
+            writer,
+            rows: 0,
+            ts: None,
+        })
     }
 
     /// Merges the small parts of a project's day into one, when a day has gathered
@@ -1088,26 +1079,40 @@ impl Store {
         let mut replaced: HashSet<u64> = HashSet::new();
         let mut added = Vec::new();
         for ((project, day), parts) in candidates {
-            let mut batches = Vec::new();
-            for p in &parts {
-                batches.extend(read_part(&self.dir.join(&p.file))?);
-            }
-            // The parts are of one day: one order, and one copy of their rows.
-            let order: Vec<(usize, usize)> = day_orders(&batches)
-                .into_iter()
-                .flat_map(|(_, rows)| rows)
-                .collect();
-            let batch = {
-                let sources: Vec<&RecordBatch> = batches.iter().collect();
-                interleave_record_batch(&sources, &order)?
-            };
-            drop((order, batches));
-            added.push(self.write_part(&mut manifest, &project, day, &batch)?);
+            let mut w = self.part_writer(&mut manifest, &project, day)?;
+            let paths: Vec<PathBuf> = parts.iter().map(|p| self.dir.join(&p.file)).collect();
+            let mut rollups = rollup::Merger::default();
+            merge_sorted(&paths, self.options.compact_chunk_rows.max(1), |chunk| {
+                rollups.add(rollup::of_batch(chunk));
+                w.write(chunk)
+            })?;
+            let sequences = self.compacted_sequences(&parts)?;
+            added.push(w.finish(&self.dir, rollups.finish(), sequences)?);
             merged += parts.len();
             replaced.extend(parts.iter().map(|p| p.id));
         }
         drop(self.swap_parts(manifest, &replaced, added)?);
         Ok(merged)
+    }
+
+    /// The sequences of the part that `parts` are merged into, joined from theirs; `None` when
+    /// one of them has none (the merged part then has none either, as a part too large for them).
+    fn compacted_sequences(&self, parts: &[PartMeta]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut read = Vec::with_capacity(parts.len());
+        for p in parts {
+            let Some(rel) = &p.sequences else {
+                return Ok(None);
+            };
+            match Sequences::read(&self.dir.join(rel)) {
+                Ok(s) => read.push(s),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let refs: Vec<&Sequences> = read.iter().collect();
+        let (names, codes) = sequence::shared_codes(&refs);
+        let joined: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
+        Ok(sequence::compact(&joined, &names))
     }
 
     /// Deletes the files of retired parts that no query holds any more.
@@ -1455,6 +1460,190 @@ pub fn read_part(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A part being written: its rows go to the file as they come, its rollup and sequences are
+/// given when it is finished.
+struct PartWriter {
+    id: u64,
+    project: String,
+    day: i64,
+    /// The files' path relative to the store directory, without extension.
+    stem: String,
+    writer: ArrowWriter<File>,
+    rows: u64,
+    /// The smallest and largest event time written.
+    ts: Option<(i64, i64)>,
+}
+
+impl PartWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let ts = batch
+            .column_by_name("ts")
+            .expect("a ts column")
+            .as_primitive::<TimestampMicrosecondType>();
+        if let (Some(lo), Some(hi)) = (arrow::compute::min(ts), arrow::compute::max(ts)) {
+            self.ts = Some(self.ts.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    /// Closes and syncs the part's file, writes its rollup and sequences beside it.
+    fn finish(
+        self,
+        dir: &Path,
+        rollup: Vec<RollupRow>,
+        sequences: Option<Vec<u8>>,
+    ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
+        let file = self.writer.into_inner()?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        let rel = format!("{}.parquet", self.stem);
+        let parent = dir.join(&rel);
+        let parent = parent.parent().expect("a part has a directory");
+        sync_dir(parent)?;
+        let rollup_rel = format!("{}.rollup", self.stem);
+        let rollup_bytes = rollup::write(&dir.join(&rollup_rel), &rollup)?;
+        let sequences_rel = format!("{}.seq", self.stem);
+        let sequences = match sequences {
+            Some(bytes) => Some(sequence::write(&dir.join(&sequences_rel), &bytes)?),
+            None => None,
+        };
+        sync_dir(parent)?;
+        let (min_ts, max_ts) = self.ts.unwrap_or_default();
+        Ok((
+            PartMeta {
+                id: self.id,
+                project: self.project,
+                day: self.day,
+                file: rel,
+                rollup: Some(rollup_rel),
+                sequences: sequences.map(|_| sequences_rel),
+                rows: self.rows,
+                bytes: bytes + rollup_bytes + sequences.unwrap_or(0),
+                min_ts,
+                max_ts,
+            },
+            rollup,
+        ))
+    }
+}
+
+/// One input of [`merge_sorted`]: a part read a batch at a time.
+struct MergeInput {
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// The batch being read (`None`: the part is done), its event and time columns, the next row.
+    batch: Option<RecordBatch>,
+    event: arrow::array::StringArray,
+    ts: arrow::buffer::ScalarBuffer<i64>,
+    row: usize,
+    /// Where `batch` is among the sources of the chunk being gathered.
+    slot: usize,
+}
+
+impl MergeInput {
+    /// Moves to the part's next batch that has rows, or to its end.
+    fn next_batch(&mut self) -> Result<(), StoreError> {
+        self.batch = None;
+        self.row = 0;
+        for b in self.reader.by_ref() {
+            let b = b?;
+            if b.num_rows() > 0 {
+                let col = |n: &str| b.column_by_name(n).expect("a schema column").clone();
+                self.event = col("event").as_string::<i32>().clone();
+                self.ts = col("ts")
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .clone();
+                self.batch = Some(b);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sort key of the next row: event (none first), then time.
+    fn key(&self) -> (Option<&str>, i64) {
+        let r = self.row;
+        (
+            self.event.is_valid(r).then(|| self.event.value(r)),
+            self.ts[r],
+        )
+    }
+}
+
+/// Merges parts of one day, each sorted by event and time, into one sequence in that order (ties
+/// in the order of `paths`, then of their rows: the order [`day_orders`] gives the same rows),
+/// handed to `out` a chunk of at most `chunk` rows at a time. What it holds is a batch of each
+/// part and one chunk, all of `chunk` rows at most, however large the parts.
+fn merge_sorted(
+    paths: &[PathBuf],
+    chunk: usize,
+    mut out: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut inputs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
+            .with_batch_size(chunk)
+            .build()?;
+        let mut input = MergeInput {
+            reader,
+            batch: None,
+            event: arrow::array::StringArray::from(Vec::<&str>::new()),
+            ts: Vec::<i64>::new().into(),
+            row: 0,
+            slot: 0,
+        };
+        input.next_batch()?;
+        inputs.push(input);
+    }
+    let mut sources: Vec<RecordBatch> = Vec::new();
+    let mut take: Vec<(usize, usize)> = Vec::with_capacity(chunk);
+    let mut flush = |inputs: &mut [MergeInput],
+                     sources: &mut Vec<RecordBatch>,
+                     take: &mut Vec<(usize, usize)>|
+     -> Result<(), StoreError> {
+        if !take.is_empty() {
+            let refs: Vec<&RecordBatch> = sources.iter().collect();
+            out(&interleave_record_batch(&refs, take)?)?;
+            take.clear();
+        }
+        // The next chunk's sources: the batch each part is in.
+        sources.clear();
+        for input in inputs.iter_mut() {
+            if let Some(b) = &input.batch {
+                input.slot = sources.len();
+                sources.push(b.clone());
+            }
+        }
+        Ok(())
+    };
+    flush(&mut inputs, &mut sources, &mut take)?;
+    loop {
+        let mut best: Option<usize> = None;
+        for (i, input) in inputs.iter().enumerate() {
+            if input.batch.is_some() && best.is_none_or(|b| input.key() < inputs[b].key()) {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        let input = &mut inputs[b];
+        take.push((input.slot, input.row));
+        input.row += 1;
+        if input.row == input.ts.len() {
+            input.next_batch()?;
+            if let Some(next) = &input.batch {
+                input.slot = sources.len();
+                sources.push(next.clone());
+            }
+        }
+        if take.len() == chunk {
+            flush(&mut inputs, &mut sources, &mut take)?;
+        }
+    }
+    flush(&mut inputs, &mut sources, &mut take)
+}
+
 /// Where each row of `batches` goes: per day (event time, UTC), the rows' `(batch, row)`
 /// positions sorted by event (no event first) and time, ties in the order given. A day's rows
 /// are then copied once, by [`interleave_record_batch`], when the day is written.
@@ -1527,5 +1716,80 @@ mod tests {
             (1, vec![(1, 1), (0, 0)]),
         ];
         assert_eq!(got, expected);
+    }
+
+    /// Parts of random rows, each sorted as a seal writes it, merge into the order one sort of
+    /// all their rows gives, across the chunks and the parts' batches.
+    #[test]
+    fn a_merge_of_sorted_parts_is_one_sort_of_their_rows() {
+        let dir = std::env::temp_dir().join(format!("opentally-merge-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let events = [None, Some("a"), Some("fit"), Some("plot")];
+        // Sizes that put chunk and batch ends everywhere: 2.3 chunks in all, one part of one row.
+        let sizes = [9_000, 1, 4_000, 6_000];
+        let mut parts = Vec::new();
+        let mut paths = Vec::new();
+        let mut id = 0_u32;
+        for (p, n) in sizes.into_iter().enumerate() {
+            let rows: Vec<(Option<&str>, i64)> = (0..n)
+                .map(|_| {
+                    let e = events[usize::try_from(next(4)).unwrap()];
+                    (e, i64::try_from(next(500)).unwrap())
+                })
+                .collect();
+            let ids: ArrayRef = Arc::new(arrow::array::UInt32Array::from_iter_values(
+                id..id + u32::try_from(n).unwrap(),
+            ));
+            id += u32::try_from(n).unwrap();
+            let b = batch(&rows);
+            let b = RecordBatch::try_from_iter(
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .zip(b.columns().iter().cloned())
+                    .chain([("id".to_owned(), ids)]),
+            )
+            .unwrap();
+            let order = day_orders(std::slice::from_ref(&b)).remove(0).1;
+            let sorted = interleave_record_batch(&[&b], &order).unwrap();
+            let path = dir.join(format!("{p}.parquet"));
+            let mut w =
+                ArrowWriter::try_new(File::create(&path).unwrap(), b.schema(), None).unwrap();
+            w.write(&sorted).unwrap();
+            w.close().unwrap();
+            parts.push(sorted);
+            paths.push(path);
+        }
+        let ids = |b: &RecordBatch| -> Vec<u32> {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec()
+        };
+        let mut got = Vec::new();
+        let mut chunks = Vec::new();
+        merge_sorted(&paths, 8192, |chunk| {
+            chunks.push(chunk.num_rows());
+            got.extend(ids(chunk));
+            Ok(())
+        })
+        .unwrap();
+        let whole = concat_batches(&parts[0].schema(), &parts).unwrap();
+        let order = day_orders(&parts).remove(0).1;
+        let sources: Vec<&RecordBatch> = parts.iter().collect();
+        let expected = ids(&interleave_record_batch(&sources, &order).unwrap());
+        assert_eq!(got.len(), whole.num_rows());
+        assert_eq!(got, expected);
+        assert_eq!(chunks, [8192, 8192, 19_001 - 2 * 8192]);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

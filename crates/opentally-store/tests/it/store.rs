@@ -415,3 +415,130 @@ fn the_retention_job_drops_whole_days_past_retention() {
     assert_eq!(count(&s), (5, 5));
     assert_eq!(s.stats().parts, 3);
 }
+
+/// A day's events sealed in three interleaved rounds (so that every install's events in one part
+/// lie between its events in the others), with errors, sessions and durations.
+fn interleaved_parts(dir: &std::path::Path, opts: Options) -> Store {
+    let template = data::event(0, &data::ROWS[0]);
+    let names = ["fit", "plot", "estimate"];
+    let rows: Vec<(usize, opentally_store::stored::StoredEvent)> = (0..900_usize)
+        .map(|i| {
+            let mut e = template.clone();
+            e.message_id = format!("m{i:04}");
+            e.install = format!("i{}", i % 31);
+            // Distinct times, spread over the day in an order unlike the index's.
+            let secs = (i * 7_919) % 86_000;
+            e.timestamp = opentally_protocol::Timestamp::parse(&format!(
+                "2026-11-02T{:02}:{:02}:{:02}.{i:06}Z",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            ))
+            .unwrap();
+            let m = &mut e.message;
+            m.event = Some(names[i % 3].into());
+            m.context
+                .insert("session".into(), json!(format!("s{}", i % 2)));
+            let error = i % 7 == 0;
+            m.properties
+                .insert("outcome".into(), json!(if error { "error" } else { "ok" }));
+            if error {
+                m.properties.insert(
+                    "error_type".into(),
+                    json!(["ValueError", "TypeError"][i % 2]),
+                );
+            } else {
+                m.properties.remove("error_type");
+            }
+            #[allow(clippy::cast_precision_loss)]
+            m.properties
+                .insert("duration_ms".into(), json!((i * 37 % 1000) as f64 / 4.0));
+            (i, e)
+        })
+        .collect();
+    let s = Store::open(dir, opts).unwrap();
+    s.prepare_loading().unwrap();
+    for round in 0..3 {
+        let some: Vec<_> = rows
+            .iter()
+            .filter(|(i, _)| i % 3 == round)
+            .cloned()
+            .collect();
+        data::write_log(dir, "demo", &some, 50);
+        s.catch_up(None).unwrap();
+        s.seal().unwrap();
+    }
+    s
+}
+
+/// Compaction copies rows a chunk at a time: the rollup it writes for the merged part (built
+/// chunk by chunk) and its sequences (joined from the parts') are those of the merged rows.
+#[test]
+fn compaction_writes_the_rollup_and_sequences_of_the_merged_rows() {
+    use opentally_store::rollup;
+    use opentally_store::sequence::{self, Run, Sequences};
+    let dir = data::temp_dir("compact-derived");
+    let opts = Options {
+        compact_parts: 3,
+        // Chunks that split the parts' batches and the rollup's groups.
+        compact_chunk_rows: 64,
+        ..Options::default()
+    };
+    let s = interleaved_parts(&dir, opts.clone());
+    assert_eq!(s.stats().parts, 3);
+    assert_eq!(s.compact().unwrap(), 3);
+    s.delete_retired().unwrap();
+    drop(s);
+    // Reopened: the rollup and sequences are read from the files compaction wrote.
+    let s = Store::open(&dir, opts).unwrap();
+    let snap = s.snapshot("demo");
+    assert_eq!(snap.parts.len(), 1);
+    let part = &snap.parts[0];
+    let batches = opentally_store::store::read_part(&part.path).unwrap();
+    let rows = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(rows.num_rows(), 900);
+
+    // Every group alike: counts, installs (exact at this size), error sessions, and durations
+    // (every one kept: fewer than 240 a group).
+    let group = |r: &rollup::RollupRow| {
+        let q = [0.0, 0.5, 0.9, 1.0].map(|q| rollup::quantile(&r.durations, q));
+        (
+            r.day,
+            r.dims.clone(),
+            r.events,
+            rollup::count(&r.installs),
+            r.error_sessions.clone(),
+            format!("{q:?}"),
+        )
+    };
+    let written: Vec<_> = part.rollup().unwrap().rows.iter().map(group).collect();
+    let expected: Vec<_> = rollup::of_batch(&rows).iter().map(group).collect();
+    assert!(expected.iter().any(|g| !g.4.is_empty()), "error rows");
+    assert_eq!(written, expected);
+
+    // Every install's events, by name, session and time, in order.
+    let runs = |seq: &Sequences| {
+        let codes: Vec<u32> = (0..=u32::try_from(seq.names().len()).unwrap()).collect();
+        let mut run = Run::default();
+        (0..seq.len())
+            .map(|i| {
+                seq.run(i, &codes, true, &mut run).unwrap();
+                let events: Vec<_> = (0..run.codes.len())
+                    .map(|e| {
+                        let c = run.codes[e] as usize;
+                        let name = (c > 0).then(|| seq.names()[c - 1].clone());
+                        (name, run.sessions[run.session(e) as usize], run.times[e])
+                    })
+                    .collect();
+                (seq.key(i), events)
+            })
+            .collect::<Vec<_>>()
+    };
+    let written = part
+        .sequences()
+        .unwrap()
+        .expect("the merged part has sequences");
+    let expected = Sequences::parse(sequence::encode(&rows).unwrap()).unwrap();
+    assert_eq!(runs(&written).len(), 31);
+    assert_eq!(runs(&written), runs(&expected));
+}
