@@ -76,6 +76,9 @@ fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
     }
 }
 
+/// The columns of the `events` schema that [`encode`] reads.
+pub const COLUMNS: [&str; 5] = ["install", "session", "event", "message_id", "ts"];
+
 /// The sequences of a batch of events (any order), as the bytes of a `.seq` file; `None` when
 /// the batch is too large for the file's 32-bit offsets.
 pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {

@@ -40,9 +40,9 @@ pub struct Options {
     /// The most rows one compaction merges into a part; parts with at least this many rows are
     /// left alone.
     pub compact_rows: u64,
-    /// Rows a compaction copies at a time. It holds a batch of this many rows from each part it
-    /// merges and one of the merged rows, however large the parts.
-    pub compact_chunk_rows: usize,
+    /// Rows a seal or a compaction copies at a time. A compaction holds a batch of this many
+    /// rows from each part it merges and one of the merged rows, however large the parts.
+    pub chunk_rows: usize,
     /// Days of events kept; older days' parts are dropped by the loader (none: kept forever).
     pub retention_days: Option<u32>,
     /// Memory the parts may keep their per-install sequences in, for funnels and paths (parts
@@ -64,7 +64,7 @@ impl Default for Options {
             poll: Duration::from_millis(200),
             compact_parts: 8,
             compact_rows: 2_000_000,
-            compact_chunk_rows: 8 * 1024,
+            chunk_rows: 8 * 1024,
             retention_days: None,
             sequence_cache_bytes: 256 << 20,
             sequence_span_days: 32,
@@ -957,12 +957,10 @@ impl Store {
         let mut new_parts = Vec::new();
         let mut rows = 0;
         for (project, batches) in &tail {
-            // One day at a time, copied straight from the tail's batches: a seal holds the tail
-            // and one sorted day, not a copy of the whole tail besides.
-            for day in split_by_day(batches) {
-                let (day, day_batch) = day?;
-                rows += day_batch.num_rows();
-                let meta = self.write_part(&mut manifest, project, day, &day_batch)?;
+            let sources: Vec<&RecordBatch> = batches.iter().collect();
+            for (day, order) in day_orders(batches) {
+                rows += order.len();
+                let meta = self.write_day(&mut manifest, project, day, &sources, &order)?;
                 new_parts.push(meta);
             }
         }
@@ -1002,6 +1000,38 @@ impl Store {
         let mut w = self.part_writer(manifest, project, day)?;
         w.write(batch)?;
         w.finish(&self.dir, rollup::of_batch(batch), sequence::encode(batch))
+    }
+
+    /// Writes the rows of `sources` at `order` (one day's, sorted) as a part, copied straight
+    /// from the sources a chunk at a time: a seal holds the tail and a chunk, not a sorted copy
+    /// of the day besides. The sequences are made from a copy of only the columns they read.
+    fn write_day(
+        &self,
+        manifest: &mut Manifest,
+        project: &str,
+        day: i64,
+        sources: &[&RecordBatch],
+        order: &[(usize, usize)],
+    ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
+        let mut w = self.part_writer(manifest, project, day)?;
+        let mut rollups = rollup::Merger::default();
+        for chunk in order.chunks(self.options.chunk_rows.max(1)) {
+            let b = interleave_record_batch(sources, chunk)?;
+            rollups.add(rollup::of_batch(&b));
+            w.write(&b)?;
+        }
+        let read = schema::schema();
+        let columns: Vec<usize> = sequence::COLUMNS
+            .iter()
+            .map(|c| read.index_of(c).expect("a schema column"))
+            .collect();
+        let projected = sources
+            .iter()
+            .map(|b| b.project(&columns))
+            .collect::<Result<Vec<_>, _>>()?;
+        let projected: Vec<&RecordBatch> = projected.iter().collect();
+        let sequences = sequence::encode(&interleave_record_batch(&projected, order)?);
+        w.finish(&self.dir, rollups.finish(), sequences)
     }
 
     /// A new part of `project`'s `day`, numbered from `manifest`, its rows written as they come.
@@ -1082,7 +1112,7 @@ impl Store {
             let mut w = self.part_writer(&mut manifest, &project, day)?;
             let paths: Vec<PathBuf> = parts.iter().map(|p| self.dir.join(&p.file)).collect();
             let mut rollups = rollup::Merger::default();
-            merge_sorted(&paths, self.options.compact_chunk_rows.max(1), |chunk| {
+            merge_sorted(&paths, self.options.chunk_rows.max(1), |chunk| {
                 rollups.add(rollup::of_batch(chunk));
                 w.write(chunk)
             })?;

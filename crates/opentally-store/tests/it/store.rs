@@ -471,21 +471,25 @@ fn interleaved_parts(dir: &std::path::Path, opts: Options) -> Store {
     s
 }
 
-/// Compaction copies rows a chunk at a time: the rollup it writes for the merged part (built
-/// chunk by chunk) and its sequences (joined from the parts') are those of the merged rows.
+/// Seals and compactions copy rows a chunk at a time: the rollup they write for a part (merged
+/// chunk by chunk) and its sequences (from a copy of their columns, or joined from the merged
+/// parts') are those of the part's rows.
 #[test]
-fn compaction_writes_the_rollup_and_sequences_of_the_merged_rows() {
-    use opentally_store::rollup;
-    use opentally_store::sequence::{self, Run, Sequences};
+fn parts_keep_the_rollup_and_sequences_of_their_rows() {
     let dir = data::temp_dir("compact-derived");
     let opts = Options {
         compact_parts: 3,
-        // Chunks that split the parts' batches and the rollup's groups.
-        compact_chunk_rows: 64,
+        // Chunks that split the tail's and the parts' batches and the rollup's groups.
+        chunk_rows: 64,
         ..Options::default()
     };
     let s = interleaved_parts(&dir, opts.clone());
-    assert_eq!(s.stats().parts, 3);
+    let sealed = s.snapshot("demo");
+    assert_eq!(sealed.parts.len(), 3);
+    for part in &sealed.parts {
+        assert_derived_from_rows(part, 300, 31);
+    }
+    drop(sealed);
     assert_eq!(s.compact().unwrap(), 3);
     s.delete_retired().unwrap();
     drop(s);
@@ -493,10 +497,16 @@ fn compaction_writes_the_rollup_and_sequences_of_the_merged_rows() {
     let s = Store::open(&dir, opts).unwrap();
     let snap = s.snapshot("demo");
     assert_eq!(snap.parts.len(), 1);
-    let part = &snap.parts[0];
+    assert_derived_from_rows(&snap.parts[0], 900, 31);
+}
+
+/// Checks a part's rollup and sequences against those made from its rows.
+fn assert_derived_from_rows(part: &opentally_store::store::LivePart, rows: usize, installs: usize) {
+    use opentally_store::rollup;
+    use opentally_store::sequence::{self, Run, Sequences};
     let batches = opentally_store::store::read_part(&part.path).unwrap();
-    let rows = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
-    assert_eq!(rows.num_rows(), 900);
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(all.num_rows(), rows);
 
     // Every group alike: counts, installs (exact at this size), error sessions, and durations
     // (every one kept: fewer than 240 a group).
@@ -512,7 +522,7 @@ fn compaction_writes_the_rollup_and_sequences_of_the_merged_rows() {
         )
     };
     let written: Vec<_> = part.rollup().unwrap().rows.iter().map(group).collect();
-    let expected: Vec<_> = rollup::of_batch(&rows).iter().map(group).collect();
+    let expected: Vec<_> = rollup::of_batch(&all).iter().map(group).collect();
     assert!(expected.iter().any(|g| !g.4.is_empty()), "error rows");
     assert_eq!(written, expected);
 
@@ -534,11 +544,8 @@ fn compaction_writes_the_rollup_and_sequences_of_the_merged_rows() {
             })
             .collect::<Vec<_>>()
     };
-    let written = part
-        .sequences()
-        .unwrap()
-        .expect("the merged part has sequences");
-    let expected = Sequences::parse(sequence::encode(&rows).unwrap()).unwrap();
-    assert_eq!(runs(&written).len(), 31);
+    let written = part.sequences().unwrap().expect("the part has sequences");
+    let expected = Sequences::parse(sequence::encode(&all).unwrap()).unwrap();
+    assert_eq!(runs(&written).len(), installs);
     assert_eq!(runs(&written), runs(&expected));
 }
