@@ -359,7 +359,7 @@ pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
         }
     }
     let mut interned: HashMap<&str, Arc<str>> = HashMap::new();
-    let mut rows: Vec<RollupRow> = groups
+    let rows: Vec<RollupRow> = groups
         .into_iter()
         .map(|((day, key), acc)| RollupRow {
             day,
@@ -367,13 +367,21 @@ pub fn of_batch(batch: &RecordBatch) -> Vec<RollupRow> {
             events: acc.events,
             installs: acc.installs.compact(true),
             durations: acc.durations,
-            error_sessions: {
-                let mut v: Vec<(u64, u32)> = acc.sessions.into_iter().collect();
-                v.sort_unstable();
-                v
-            },
+            error_sessions: sorted_sessions(acc.sessions),
         })
         .collect();
+    in_row_order(rows)
+}
+
+/// Error sessions and their counts, sorted by session hash.
+fn sorted_sessions(sessions: HashMap<u64, u32>) -> Vec<(u64, u32)> {
+    let mut v: Vec<(u64, u32)> = sessions.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Rollup rows by day, then dimensions.
+fn in_row_order(mut rows: Vec<RollupRow>) -> Vec<RollupRow> {
     rows.sort_by(|a, b| (a.day, &a.dims).cmp(&(b.day, &b.dims)));
     rows
 }
@@ -430,7 +438,7 @@ impl Merger {
 
     /// The merged rows, in the order [`of_batch`] gives them.
     pub fn finish(self) -> Vec<RollupRow> {
-        let mut rows: Vec<RollupRow> = self
+        let rows: Vec<RollupRow> = self
             .groups
             .into_iter()
             .map(|((day, dims), g)| RollupRow {
@@ -439,15 +447,10 @@ impl Merger {
                 events: g.events,
                 installs: g.installs.to_sketch(true),
                 durations: g.durations,
-                error_sessions: {
-                    let mut v: Vec<(u64, u32)> = g.sessions.into_iter().collect();
-                    v.sort_unstable();
-                    v
-                },
+                error_sessions: sorted_sessions(g.sessions),
             })
             .collect();
-        rows.sort_by(|a, b| (a.day, &a.dims).cmp(&(b.day, &b.dims)));
-        rows
+        in_row_order(rows)
     }
 }
 
