@@ -1135,7 +1135,17 @@ impl Store {
             };
             match Sequences::read(&self.dir.join(rel)) {
                 Ok(s) => read.push(s),
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(None),
+                // Queries scan the events of a part whose file is damaged; so will the merged
+                // part's, rather than the merge failing at every round.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidData | io::ErrorKind::NotFound
+                    ) =>
+                {
+                    tracing::warn!(part = p.id, error = %e, "sequence file unreadable; the merged part has none");
+                    return Ok(None);
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -549,3 +549,24 @@ fn assert_derived_from_rows(part: &opentally_store::store::LivePart, rows: usize
     assert_eq!(runs(&written).len(), installs);
     assert_eq!(runs(&written), runs(&expected));
 }
+
+/// A part whose sequence file is gone does not stop compaction at every round: the merged part
+/// has no sequences (funnels and paths then scan its events) and keeps every event.
+#[test]
+fn compaction_goes_on_without_a_parts_sequence_file() {
+    let dir = data::temp_dir("compact-no-seq");
+    let opts = Options {
+        compact_parts: 3,
+        ..Options::default()
+    };
+    let s = interleaved_parts(&dir, opts);
+    let seq = s.snapshot("demo").parts[1].meta.sequences.clone().unwrap();
+    std::fs::remove_file(dir.join("store").join(seq)).unwrap();
+    assert_eq!(s.compact().unwrap(), 3);
+    let snap = s.snapshot("demo");
+    assert_eq!(snap.parts.len(), 1);
+    assert!(snap.parts[0].meta.sequences.is_none());
+    assert!(snap.parts[0].sequences().unwrap().is_none());
+    drop(snap);
+    assert_eq!(count(&s), (900, 900));
+}
