@@ -260,6 +260,11 @@ impl DedupIndex {
         }
     }
 
+    /// Ids inserted since the last checkpoint.
+    pub fn pending_ids(&self) -> usize {
+        self.pending.values().map(Vec::len).sum()
+    }
+
     /// Ids held in memory (today and yesterday, plus any day not yet sealed).
     pub fn ids_in_memory(&self) -> usize {
         self.memory.values().map(DaySet::len).sum()

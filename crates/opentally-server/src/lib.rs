@@ -189,6 +189,8 @@ impl Collector {
             fsync: config.fsync,
             queue: config.writer_queue,
             checkpoint_every: std::time::Duration::from_secs(60),
+            // 16 MiB of ids waiting.
+            checkpoint_ids: 1 << 20,
         };
         let (writer, writer_thread, report) =
             writer::start(&wcfg, metrics.clone()).map_err(|source| StartError::Log {

@@ -63,7 +63,11 @@ pub struct WriterConfig {
     pub max_segment_bytes: u64,
     pub fsync: bool,
     pub queue: usize,
+    /// Checkpoint the dedup index this often…
     pub checkpoint_every: Duration,
+    /// …or once this many ids wait for one: until written they are held twice (in the index and
+    /// in the list the checkpoint appends), 16 bytes each in the list.
+    pub checkpoint_ids: usize,
 }
 
 /// The handlers' side of the writer.
@@ -189,6 +193,7 @@ pub fn start(
         metrics,
         depth: depth.clone(),
         checkpoint_every: cfg.checkpoint_every,
+        checkpoint_ids: cfg.checkpoint_ids,
         last_checkpoint: Instant::now(),
         today,
     };
@@ -222,6 +227,7 @@ struct WriterState {
     metrics: Arc<Metrics>,
     depth: Arc<AtomicUsize>,
     checkpoint_every: Duration,
+    checkpoint_ids: usize,
     last_checkpoint: Instant,
     today: i64,
 }
@@ -340,12 +346,14 @@ impl WriterState {
         }
     }
 
-    /// Seals days at midnight and checkpoints the dedup index now and then (and at the end).
+    /// Seals days at midnight and checkpoints the dedup index now and then, or once enough ids
+    /// wait for it (and at the end).
     fn housekeeping(&mut self, finishing: bool) {
         let today = day_of(Timestamp::now());
         let due = finishing
             || today != self.today
-            || self.last_checkpoint.elapsed() >= self.checkpoint_every;
+            || self.last_checkpoint.elapsed() >= self.checkpoint_every
+            || self.index.pending_ids() >= self.checkpoint_ids;
         if !due {
             return;
         }
@@ -366,5 +374,66 @@ impl WriterState {
             // Not fatal: the log still holds everything and the next start replays more of it.
             tracing::warn!(error = %e, "dedup checkpoint failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stored::StoredEvent;
+    use opentally_protocol::{Message, MessageType};
+
+    /// The dedup index checkpoints once `checkpoint_ids` ids wait for it, however long before
+    /// `checkpoint_every`: the memory those ids hold stays bounded under any load.
+    #[test]
+    fn a_checkpoint_comes_once_enough_ids_wait() {
+        let dir = std::env::temp_dir().join(format!("opentally-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = WriterConfig {
+            log_dir: dir.join("log"),
+            dedup_dir: dir.join("dedup"),
+            dedup_window_days: 7,
+            max_segment_bytes: 1 << 20,
+            fsync: false,
+            queue: 16,
+            checkpoint_every: Duration::from_secs(3600),
+            checkpoint_ids: 3,
+        };
+        let (w, join, _) = start(&cfg, Arc::new(Metrics::default())).unwrap();
+        let submit = |ids: &[&str]| {
+            let (reply, wait) = oneshot::channel();
+            let events = ids
+                .iter()
+                .map(|id| {
+                    let e = StoredEvent {
+                        message_id: (*id).to_owned(),
+                        install: "i".into(),
+                        timestamp: Timestamp::now(),
+                        message: Message::new(MessageType::Track),
+                    };
+                    EncodedEvent::new(1, &e)
+                })
+                .collect();
+            w.submit(Submission {
+                project: Arc::from("p"),
+                project_id: 1,
+                received_at: Timestamp::now(),
+                events,
+                reply,
+            })
+            .unwrap();
+            wait.blocking_recv().unwrap().unwrap();
+        };
+        // Housekeeping follows each commit, after its answer: wait for it by a second commit.
+        let start = w.checkpoint_pos();
+        submit(&["a", "b"]);
+        submit(&["a"]);
+        assert_eq!(w.checkpoint_pos(), start, "two ids wait");
+        submit(&["c"]);
+        submit(&["c"]);
+        assert_ne!(w.checkpoint_pos(), start, "three ids are checkpointed");
+        w.stop();
+        join.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
