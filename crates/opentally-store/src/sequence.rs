@@ -299,9 +299,9 @@ pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> 
 
 /// The sequences of several parts of one day as the `.seq` file of the part that compaction
 /// merges them into: as [`merge`] without `summary`, but an install whose runs overlap in time
-/// has its events put in time order (ties in the order of `parts`, where the file made from the
-/// merged rows would order them by message id) and its sessions in the order first met then.
-/// `None` when a file is malformed or the result outgrows the format.
+/// has its events put in time order and its sessions in the order first met then. `None` when
+/// such an install has two events at the same time (only message ids, which the files do not
+/// keep, could order them), a file is malformed, or the result outgrows the format.
 pub fn compact(parts: &[(&Sequences, Vec<u32>)], names: &Names) -> Option<Vec<u8>> {
     join(parts, names, false, true)
 }
@@ -346,7 +346,7 @@ fn join(
         if current != Some(key) {
             if let Some(done) = current {
                 if overlap {
-                    in_time_order(&mut events, &sessions, &mut sorted);
+                    in_time_order(&mut events, &sessions, &mut sorted)?;
                     put(&mut out, done, &sorted.keys, &events)?;
                 } else {
                     put(&mut out, done, &sessions.keys, &events)?;
@@ -377,7 +377,7 @@ fn join(
     }
     if let Some(done) = current {
         if overlap {
-            in_time_order(&mut events, &sessions, &mut sorted);
+            in_time_order(&mut events, &sessions, &mut sorted)?;
             put(&mut out, done, &sorted.keys, &events)?;
         } else {
             put(&mut out, done, &sessions.keys, &events)?;
@@ -386,15 +386,23 @@ fn join(
     out.finish(&names.names)
 }
 
-/// Sorts one install's events `(name code, session index, time)` by time, ties kept in order,
-/// and renumbers their sessions in the order first met after that; `sorted` gets the sessions
-/// of `sessions` in that order.
-fn in_time_order(events: &mut [(u32, u32, i64)], sessions: &SessionList, sorted: &mut SessionList) {
+/// Sorts one install's events `(name code, session index, time)` by time and renumbers their
+/// sessions in the order first met after that; `sorted` gets the sessions of `sessions` in that
+/// order. `None` when two events have the same time.
+fn in_time_order(
+    events: &mut [(u32, u32, i64)],
+    sessions: &SessionList,
+    sorted: &mut SessionList,
+) -> Option<()> {
     events.sort_by_key(|e| e.2);
+    if events.windows(2).any(|w| w[0].2 == w[1].2) {
+        return None;
+    }
     sorted.clear();
     for e in events {
         e.1 = sorted.index(sessions.keys[e.1 as usize]);
     }
+    Some(())
 }
 
 /// Writes a `.seq` file and syncs it; returns its size.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
@@ -1149,10 +1149,38 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        let refs: Vec<&Sequences> = read.iter().collect();
-        let (names, codes) = sequence::shared_codes(&refs);
-        let joined: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
-        Ok(sequence::compact(&joined, &names))
+        let joined = {
+            let refs: Vec<&Sequences> = read.iter().collect();
+            let (names, codes) = sequence::shared_codes(&refs);
+            let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
+            sequence::compact(&parts, &names)
+        };
+        if joined.is_some() {
+            return Ok(joined);
+        }
+        drop(read);
+        // An install with two events at one time in different parts (rare): only the rows'
+        // message ids order them, so the sequences are made from the parts' columns they read.
+        let mut batches = Vec::new();
+        for p in parts {
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(File::open(self.dir.join(&p.file))?)?;
+            let columns = sequence::COLUMNS
+                .iter()
+                .map(|c| builder.schema().index_of(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), columns);
+            for b in builder.with_projection(mask).build()? {
+                batches.push(b?);
+            }
+        }
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        Ok(sequence::encode(&concat_batches(
+            &first.schema(),
+            &batches,
+        )?))
     }
 
     /// Deletes the files of retired parts that no query holds any more.

@@ -570,3 +570,43 @@ fn compaction_goes_on_without_a_parts_sequence_file() {
     drop(snap);
     assert_eq!(count(&s), (900, 900));
 }
+
+/// Two events of one install at the same time, in different parts: only their message ids order
+/// them, which the parts' sequence files do not keep, so the merged part's sequences are made
+/// from the parts' rows, in the order a part made from those rows at once would have.
+#[test]
+fn compaction_orders_an_installs_events_at_one_time_by_message_id() {
+    let dir = data::temp_dir("compact-tie");
+    let opts = Options {
+        compact_parts: 2,
+        ..Options::default()
+    };
+    let s = Store::open(&dir, opts).unwrap();
+    s.prepare_loading().unwrap();
+    let at = |i: usize, id: &str, name: &str| {
+        let mut e = data::event(i, &data::ROWS[0]);
+        e.message_id = id.into();
+        e.message.event = Some(name.into());
+        (i, e)
+    };
+    // Sealed first, but its message id sorts last.
+    data::write_log(&dir, "demo", &[at(0, "m2", "plot")], 1);
+    s.catch_up(None).unwrap();
+    s.seal().unwrap();
+    data::write_log(&dir, "demo", &[at(1, "m1", "fit")], 1);
+    s.catch_up(None).unwrap();
+    s.seal().unwrap();
+    assert_eq!(s.compact().unwrap(), 2);
+    let snap = s.snapshot("demo");
+    assert_eq!(snap.parts.len(), 1);
+    let seq = snap.parts[0].sequences().unwrap().expect("sequences");
+    let mut run = opentally_store::sequence::Run::default();
+    let codes: Vec<u32> = (0..=u32::try_from(seq.names().len()).unwrap()).collect();
+    seq.run(0, &codes, true, &mut run).unwrap();
+    let names: Vec<&str> = run
+        .codes
+        .iter()
+        .map(|c| seq.names()[*c as usize - 1].as_str())
+        .collect();
+    assert_eq!(names, ["fit", "plot"], "m1 before m2");
+}
