@@ -10,6 +10,18 @@ use serde_json::{Value, json};
 
 use crate::data;
 
+/// Appends `rows` to the log, `per_record` events a record, loads them and seals them.
+fn load_and_seal(
+    s: &Store,
+    dir: &std::path::Path,
+    rows: &[(usize, opentally_store::stored::StoredEvent)],
+    per_record: usize,
+) {
+    data::write_log(dir, "demo", rows, per_record);
+    s.catch_up(None).unwrap();
+    s.seal().unwrap();
+}
+
 fn count(store: &Store) -> (i64, i64) {
     let t = data::runtime()
         .block_on(run_sql(
@@ -151,9 +163,7 @@ fn five_one_row_parts(dir: &std::path::Path, opts: Options) -> Store {
     s.prepare_loading().unwrap();
     // Rows 0–4 are all on 2026-11-02: five seals of one row make five parts of that day.
     for r in &rows[..5] {
-        data::write_log(dir, "demo", std::slice::from_ref(r), 1);
-        s.catch_up(None).unwrap();
-        s.seal().unwrap();
+        load_and_seal(&s, dir, std::slice::from_ref(r), 1);
     }
     s
 }
@@ -464,9 +474,7 @@ fn interleaved_parts(dir: &std::path::Path, opts: Options) -> Store {
             .filter(|(i, _)| i % 3 == round)
             .cloned()
             .collect();
-        data::write_log(dir, "demo", &some, 50);
-        s.catch_up(None).unwrap();
-        s.seal().unwrap();
+        load_and_seal(&s, dir, &some, 50);
     }
     s
 }
@@ -590,12 +598,8 @@ fn compaction_orders_an_installs_events_at_one_time_by_message_id() {
         (i, e)
     };
     // Sealed first, but its message id sorts last.
-    data::write_log(&dir, "demo", &[at(0, "m2", "plot")], 1);
-    s.catch_up(None).unwrap();
-    s.seal().unwrap();
-    data::write_log(&dir, "demo", &[at(1, "m1", "fit")], 1);
-    s.catch_up(None).unwrap();
-    s.seal().unwrap();
+    load_and_seal(&s, &dir, &[at(0, "m2", "plot")], 1);
+    load_and_seal(&s, &dir, &[at(1, "m1", "fit")], 1);
     assert_eq!(s.compact().unwrap(), 2);
     let snap = s.snapshot("demo");
     assert_eq!(snap.parts.len(), 1);
