@@ -341,16 +341,14 @@ fn join(
     let mut current: Option<u64> = None;
     // Whether the current install's runs overlap in time (only with `reorder`).
     let mut overlap = false;
-    let mut sorted = SessionList::default();
+    let mut spare = SessionList::default();
     while let Some(Reverse((key, n, i))) = next.pop() {
         if current != Some(key) {
             if let Some(done) = current {
                 if overlap {
-                    in_time_order(&mut events, &sessions, &mut sorted)?;
-                    put(&mut out, done, &sorted.keys, &events)?;
-                } else {
-                    put(&mut out, done, &sessions.keys, &events)?;
+                    in_time_order(&mut events, &mut sessions, &mut spare)?;
                 }
+                put(&mut out, done, &sessions.keys, &events)?;
             }
             current = Some(key);
             overlap = false;
@@ -377,31 +375,30 @@ fn join(
     }
     if let Some(done) = current {
         if overlap {
-            in_time_order(&mut events, &sessions, &mut sorted)?;
-            put(&mut out, done, &sorted.keys, &events)?;
-        } else {
-            put(&mut out, done, &sessions.keys, &events)?;
+            in_time_order(&mut events, &mut sessions, &mut spare)?;
         }
+        put(&mut out, done, &sessions.keys, &events)?;
     }
     out.finish(&names.names)
 }
 
-/// Sorts one install's events `(name code, session index, time)` by time and renumbers their
-/// sessions in the order first met after that; `sorted` gets the sessions of `sessions` in that
-/// order. `None` when two events have the same time.
+/// Sorts one install's events `(name code, session index, time)` by time and renumbers
+/// `sessions` in the order first met after that (`spare` is the list it is rebuilt in). `None`
+/// when two events have the same time.
 fn in_time_order(
     events: &mut [(u32, u32, i64)],
-    sessions: &SessionList,
-    sorted: &mut SessionList,
+    sessions: &mut SessionList,
+    spare: &mut SessionList,
 ) -> Option<()> {
     events.sort_by_key(|e| e.2);
     if events.windows(2).any(|w| w[0].2 == w[1].2) {
         return None;
     }
-    sorted.clear();
+    spare.clear();
     for e in events {
-        e.1 = sorted.index(sessions.keys[e.1 as usize]);
+        e.1 = spare.index(sessions.keys[e.1 as usize]);
     }
+    std::mem::swap(sessions, spare);
     Some(())
 }
 
