@@ -243,15 +243,20 @@ pub fn union<'a>(sketches: impl IntoIterator<Item = &'a CompactThetaSketch>) -> 
     union_at(COUNT_LG_K, sketches)
 }
 
+/// An empty theta union with nominal size `2^lg_k`.
+fn theta_union(lg_k: u8) -> ThetaUnion {
+    ThetaUnionBuilder::default()
+        .lg_k(lg_k)
+        .build()
+        .expect("a valid lg_k")
+}
+
 /// A theta union of the given sketches with nominal size `2^lg_k`.
 pub fn union_at<'a>(
     lg_k: u8,
     sketches: impl IntoIterator<Item = &'a CompactThetaSketch>,
 ) -> CompactThetaSketch {
-    let mut u = ThetaUnionBuilder::default()
-        .lg_k(lg_k)
-        .build()
-        .expect("a valid lg_k");
+    let mut u = theta_union(lg_k);
     for s in sketches {
         u.update(s).expect("sketches of one seed");
     }
@@ -387,7 +392,7 @@ fn in_row_order(mut rows: Vec<RollupRow>) -> Vec<RollupRow> {
 }
 
 /// Rollup rows of disjoint sets of events merged into the rows of all of them, group by group:
-/// what compaction writes for a part whose rows it copies a chunk at a time. Counts and error
+/// what a seal or a compaction writes for a part whose rows it copies a chunk at a time. Counts and error
 /// sessions add up exactly; installs are the union of the groups' sketches (exact while a group
 /// has fewer than 2^[`THETA_LG_K`] installs, as in [`of_batch`]) and durations the merge of
 /// theirs.
@@ -416,10 +421,7 @@ impl Merger {
                 .entry((r.day, r.dims))
                 .or_insert_with(|| Merged {
                     events: 0,
-                    installs: ThetaUnionBuilder::default()
-                        .lg_k(THETA_LG_K)
-                        .build()
-                        .expect("a valid lg_k"),
+                    installs: theta_union(THETA_LG_K),
                     durations: durations(),
                     sessions: HashMap::new(),
                 });
