@@ -8,7 +8,7 @@ use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::message::{Map, Message, MessageType, json_kind};
+use crate::message::{CowStr, Map, Message, MessageType, json_kind};
 use crate::reject::{Reason, Rejection};
 use crate::timestamp::Timestamp;
 
@@ -213,7 +213,7 @@ impl<'de> serde::Deserialize<'de> for Envelope<'de> {
             ) -> Result<Self::Value, A::Error> {
                 let mut batch = BatchField::Missing;
                 let mut fields = Map::new();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(CowStr(key)) = map.next_key()? {
                     if key == "batch" {
                         batch = map.next_value::<BatchField<'de>>()?;
                     } else {

@@ -302,6 +302,33 @@ fn object(v: Option<Value>, field: &str) -> Result<Map, Rejection> {
     }
 }
 
+/// A JSON string, borrowed from the input unless it has escapes (a plain `Cow<str>` is always
+/// copied: serde borrows only where told to).
+#[derive(Debug)]
+pub struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CowStr<'de>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(s.into()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(s.to_owned().into()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(s.into()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// A message's top-level fields, each as sent, before they are checked.
 #[derive(Default)]
 struct Fields {
@@ -377,7 +404,7 @@ impl<'de> Deserialize<'de> for Fields {
                 mut map: A,
             ) -> Result<Fields, A::Error> {
                 let mut f = Fields::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(CowStr(key)) = map.next_key()? {
                     let value: Value = map.next_value()?;
                     if key == "writeKey" {
                         continue;

@@ -18,7 +18,8 @@ use serde::de::DeserializeSeed as _;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::stored::{CowStr, EventView, StoredEvent};
+use crate::stored::{EventView, StoredEvent};
+use opentally_protocol::message::CowStr;
 
 /// Time zone of every timestamp column.
 pub const UTC: &str = "UTC";

@@ -1,6 +1,6 @@
 //! What the log holds: one record per request, with the events accepted from it, normalised.
 
-use opentally_protocol::message::KNOWN_FIELDS;
+use opentally_protocol::message::{CowStr, KNOWN_FIELDS};
 use opentally_protocol::{Message, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -73,31 +73,6 @@ pub struct MessageView<'a> {
     pub context: Option<&'a RawValue>,
     /// The fields without a column of their own (`name` too), in the order read.
     pub rest: Vec<(std::borrow::Cow<'a, str>, &'a RawValue)>,
-}
-
-/// A JSON string, borrowed from the input unless it has escapes.
-pub(crate) struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for CowStr<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CowStr<'de>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = CowStr<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(s.into()))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(s.to_owned().into()))
-            }
-            fn visit_string<E>(self, s: String) -> Result<CowStr<'de>, E> {
-                Ok(CowStr(s.into()))
-            }
-        }
-        d.deserialize_str(V)
-    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for MessageView<'a> {
