@@ -46,10 +46,11 @@ def check_stored_once(data_dir, acked_ids, when):
 
 
 def test_kill9_under_load_loses_no_acknowledged_event(data_dir, project, tmp_path, monkeypatch):
-    """Each round: load, `kill -9` at a random moment, restart (recovering the log's tail).
-    The store seals every 2,000 events or second and loads at the ingest's priority, so kills land
-    while loading, sealing and compacting too. Every event whose request was answered 200 must be stored and queryable,
-    and none twice — before the last restart (parts plus unsealed log) and after it (sealed)."""
+    """Each round: load, `kill -9` at a random moment, restart (recovering the log's tail, and
+    sealing what the last round left unsealed before serving). The store seals every 2,000 events
+    or second and loads at the ingest's priority, so kills land while loading, sealing and
+    compacting too. Every event whose request was answered 200 must be stored and queryable, and
+    none twice — before the last restart (parts plus unsealed log) and after it (sealed)."""
     monkeypatch.setenv("OPENTALLY_STORE_SEAL_EVENTS", "2000")
     monkeypatch.setenv("OPENTALLY_STORE_SEAL_SECS", "1")
     # By default the loader yields the cores to ingest and catches up after the burst; rounds

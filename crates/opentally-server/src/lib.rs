@@ -201,13 +201,27 @@ impl Collector {
             .allow_burst(nonzero(config.key_requests_per_sec.saturating_mul(2)));
         let install_quota = Quota::per_second(nonzero(config.install_events_per_sec))
             .allow_burst(nonzero(config.install_events_burst));
-        let store = Arc::new(opentally_store::Store::open_until(
+        let store = Arc::new(opentally_store::Store::open_behind(
             &config.data,
             config.store.clone(),
-            Some(writer.durable_pos()),
         )?);
         store.prepare_loading()?;
+        // What the log held unsealed at start (all the store had not sealed when the last run
+        // ended, by a crash say) is loaded and sealed before the first request, as a clean stop
+        // would have, a piece at a time with a seal after each: memory holds one piece however
+        // large the backlog, and a crash while catching up keeps the pieces already sealed, so
+        // repeated crashes still make progress.
+        let started = std::time::Instant::now();
+        let durable = writer.durable_pos();
+        while store.load_step(durable, true)? {}
         let loaded_at_start = store.loaded_events();
+        if loaded_at_start > 0 {
+            tracing::info!(
+                events = loaded_at_start,
+                ms = started.elapsed().as_millis(),
+                "loaded the log's unsealed events"
+            );
+        }
         let loader =
             Loader::start(store.clone(), writer.clone(), config.loader_nice).map_err(|source| {
                 StartError::Log {

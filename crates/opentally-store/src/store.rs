@@ -738,6 +738,16 @@ impl Store {
         options: Options,
         until: Option<LogPos>,
     ) -> Result<Store, StoreError> {
+        let store = Store::open_behind(data, options)?;
+        store.catch_up(until)?;
+        Ok(store)
+    }
+
+    /// Opens the store without reading the log: the tail starts empty at the manifest's
+    /// position. For the loader, which reads what follows with [`Store::load_step`] a piece at
+    /// a time and seals each piece: however much of the log is unsealed (after a crash, say),
+    /// memory holds one piece, and a crash while catching up keeps the pieces already sealed.
+    pub fn open_behind(data: &Path, options: Options) -> Result<Store, StoreError> {
         let dir = data.join("store");
         let manifest = Manifest::load(&dir)?;
         let sequence_cache = Arc::new(SequenceCache {
@@ -755,7 +765,7 @@ impl Store {
             parts,
             ..State::default()
         };
-        let store = Store {
+        Ok(Store {
             dir,
             log_dir: data.join("log"),
             options,
@@ -770,9 +780,7 @@ impl Store {
             loaded_events: std::sync::atomic::AtomicU64::new(0),
             load_rounds: std::sync::atomic::AtomicU64::new(0),
             tail_rows: std::sync::atomic::AtomicUsize::new(0),
-        };
-        store.catch_up(until)?;
-        Ok(store)
+        })
     }
 
     /// Makes this process the loader: creates the directories and deletes part files that no

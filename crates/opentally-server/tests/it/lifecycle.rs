@@ -6,7 +6,7 @@ use opentally_server::Collector;
 use opentally_server::config::RawConfig;
 use serde_json::json;
 
-use crate::{CATALOG, Harness, TempDir, config, event};
+use crate::{CATALOG, Harness, TempDir, config, event, wait_until};
 
 /// Starts `serve` on a loopback port; returns the port and a sender that stops it.
 async fn start(
@@ -113,4 +113,57 @@ async fn below_the_disk_low_water_mark_ingest_answers_503_and_reads_go_on() {
     assert!(stream.is_ok(), "the server still serves");
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+/// Copies the files of `from` into `to`, as a crash would leave them.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restart_seals_the_unsealed_log_a_piece_at_a_time_before_it_serves() {
+    let overrides = RawConfig {
+        store_seal_events: Some(5),
+        ..RawConfig::default()
+    };
+    // The first run acknowledges 14 events and dies with all of them unsealed: its loader reads
+    // the log once, at start, and then not for an hour; its data dir is copied as it stands.
+    let h = Harness::with_config("backlog", Some(CATALOG), overrides.clone(), |c| {
+        c.store.poll = Duration::from_secs(3_600);
+    });
+    // One round before serving, one by the loader thread; then it sleeps.
+    wait_until(|| h.state.store.stats().load_rounds >= 2).await;
+    for i in 0..7 {
+        let body = json!({"batch": [event(&format!("b{i}-1")), event(&format!("b{i}-2"))]});
+        let (got, _, resp) = h.send(h.batch(&body)).await;
+        assert_eq!(got, axum::http::StatusCode::OK, "{resp}");
+    }
+    assert_eq!(h.state.unloaded_events(), 14);
+    let crashed = TempDir::new("backlog-crashed");
+    copy_dir(&h.dir.0, &crashed.0);
+
+    // The restart has loaded and sealed them all before it answers anything. It read the log a
+    // piece at a time: records of 2 events, a piece ending at the record that reaches 5, each
+    // sealed as a part of its own (of each day), 6 + 6 + 2. Reading the whole backlog into
+    // memory first would seal it as one part (per day).
+    let collector = Collector::open(config(&crashed, &overrides)).unwrap();
+    let stats = collector.state.store.stats();
+    assert_eq!((stats.part_rows, stats.tail_rows), (14, 0), "{stats:?}");
+    assert!(stats.parts >= 3, "{stats:?}");
+    assert_eq!(collector.state.store_lag(), 0);
+    drop(collector);
+    let mut out = Vec::new();
+    assert_eq!(
+        opentally_server::dump::dump(&crashed.0, Some("p"), &mut out).unwrap(),
+        14
+    );
 }

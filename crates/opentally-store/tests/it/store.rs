@@ -95,12 +95,12 @@ fn a_loader_far_behind_reads_and_seals_the_log_a_piece_at_a_time() {
     let dir = data::temp_dir("pieces");
     let rows = data::events();
     let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1 << 20);
-    // Opened before the log was written: the loader finds all 12 events behind it.
+    // Opened without reading the log: the loader finds all 12 events behind it.
     let options = Options {
         seal_rows: 5,
         ..Options::default()
     };
-    let s = Store::open_until(&dir, options, Some(LogPos::default())).unwrap();
+    let s = Store::open_behind(&dir, options).unwrap();
     s.prepare_loading().unwrap();
     // Records of 2 events: a round stops at the record that reaches 5 events read (6), seals
     // them, and says the log may hold more; the round that stops on the log's last record does
