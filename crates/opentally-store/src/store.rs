@@ -1325,12 +1325,15 @@ impl Store {
         }
     }
 
-    /// One round of the loader: reads at most `seal_rows` events of the log (so the tail's
-    /// memory stays bounded however far behind loading is), seals when due, compacts. Returns
-    /// whether the log holds more before `durable`.
+    /// One round of the loader: reads the log until the tail holds `seal_rows` events (so the
+    /// tail's memory stays bounded however far behind loading is: `seal_rows` and the rest of
+    /// the last record read), seals when due, compacts. Returns whether the log holds more
+    /// before `durable`.
     pub fn load_step(&self, durable: LogPos, force_seal: bool) -> Result<bool, StoreError> {
         let _one = self.lock_mutations();
-        let (_, more) = self.catch_up_locked(Some(durable), self.options.seal_rows)?;
+        let room = self.options.seal_rows.saturating_sub(self.tail_rows());
+        // A full tail (its seal failed last round) is sealed before anything more is read.
+        let more = room == 0 || self.catch_up_locked(Some(durable), room)?.1;
         let nonempty = self.tail_rows() > 0;
         if self.seal_due() || (force_seal && nonempty && !more) {
             self.seal_locked()?;

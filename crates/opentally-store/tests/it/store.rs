@@ -125,6 +125,31 @@ fn a_loader_far_behind_reads_and_seals_the_log_a_piece_at_a_time() {
 }
 
 #[test]
+fn a_round_reads_only_what_fits_in_the_tail() {
+    let dir = data::temp_dir("room");
+    let rows = data::events();
+    let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1 << 20);
+    let mut positions = Vec::new();
+    wal::read_from(&dir.join("log"), LogPos::default(), |pos, _| {
+        positions.push(pos);
+    })
+    .unwrap();
+    let options = Options {
+        seal_rows: 5,
+        ..Options::default()
+    };
+    let s = Store::open_behind(&dir, options).unwrap();
+    s.prepare_loading().unwrap();
+    // A first round finds one record durable: 2 events wait in the tail, short of a seal.
+    assert!(!s.load_step(positions[1], false).unwrap());
+    assert_eq!((s.stats().tail_rows, s.stats().part_rows), (2, 0));
+    // The next reads records of 2 events until the tail holds 5 or more: two records, not the
+    // five-events' worth (three records) a round reads into an empty tail.
+    assert!(s.load_step(end, false).unwrap());
+    assert_eq!((s.stats().tail_rows, s.stats().part_rows), (0, 6));
+}
+
+#[test]
 fn the_dump_prints_every_event_once_from_parts_and_tail() {
     let dir = data::temp_dir("dump");
     let rows = data::events();
