@@ -298,13 +298,18 @@ impl DedupIndex {
     /// ids are appended again: repeats are harmless and removed when the day is sealed.
     pub fn write_checkpoint(&mut self, pos: LogPos) -> io::Result<()> {
         for (day, ids) in std::mem::take(&mut self.pending) {
-            let bytes: Vec<u8> = ids.iter().flat_map(|h| h.to_le_bytes()).collect();
-            let mut f = fs::OpenOptions::new()
+            let f = fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(day_path(&self.dir, day))?;
-            f.write_all(&bytes)?;
-            f.sync_data()?;
+            // Through a buffer, not a copy of the ids as bytes: the list is held once.
+            let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+            for h in &ids {
+                w.write_all(&h.to_le_bytes())?;
+            }
+            w.into_inner()
+                .map_err(io::IntoInnerError::into_error)?
+                .sync_data()?;
         }
         let body = serde_json::to_vec(&Checkpoint { pos }).expect("serialisable");
         write_atomically(&self.dir.join("checkpoint.json"), &body)?;
