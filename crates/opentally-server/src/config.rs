@@ -68,7 +68,7 @@ settings! {
     /// Size at which a log segment is closed and a new one started, in MiB.
     segment_mb: u64 = 64u64;
     /// Seal the store's in-memory tail into Parquet parts once it holds this many events…
-    store_seal_events: usize = 100_000usize;
+    store_seal_events: usize = 25_000usize;
     /// …or once its oldest event has waited this many seconds.
     store_seal_secs: u64 = 10u64;
     /// Above this many acknowledged events not yet sealed into parts, ingest answers 429.

@@ -59,7 +59,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            seal_rows: 100_000,
+            seal_rows: 25_000,
             seal_after: Duration::from_secs(10),
             poll: Duration::from_millis(200),
             compact_parts: 8,
