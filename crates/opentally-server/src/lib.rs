@@ -210,10 +210,20 @@ impl Collector {
         // ended, by a crash say) is loaded and sealed before the first request, as a clean stop
         // would have, a piece at a time with a seal after each: memory holds one piece however
         // large the backlog, and a crash while catching up keeps the pieces already sealed, so
-        // repeated crashes still make progress.
+        // repeated crashes still make progress. A failure (a full disk, say) does not keep the
+        // server from starting: the loader thread goes on trying.
         let started = std::time::Instant::now();
         let durable = writer.durable_pos();
-        while store.load_step(durable, true)? {}
+        loop {
+            match store.load_step(durable, true) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "loading the log's unsealed events failed; retrying");
+                    break;
+                }
+            }
+        }
         let loaded_at_start = store.loaded_events();
         if loaded_at_start > 0 {
             tracing::info!(

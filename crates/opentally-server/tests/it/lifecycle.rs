@@ -166,4 +166,21 @@ async fn a_restart_seals_the_unsealed_log_a_piece_at_a_time_before_it_serves() {
         opentally_server::dump::dump(&crashed.0, Some("p"), &mut out).unwrap(),
         14
     );
+
+    // Where sealing fails at start (a file stands where the project's part directory goes), the
+    // server starts all the same, and its loader seals once it can.
+    let stuck = TempDir::new("backlog-stuck");
+    copy_dir(&h.dir.0, &stuck.0);
+    let blocker = stuck.0.join("store/parts/p");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"").unwrap();
+    let collector = Collector::open(config(&stuck, &overrides)).unwrap();
+    assert_eq!(collector.state.store.stats().part_rows, 0);
+    assert!(collector.state.store_lag() > 0);
+    std::fs::remove_file(&blocker).unwrap();
+    // Two pieces of 6 are sealed; the last 2 events wait in the tail for the seal timer.
+    wait_until(|| collector.state.store.stats().part_rows == 12).await;
+    let stats = collector.state.store.stats();
+    assert_eq!((stats.part_rows, stats.tail_rows), (12, 2), "{stats:?}");
+    assert_eq!(collector.state.store_lag(), 2);
 }
