@@ -1641,6 +1641,15 @@ impl MergeInput {
         Ok(())
     }
 
+    /// Adds the batch being read, if any, to `sources`, the batches a chunk's rows are taken
+    /// from, and notes where it is.
+    fn join(&mut self, sources: &mut Vec<RecordBatch>) {
+        if let Some(b) = &self.batch {
+            self.slot = sources.len();
+            sources.push(b.clone());
+        }
+    }
+
     /// The sort key of the next row: event (none first), then time.
     fn key(&self) -> (Option<&str>, i64) {
         let r = self.row;
@@ -1690,10 +1699,7 @@ fn merge_sorted(
         // The next chunk's sources: the batch each part is in.
         sources.clear();
         for input in inputs.iter_mut() {
-            if let Some(b) = &input.batch {
-                input.slot = sources.len();
-                sources.push(b.clone());
-            }
+            input.join(sources);
         }
         Ok(())
     };
@@ -1711,10 +1717,7 @@ fn merge_sorted(
         input.row += 1;
         if input.row == input.ts.len() {
             input.next_batch()?;
-            if let Some(next) = &input.batch {
-                input.slot = sources.len();
-                sources.push(next.clone());
-            }
+            input.join(&mut sources);
         }
         if take.len() == chunk {
             flush(&mut inputs, &mut sources, &mut take)?;
