@@ -79,6 +79,13 @@ fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
 /// The columns of the `events` schema that [`encode`] reads.
 pub const COLUMNS: [&str; 5] = ["install", "session", "event", "message_id", "ts"];
 
+/// Where [`COLUMNS`] are in `schema`, to read or copy only them.
+pub fn column_indices(
+    schema: &arrow::datatypes::Schema,
+) -> Result<Vec<usize>, arrow::error::ArrowError> {
+    COLUMNS.iter().map(|c| schema.index_of(c)).collect()
+}
+
 /// The sequences of a batch of events (any order), as the bytes of a `.seq` file; `None` when
 /// the batch is too large for the file's 32-bit offsets.
 pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {

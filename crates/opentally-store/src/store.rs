@@ -1028,11 +1028,7 @@ impl Store {
             rollups.add(rollup::of_batch(&b));
             w.write(&b)?;
         }
-        let read = schema::schema();
-        let columns: Vec<usize> = sequence::COLUMNS
-            .iter()
-            .map(|c| read.index_of(c).expect("a schema column"))
-            .collect();
+        let columns = sequence::column_indices(&schema::schema())?;
         let projected = sources
             .iter()
             .map(|b| b.project(&columns))
@@ -1173,10 +1169,7 @@ impl Store {
         for p in parts {
             let builder =
                 ParquetRecordBatchReaderBuilder::try_new(File::open(self.dir.join(&p.file))?)?;
-            let columns = sequence::COLUMNS
-                .iter()
-                .map(|c| builder.schema().index_of(c))
-                .collect::<Result<Vec<_>, _>>()?;
+            let columns = sequence::column_indices(builder.schema())?;
             let mask = ProjectionMask::roots(builder.parquet_schema(), columns);
             for b in builder.with_projection(mask).build()? {
                 batches.push(b?);
