@@ -72,14 +72,20 @@ fn a_seal_that_crashed_before_its_manifest_leaves_nothing_behind() {
     assert_eq!(count(&s), (12, 12));
 }
 
-#[test]
-fn the_loader_reads_only_what_the_writer_made_durable() {
-    let dir = data::history("durable");
+/// Where each record of the data dir's log starts.
+fn record_positions(dir: &std::path::Path) -> Vec<LogPos> {
     let mut positions = Vec::new();
     wal::read_from(&dir.join("log"), LogPos::default(), |pos, _| {
         positions.push(pos);
     })
     .unwrap();
+    positions
+}
+
+#[test]
+fn the_loader_reads_only_what_the_writer_made_durable() {
+    let dir = data::history("durable");
+    let positions = record_positions(&dir);
     assert_eq!(positions.len(), 3, "12 events in records of 5, 5 and 2");
     let s = Store::open_until(&dir, Options::default(), Some(positions[1])).unwrap();
     assert_eq!(s.stats().tail_rows, 5);
@@ -129,11 +135,7 @@ fn a_round_reads_only_what_fits_in_the_tail() {
     let dir = data::temp_dir("room");
     let rows = data::events();
     let end = data::write_log_in_segments(&dir, "demo", &rows, 2, 1 << 20);
-    let mut positions = Vec::new();
-    wal::read_from(&dir.join("log"), LogPos::default(), |pos, _| {
-        positions.push(pos);
-    })
-    .unwrap();
+    let positions = record_positions(&dir);
     let options = Options {
         seal_rows: 5,
         ..Options::default()
