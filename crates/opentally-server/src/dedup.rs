@@ -2,14 +2,16 @@
 //!
 //! Ids are 128-bit hashes, bucketed by the day they were received. Today's and yesterday's
 //! buckets live in memory; older days are sorted files on disk with a Bloom filter in memory, so
-//! memory grows with one day's traffic, not with the window. Checkpoints write the in-memory
-//! buckets and the log position they cover; on start the index loads the checkpoint and replays
-//! the log after it. Only the writer thread touches the index, so it needs no locks.
+//! memory grows with one day's traffic, not with the window. New ids are appended to their day's
+//! file a few thousand at a time, without a sync; a checkpoint syncs the files and records the log
+//! position they cover. On start the index loads the files and replays the log after the
+//! checkpoint. Only the writer thread touches the index, so it needs no locks.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::wal::LogPos;
@@ -170,10 +172,26 @@ pub struct DedupIndex {
     sealed: BTreeMap<i64, SealedDay>,
     /// The log position that the files on disk cover.
     checkpoint: LogPos,
-    /// Ids inserted since the last checkpoint, by day: appended to the day files at the next one,
-    /// so a checkpoint costs in proportion to what is new, not to the day so far.
+    /// Ids inserted since they were last written out, by day. They are appended to the day files
+    /// once [`SPILL_IDS`] wait, so this list stays small however long a checkpoint takes to come.
     pending: BTreeMap<i64, Vec<u128>>,
+    /// The day files of the days in memory, open for appending, with the length written so far.
+    files: BTreeMap<i64, DayFile>,
+    /// Ids written to the day files since the last checkpoint: a restart replays them from the log.
+    unsynced_ids: usize,
 }
+
+/// A day file being appended to. Each write goes to the offset after the last complete one, so a
+/// write that fails half-way is overwritten by the next, never followed by it.
+#[derive(Debug)]
+struct DayFile {
+    file: File,
+    len: u64,
+    synced: bool,
+}
+
+/// Ids written to the day files at a time (64 KiB).
+const SPILL_IDS: usize = 4096;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Checkpoint {
@@ -211,6 +229,8 @@ impl DedupIndex {
             sealed: BTreeMap::new(),
             checkpoint,
             pending: BTreeMap::new(),
+            files: BTreeMap::new(),
+            unsynced_ids: 0,
         };
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -221,16 +241,15 @@ impl DedupIndex {
             else {
                 continue;
             };
+            let path = day_path(dir, day);
             if day >= today - 1 {
-                let bytes = fs::read(day_path(dir, day))?;
+                let bytes = fs::read(&path)?;
                 let set = index.memory.entry(day).or_default();
                 for c in bytes.chunks_exact(16) {
                     set.insert(u128::from_le_bytes(c.try_into().expect("16 bytes")));
                 }
             } else {
-                index
-                    .sealed
-                    .insert(day, SealedDay::load(day_path(dir, day))?);
+                index.sealed.insert(day, SealedDay::load(path)?);
             }
         }
         index.expire(today)?;
@@ -254,15 +273,65 @@ impl DedupIndex {
         Ok(false)
     }
 
+    /// Adds an id. Only ids of events already durable in the log may be inserted: they reach the
+    /// day files before the log position that covers them is checkpointed.
     pub fn insert(&mut self, day: i64, h: u128) {
         if self.memory.entry(day).or_default().insert(h) {
             self.pending.entry(day).or_default().push(h);
         }
     }
 
-    /// Ids inserted since the last checkpoint.
-    pub fn pending_ids(&self) -> usize {
+    /// Ids inserted since the last checkpoint, written out or not: what a restart would replay.
+    pub fn ids_since_checkpoint(&self) -> usize {
+        self.unsynced_ids + self.pending_ids()
+    }
+
+    fn pending_ids(&self) -> usize {
         self.pending.values().map(Vec::len).sum()
+    }
+
+    /// Appends the waiting ids to their day files, without a sync, once enough wait. On an error
+    /// they stay in the list for the next try.
+    pub fn spill(&mut self) -> io::Result<()> {
+        if self.pending_ids() < SPILL_IDS {
+            return Ok(());
+        }
+        self.write_pending()
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        for (day, ids) in &mut self.pending {
+            if ids.is_empty() {
+                continue;
+            }
+            let f = match self.files.entry(*day) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let file = fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(day_path(&self.dir, *day))?;
+                    // A crash in the middle of an append leaves part of an id, never counted:
+                    // the next append overwrites it.
+                    let len = file.metadata()?.len() / 16 * 16;
+                    e.insert(DayFile {
+                        file,
+                        len,
+                        synced: true,
+                    })
+                }
+            };
+            bytes.clear();
+            bytes.extend(ids.iter().flat_map(|h| h.to_le_bytes()));
+            f.synced = false;
+            f.file.write_all_at(&bytes, f.len)?;
+            f.len += bytes.len() as u64;
+            self.unsynced_ids += ids.len();
+            ids.clear();
+        }
+        Ok(())
     }
 
     /// Ids held in memory (today and yesterday, plus any day not yet sealed).
@@ -276,6 +345,8 @@ impl DedupIndex {
         for day in old {
             let set = self.memory.remove(&day).expect("listed above");
             self.pending.remove(&day);
+            // The sealed file replaces the appended one, which holds nothing the set does not.
+            self.files.remove(&day);
             let path = day_path(&self.dir, day);
             write_atomically(&path, &sorted_bytes(set.iter()))?;
             self.sealed.insert(day, SealedDay::load(path)?);
@@ -293,27 +364,21 @@ impl DedupIndex {
         Ok(())
     }
 
-    /// Appends the ids inserted since the last checkpoint to their day files, then records `pos`
+    /// Appends the ids not yet written to their day files, syncs the files, then records `pos`
     /// (the log position they cover). A crash between the two only means a longer replay, whose
     /// ids are appended again: repeats are harmless and removed when the day is sealed.
     pub fn write_checkpoint(&mut self, pos: LogPos) -> io::Result<()> {
-        for (day, ids) in std::mem::take(&mut self.pending) {
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(day_path(&self.dir, day))?;
-            // Through a buffer, not a copy of the ids as bytes: the list is held once.
-            let mut w = io::BufWriter::with_capacity(64 * 1024, f);
-            for h in &ids {
-                w.write_all(&h.to_le_bytes())?;
+        self.write_pending()?;
+        for f in self.files.values_mut() {
+            if !f.synced {
+                f.file.sync_data()?;
+                f.synced = true;
             }
-            w.into_inner()
-                .map_err(io::IntoInnerError::into_error)?
-                .sync_data()?;
         }
         let body = serde_json::to_vec(&Checkpoint { pos }).expect("serialisable");
         write_atomically(&self.dir.join("checkpoint.json"), &body)?;
         self.checkpoint = pos;
+        self.unsynced_ids = 0;
         Ok(())
     }
 }
@@ -408,6 +473,62 @@ mod tests {
         assert_eq!(idx.ids_in_memory(), 0);
         assert!(ids[..200].iter().all(|h| idx.contains(*h).unwrap()));
         assert!(ids[200..].iter().all(|h| !idx.contains(*h).unwrap()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Ids go to their day file once a few thousand wait, not only at a checkpoint, so the list of
+    /// ids not yet written stays small. A crash that cuts an append short leaves part of an id,
+    /// which is never read as one, and later appends overwrite it.
+    #[test]
+    fn ids_are_written_out_between_checkpoints_and_a_torn_append_is_dropped() {
+        let dir =
+            std::env::temp_dir().join(format!("opentally-dedup-spill-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let ids: Vec<u128> = (0..SPILL_IDS + 10)
+            .map(|i| message_hash(4, &format!("s{i}")))
+            .collect();
+        let mut idx = DedupIndex::open(&dir, 7, 60).unwrap();
+        for h in &ids[..SPILL_IDS - 1] {
+            idx.insert(60, *h);
+        }
+        idx.spill().unwrap();
+        assert!(!day_path(&dir, 60).exists(), "too few ids to write");
+        idx.insert(60, ids[SPILL_IDS - 1]);
+        idx.spill().unwrap();
+        assert_eq!(idx.pending_ids(), 0);
+        assert_eq!(idx.ids_since_checkpoint(), SPILL_IDS);
+        assert_eq!(
+            fs::metadata(day_path(&dir, 60)).unwrap().len(),
+            (SPILL_IDS * 16) as u64
+        );
+        assert_eq!(idx.checkpoint(), LogPos::default(), "no checkpoint yet");
+        drop(idx);
+
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(day_path(&dir, 60))
+            .unwrap();
+        f.write_all(&ids[SPILL_IDS].to_le_bytes()[..5]).unwrap();
+        drop(f);
+        let mut idx = DedupIndex::open(&dir, 7, 60).unwrap();
+        assert_eq!(idx.ids_in_memory(), SPILL_IDS);
+        for h in &ids[SPILL_IDS..] {
+            idx.insert(60, *h);
+        }
+        idx.write_checkpoint(LogPos {
+            segment: 1,
+            offset: 7,
+        })
+        .unwrap();
+        assert_eq!(idx.ids_since_checkpoint(), 0);
+        assert_eq!(
+            fs::metadata(day_path(&dir, 60)).unwrap().len(),
+            ((SPILL_IDS + 10) * 16) as u64
+        );
+        // Sealed days later, the file is read as whole ids: every one is found, no other.
+        let idx = DedupIndex::open(&dir, 7, 63).unwrap();
+        assert!(ids.iter().all(|h| idx.contains(*h).unwrap()));
+        assert!(!idx.contains(message_hash(4, "other")).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -189,7 +189,7 @@ impl Collector {
             fsync: config.fsync,
             queue: config.writer_queue,
             checkpoint_every: std::time::Duration::from_secs(60),
-            // 16 MiB of ids waiting.
+            // A restart replays at most about a million events into the index.
             checkpoint_ids: 1 << 20,
         };
         let (writer, writer_thread, report) =

@@ -65,8 +65,8 @@ pub struct WriterConfig {
     pub queue: usize,
     /// Checkpoint the dedup index this often…
     pub checkpoint_every: Duration,
-    /// …or once this many ids wait for one: until written they are held twice (in the index and
-    /// in the list the checkpoint appends), 16 bytes each in the list.
+    /// …or once this many ids came since the last one: a restart replays at most about this many
+    /// events' worth of log into the index.
     pub checkpoint_ids: usize,
 }
 
@@ -353,8 +353,12 @@ impl WriterState {
         let due = finishing
             || today != self.today
             || self.last_checkpoint.elapsed() >= self.checkpoint_every
-            || self.index.pending_ids() >= self.checkpoint_ids;
+            || self.index.ids_since_checkpoint() >= self.checkpoint_ids;
         if !due {
+            if let Err(e) = self.index.spill() {
+                // Not fatal: the ids stay in memory and the next spill or checkpoint writes them.
+                tracing::warn!(error = %e, "dedup ids not written");
+            }
             return;
         }
         self.today = today;
@@ -383,8 +387,8 @@ mod tests {
     use crate::stored::StoredEvent;
     use opentally_protocol::{Message, MessageType};
 
-    /// The dedup index checkpoints once `checkpoint_ids` ids wait for it, however long before
-    /// `checkpoint_every`: the memory those ids hold stays bounded under any load.
+    /// The dedup index checkpoints once `checkpoint_ids` ids came since the last one, however long
+    /// before `checkpoint_every`: the log a restart replays stays bounded under any load.
     #[test]
     fn a_checkpoint_comes_once_enough_ids_wait() {
         let dir = std::env::temp_dir().join(format!("opentally-writer-{}", std::process::id()));
