@@ -37,6 +37,12 @@ pub struct Options {
     pub poll: Duration,
     /// Compact a project's day once it has this many parts that fit in `compact_rows` together.
     pub compact_parts: usize,
+    /// The most parts one compaction merges (the smallest first).
+    pub compact_max_parts: usize,
+    /// While the loader is behind the log, a day is compacted only once it has this many parts
+    /// that fit in `compact_rows`: loading comes first, but under steady load a day's parts still
+    /// stay few.
+    pub compact_behind_parts: usize,
     /// The most rows one compaction merges into a part; parts with at least this many rows are
     /// left alone.
     pub compact_rows: u64,
@@ -63,6 +69,8 @@ impl Default for Options {
             seal_after: Duration::from_secs(10),
             poll: Duration::from_millis(200),
             compact_parts: 8,
+            compact_max_parts: 8,
+            compact_behind_parts: 32,
             compact_rows: 2_000_000,
             chunk_rows: 8 * 1024,
             retention_days: None,
@@ -1071,10 +1079,13 @@ impl Store {
     /// `compact_parts` of them. Returns the number of parts merged away.
     pub fn compact(&self) -> Result<usize, StoreError> {
         let _one = self.lock_mutations();
-        self.compact_locked()
+        self.compact_locked(self.options.compact_parts)
     }
 
-    fn compact_locked(&self) -> Result<usize, StoreError> {
+    /// Merges the smallest parts of each day that has at least `min_parts` of them that fit in
+    /// `compact_rows` together, at most `compact_max_parts` of them.
+    fn compact_locked(&self, min_parts: usize) -> Result<usize, StoreError> {
+        let max_parts = self.options.compact_max_parts.max(2);
         let (candidates, mut manifest) = {
             let s = self.read();
             let mut by_day: BTreeMap<(String, i64), Vec<PartMeta>> = BTreeMap::new();
@@ -1093,22 +1104,22 @@ impl Store {
                 .filter_map(|(day, mut v)| {
                     v.sort_by_key(|p| p.rows);
                     let mut sum = 0;
-                    let n = v
+                    let fit = v
                         .iter()
                         .take_while(|p| {
                             sum += p.rows;
                             sum <= self.options.compact_rows
                         })
                         .count();
-                    v.truncate(n);
-                    (v.len() >= self.options.compact_parts).then_some((day, v))
+                    v.truncate(fit.min(max_parts));
+                    (fit >= min_parts.max(2)).then_some((day, v))
                 })
                 .collect();
+            if c.is_empty() {
+                return Ok(0);
+            }
             (c, s.manifest.clone())
         };
-        if candidates.is_empty() {
-            return Ok(0);
-        }
         let mut merged = 0;
         let mut replaced: HashSet<u64> = HashSet::new();
         let mut added = Vec::new();
@@ -1330,12 +1341,14 @@ impl Store {
         let nonempty = self.tail_rows() > 0;
         if self.seal_due() || (force_seal && nonempty && !more) {
             self.seal_locked()?;
-            // Compaction waits until loading has caught up: it rewrites whole days, work that
-            // can wait for the log to be read.
-            if !more {
-                self.compact_locked()?;
-            }
         }
+        // Compaction rewrites parts, work that can mostly wait for loading to catch up: while
+        // the log holds more, only a day with `compact_behind_parts` small parts is compacted.
+        self.compact_locked(if more {
+            self.options.compact_behind_parts
+        } else {
+            self.options.compact_parts
+        })?;
         self.delete_retired()?;
         self.load_rounds.fetch_add(1, Ordering::Relaxed);
         Ok(more)

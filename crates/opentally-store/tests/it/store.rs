@@ -151,6 +151,70 @@ fn a_round_reads_only_what_fits_in_the_tail() {
     assert_eq!((s.stats().tail_rows, s.stats().part_rows), (0, 6));
 }
 
+/// The loader compacts once it has caught up with the log, whether or not that round sealed;
+/// while it is behind, only a day with `compact_behind_parts` small parts is compacted. No merge
+/// takes more than `compact_max_parts`.
+#[test]
+fn the_loader_compacts_behind_the_log_only_when_parts_pile_up_and_once_caught_up() {
+    let dir = data::temp_dir("compact-loader");
+    let rows = data::events();
+    // Rows 0–4 are all on one day: records of one event, sealed one at a time.
+    let end = data::write_log_in_segments(&dir, "demo", &rows[..5], 1, 1 << 20);
+    let s = Store::open_behind(&dir, options_with_seal(1)).unwrap();
+    s.prepare_loading().unwrap();
+    let part_rows = || {
+        let manifest = opentally_store::manifest::Manifest::load(&dir.join("store")).unwrap();
+        let mut v: Vec<u64> = manifest.parts.iter().map(|p| p.rows).collect();
+        v.sort_unstable();
+        v
+    };
+    let mut rounds = Vec::new();
+    loop {
+        let more = s.load_step(end, false).unwrap();
+        rounds.push((more, part_rows()));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(
+        rounds,
+        [
+            (true, vec![1]),
+            (true, vec![1, 1]),
+            // Each round that seals a third part merges the smallest two, though behind.
+            (true, vec![1, 2]),
+            (true, vec![2, 2]),
+            (true, vec![2, 3]),
+            // Caught up: nothing read, nothing sealed, but two parts are enough to merge.
+            (false, vec![5]),
+        ]
+    );
+    drop(s);
+    // A store that stopped behind with two parts compacts them at its first caught-up round.
+    let dir = data::temp_dir("compact-caught-up");
+    let end = data::write_log_in_segments(&dir, "demo", &rows[..2], 1, 1 << 20);
+    let s = Store::open_behind(&dir, options_with_seal(1)).unwrap();
+    s.prepare_loading().unwrap();
+    assert!(s.load_step(end, false).unwrap());
+    assert!(s.load_step(end, false).unwrap());
+    assert_eq!(s.stats().parts, 2, "behind: two parts wait");
+    assert!(!s.load_step(end, false).unwrap());
+    assert_eq!(s.stats().parts, 1, "caught up without a seal: compacted");
+    assert_eq!(count(&s), (2, 2));
+}
+
+/// Seals every `rows` events; compacts two parts once caught up, three while behind, and merges
+/// two at most.
+fn options_with_seal(rows: usize) -> Options {
+    Options {
+        seal_rows: rows,
+        compact_parts: 2,
+        compact_max_parts: 2,
+        compact_behind_parts: 3,
+        ..Options::default()
+    }
+}
+
 #[test]
 fn the_dump_prints_every_event_once_from_parts_and_tail() {
     let dir = data::temp_dir("dump");
