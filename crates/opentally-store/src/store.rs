@@ -1614,6 +1614,10 @@ impl PartWriter {
     }
 }
 
+/// The fewest rows [`merge_sorted`] reads from a part at a time: below this, per-batch costs
+/// would outweigh the memory saved.
+const MIN_MERGE_BATCH: usize = 256;
+
 /// One input of [`merge_sorted`]: a part read a batch at a time.
 struct MergeInput {
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -1668,17 +1672,20 @@ impl MergeInput {
 
 /// Merges parts of one day, each sorted by event and time, into one sequence in that order (ties
 /// in the order of `paths`, then of their rows: the order [`day_orders`] gives the same rows),
-/// handed to `out` a chunk of at most `chunk` rows at a time. What it holds is a batch of each
-/// part and one chunk, all of `chunk` rows at most, however large the parts.
+/// handed to `out` a chunk of at most `chunk` rows at a time. What it holds is one chunk and up to
+/// two batches of each part (the one it is in and the one the chunk still takes rows from), the
+/// parts' batches sharing `chunk` rows between them (at least [`MIN_MERGE_BATCH`] each): about
+/// three chunks' worth however many and however large the parts.
 fn merge_sorted(
     paths: &[PathBuf],
     chunk: usize,
     mut out: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    let batch = (chunk / paths.len().max(1)).max(MIN_MERGE_BATCH);
     let mut inputs = Vec::with_capacity(paths.len());
     for path in paths {
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
-            .with_batch_size(chunk)
+            .with_batch_size(batch)
             .build()?;
         let mut input = MergeInput {
             reader,
