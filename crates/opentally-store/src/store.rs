@@ -1062,6 +1062,8 @@ impl Store {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(128 * 1024))
+            .set_data_page_size_limit(PAGE_BYTES)
+            .set_dictionary_page_size_limit(2 * PAGE_BYTES)
             .build();
         let writer = ArrowWriter::try_new(File::create(&path)?, schema::schema(), Some(props))?;
         Ok(PartWriter {
@@ -1613,6 +1615,11 @@ impl PartWriter {
         ))
     }
 }
+
+/// The most bytes of a part's data page (before compression). Whoever writes or reads a part holds
+/// a page of each column, and compaction reads several parts at once: with Parquet's default of
+/// 1 MiB, the readers of one merge of eight parts held 27 MB in a heap profile.
+const PAGE_BYTES: usize = 128 * 1024;
 
 /// The fewest rows [`merge_sorted`] reads from a part at a time: below this, per-batch costs
 /// would outweigh the memory saved.
