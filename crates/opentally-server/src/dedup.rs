@@ -49,7 +49,62 @@ const RECENT_IDS: usize = 32;
 
 impl Partition {
     fn contains(&self, h: u128) -> bool {
-        self.recent.contains(&h) || self.sorted.binary_search(&h).is_ok()
+        self.recent.contains(&h) || self.in_sorted(h)
+    }
+
+    /// Below the partition's top bits the ids are uniform, so where `h` would sit is known to
+    /// within a few places: the search starts there and widens until it brackets `h`, touching a
+    /// cache line or two where a binary search from the middle would touch several.
+    fn in_sorted(&self, h: u128) -> bool {
+        let s = &self.sorted;
+        if s.is_empty() {
+            return false;
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let below_top = ((h << PARTITION_BITS) >> 64) as u64;
+        #[allow(clippy::cast_possible_truncation)]
+        let guess = ((u128::from(below_top) * s.len() as u128) >> 64) as usize;
+        let (mut lo, mut hi);
+        match s[guess].cmp(&h) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => {
+                // Everything up to `lo` is below `h`.
+                lo = guess + 1;
+                let mut step = 1;
+                loop {
+                    let probe = guess + step;
+                    if probe >= s.len() {
+                        hi = s.len();
+                        break;
+                    }
+                    if s[probe] >= h {
+                        hi = probe + 1;
+                        break;
+                    }
+                    lo = probe + 1;
+                    step *= 2;
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                // Everything from `hi` on is above `h`.
+                hi = guess;
+                let mut step = 1;
+                loop {
+                    if step > guess {
+                        lo = 0;
+                        break;
+                    }
+                    let probe = guess - step;
+                    if s[probe] <= h {
+                        lo = probe;
+                        break;
+                    }
+                    hi = probe;
+                    step *= 2;
+                }
+            }
+        }
+        s[lo..hi].binary_search(&h).is_ok()
     }
 
     fn merge_recent(&mut self) {
@@ -86,14 +141,20 @@ impl DaySet {
 
     /// Adds `h`; false if it was there already.
     fn insert(&mut self, h: u128) -> bool {
+        if self.contains(h) {
+            return false;
+        }
+        self.add_absent(h);
+        true
+    }
+
+    /// Adds `h`, which the caller knows is not there.
+    fn add_absent(&mut self, h: u128) {
         if self.parts.is_empty() {
             self.parts
                 .resize_with(1 << PARTITION_BITS, Partition::default);
         }
         let p = &mut self.parts[DaySet::partition(h)];
-        if p.contains(h) {
-            return false;
-        }
         if p.recent.capacity() == 0 {
             p.recent.reserve_exact(RECENT_IDS);
         }
@@ -102,7 +163,6 @@ impl DaySet {
             p.merge_recent();
         }
         self.len += 1;
-        true
     }
 
     fn contains(&self, h: u128) -> bool {
@@ -313,6 +373,13 @@ impl DedupIndex {
         if self.memory.entry(day).or_default().insert(h) {
             self.pending.entry(day).or_default().push(h);
         }
+    }
+
+    /// Adds an id that [`Self::contains`] has just not found (the writer's case), without looking
+    /// for it again.
+    pub fn insert_absent(&mut self, day: i64, h: u128) {
+        self.memory.entry(day).or_default().add_absent(h);
+        self.pending.entry(day).or_default().push(h);
     }
 
     /// Ids inserted since the last checkpoint, written out or not: what a restart would replay.

@@ -330,8 +330,9 @@ impl WriterState {
                     .durable
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = self.log.position();
+                // Each was looked up above and is unique in the group.
                 for (day, h) in new_ids {
-                    self.index.insert(day, h);
+                    self.index.insert_absent(day, h);
                 }
                 for (s, new) in group.into_iter().zip(results) {
                     let _ = s.reply.send(Ok(Committed { new }));
