@@ -1682,7 +1682,7 @@ impl MergeInput {
 /// handed to `out` a chunk of at most `chunk` rows at a time. What it holds is one chunk and up to
 /// two batches of each part (the one it is in and the one the chunk still takes rows from), the
 /// parts' batches sharing `chunk` rows between them (at least [`MIN_MERGE_BATCH`] each): about
-/// three chunks' worth however many and however large the parts.
+/// three chunks' worth however large the parts, and however many up to `chunk / MIN_MERGE_BATCH`.
 fn merge_sorted(
     paths: &[PathBuf],
     chunk: usize,
