@@ -108,7 +108,8 @@ pub fn generate(
     }
     bar.inc(chunk.len() as u64);
     store.import(project, &chunk)?;
-    store.compact()?;
+    // A pass merges at most `compact_max_parts` parts a day: passes until none is left to merge.
+    while store.compact()? > 0 {}
     store.delete_retired()?;
     bar.finish_and_clear();
     Ok(n)

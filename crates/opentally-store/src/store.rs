@@ -1077,8 +1077,9 @@ impl Store {
         })
     }
 
-    /// Merges the small parts of a project's day into one, when a day has gathered
-    /// `compact_parts` of them. Returns the number of parts merged away.
+    /// Merges the smallest parts of each project's day into one, when a day has gathered
+    /// `compact_parts` of them, at most `compact_max_parts` a merge: one pass, so a day may keep
+    /// more to merge. Returns the number of parts merged away.
     pub fn compact(&self) -> Result<usize, StoreError> {
         let _one = self.lock_mutations();
         self.compact_locked(self.options.compact_parts)
