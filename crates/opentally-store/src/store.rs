@@ -15,6 +15,7 @@ use arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::manifest::{Manifest, PartMeta, sync_dir};
@@ -1061,16 +1062,18 @@ impl Store {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(128 * 1024))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_data_page_size_limit(PAGE_BYTES)
             .set_dictionary_page_size_limit(2 * PAGE_BYTES)
             .build();
         let writer = ArrowWriter::try_new(File::create(&path)?, schema::schema(), Some(props))?;
         Ok(PartWriter {
-            id,
-            project: project.to_owned(),
-            day,
-            stem,
+            name: PartName {
+                id,
+                project: project.to_owned(),
+                day,
+                stem,
+            },
             writer,
             rows: 0,
             ts: None,
@@ -1127,20 +1130,52 @@ impl Store {
         let mut replaced: HashSet<u64> = HashSet::new();
         let mut added = Vec::new();
         for ((project, day), parts) in candidates {
-            let mut w = self.part_writer(&mut manifest, &project, day)?;
-            let paths: Vec<PathBuf> = parts.iter().map(|p| self.dir.join(&p.file)).collect();
+            let w = self.part_writer(&mut manifest, &project, day)?;
             let mut rollups = rollup::Merger::default();
-            merge_sorted(&paths, self.options.chunk_rows.max(1), |chunk| {
-                rollups.add(rollup::of_batch(chunk));
-                w.write(chunk)
-            })?;
+            for p in &parts {
+                rollups.add(self.part_rollup(p)?);
+            }
             let sequences = self.compacted_sequences(&parts)?;
-            added.push(w.finish(&self.dir, rollups.finish(), sequences)?);
+            added.push(w.finish_merged(
+                &self.dir,
+                &parts,
+                self.options.chunk_rows.max(1),
+                rollups.finish(),
+                sequences,
+            )?);
             merged += parts.len();
             replaced.extend(parts.iter().map(|p| p.id));
         }
         drop(self.swap_parts(manifest, &replaced, added)?);
         Ok(merged)
+    }
+
+    /// The rollup rows of `part`, for the rollup of a part it is merged into: from its rollup
+    /// file, else (none, one written before error rows kept their sessions, or one damaged)
+    /// made from its rows, a batch at a time.
+    fn part_rollup(&self, part: &PartMeta) -> Result<Vec<RollupRow>, StoreError> {
+        if let Some(rel) = &part.rollup {
+            match rollup::read(&self.dir.join(rel)) {
+                Ok(Some((rows, true))) => return Ok(rows),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        part = part.id,
+                        error = %e,
+                        "rollup file unreadable; made again from the part's rows"
+                    );
+                }
+            }
+        }
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(self.dir.join(&part.file))?)?
+                .with_batch_size(self.options.chunk_rows.max(1))
+                .build()?;
+        let mut rollups = rollup::Merger::default();
+        for b in reader {
+            rollups.add(rollup::of_batch(&b?));
+        }
+        Ok(rollups.finish())
     }
 
     /// The sequences of the part that `parts` are merged into, joined from theirs; `None` when
@@ -1548,14 +1583,19 @@ pub fn read_part(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// A part being written: its rows go to the file as they come, its rollup and sequences are
-/// given when it is finished.
-struct PartWriter {
+/// Which part a [`PartWriter`] writes.
+struct PartName {
     id: u64,
     project: String,
     day: i64,
     /// The files' path relative to the store directory, without extension.
     stem: String,
+}
+
+/// A part being written: its rows go to the file as they come, its rollup and sequences are
+/// given when it is finished.
+struct PartWriter {
+    name: PartName,
     writer: ArrowWriter<File>,
     rows: u64,
     /// The smallest and largest event time written.
@@ -1584,6 +1624,52 @@ impl PartWriter {
         sequences: Option<Vec<u8>>,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let file = self.writer.into_inner()?;
+        let (rows, ts) = (self.rows, self.ts);
+        self.name.finish(dir, &file, rows, ts, rollup, sequences)
+    }
+
+    /// Writes the rows of `parts` (of the part's day) as its rows, merged as [`merge_order`]
+    /// orders them, one column at a time; then finishes it as [`PartWriter::finish`] does.
+    fn finish_merged(
+        self,
+        dir: &Path,
+        parts: &[PartMeta],
+        chunk: usize,
+        rollup: Vec<RollupRow>,
+        sequences: Option<Vec<u8>>,
+    ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
+        let paths: Vec<PathBuf> = parts.iter().map(|p| dir.join(&p.file)).collect();
+        let order = merge_order(&paths, chunk)?;
+        let file = write_merged(
+            &paths,
+            &order,
+            chunk,
+            ROW_GROUP_ROWS,
+            &schema::schema(),
+            self.writer,
+        )?;
+        let ts = parts.iter().fold(None, |acc: Option<(i64, i64)>, p| {
+            Some(acc.map_or((p.min_ts, p.max_ts), |(lo, hi)| {
+                (lo.min(p.min_ts), hi.max(p.max_ts))
+            }))
+        });
+        self.name
+            .finish(dir, &file, order.len() as u64, ts, rollup, sequences)
+    }
+}
+
+impl PartName {
+    /// Syncs the part's `file` (of `rows` rows, event times in `ts`), writes its rollup and
+    /// sequences beside it.
+    fn finish(
+        self,
+        dir: &Path,
+        file: &File,
+        rows: u64,
+        ts: Option<(i64, i64)>,
+        rollup: Vec<RollupRow>,
+        sequences: Option<Vec<u8>>,
+    ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         file.sync_all()?;
         let bytes = file.metadata()?.len();
         let rel = format!("{}.parquet", self.stem);
@@ -1598,7 +1684,7 @@ impl PartWriter {
             None => None,
         };
         sync_dir(parent)?;
-        let (min_ts, max_ts) = self.ts.unwrap_or_default();
+        let (min_ts, max_ts) = ts.unwrap_or_default();
         Ok((
             PartMeta {
                 id: self.id,
@@ -1607,7 +1693,7 @@ impl PartWriter {
                 file: rel,
                 rollup: Some(rollup_rel),
                 sequences: sequences.map(|_| sequences_rel),
-                rows: self.rows,
+                rows,
                 bytes: bytes + rollup_bytes + sequences.unwrap_or(0),
                 min_ts,
                 max_ts,
@@ -1622,50 +1708,40 @@ impl PartWriter {
 /// 1 MiB, the readers of one merge of eight parts held 27 MB in a heap profile.
 const PAGE_BYTES: usize = 128 * 1024;
 
-/// The fewest rows [`merge_sorted`] reads from a part at a time: below this, per-batch costs
-/// would outweigh the memory saved.
+/// The most rows of a part's row group.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The fewest rows a merge reads from a part at a time: below this, per-batch costs would
+/// outweigh the memory saved.
 const MIN_MERGE_BATCH: usize = 256;
 
-/// One input of [`merge_sorted`]: a part read a batch at a time.
-struct MergeInput {
+/// One input of [`merge_order`]: a part's event and time columns, read a batch at a time.
+struct OrderInput {
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    /// The batch being read (`None`: the part is done), its event and time columns, the next row.
-    batch: Option<RecordBatch>,
     event: arrow::array::StringArray,
     ts: arrow::buffer::ScalarBuffer<i64>,
     row: usize,
-    /// Where `batch` is among the sources of the chunk being gathered.
-    slot: usize,
+    done: bool,
 }
 
-impl MergeInput {
+impl OrderInput {
     /// Moves to the part's next batch that has rows, or to its end.
     fn next_batch(&mut self) -> Result<(), StoreError> {
-        self.batch = None;
         self.row = 0;
         for b in self.reader.by_ref() {
             let b = b?;
             if b.num_rows() > 0 {
-                let col = |n: &str| b.column_by_name(n).expect("a schema column").clone();
+                let col = |n: &str| b.column_by_name(n).expect("a projected column").clone();
                 self.event = col("event").as_string::<i32>().clone();
                 self.ts = col("ts")
                     .as_primitive::<TimestampMicrosecondType>()
                     .values()
                     .clone();
-                self.batch = Some(b);
-                break;
+                return Ok(());
             }
         }
+        self.done = true;
         Ok(())
-    }
-
-    /// Adds the batch being read, if any, to `sources`, the batches a chunk's rows are taken
-    /// from, and notes where it is.
-    fn join(&mut self, sources: &mut Vec<RecordBatch>) {
-        if let Some(b) = &self.batch {
-            self.slot = sources.len();
-            sources.push(b.clone());
-        }
     }
 
     /// The sort key of the next row: event (none first), then time.
@@ -1678,73 +1754,189 @@ impl MergeInput {
     }
 }
 
-/// Merges parts of one day, each sorted by event and time, into one sequence in that order (ties
-/// in the order of `paths`, then of their rows: the order [`day_orders`] gives the same rows),
-/// handed to `out` a chunk of at most `chunk` rows at a time. What it holds is one chunk and up to
-/// two batches of each part (the one it is in and the one the chunk still takes rows from), the
-/// parts' batches sharing `chunk` rows between them (at least [`MIN_MERGE_BATCH`] each): about
-/// three chunks' worth however large the parts, and however many up to `chunk / MIN_MERGE_BATCH`.
-fn merge_sorted(
-    paths: &[PathBuf],
-    chunk: usize,
-    mut out: impl FnMut(&RecordBatch) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let batch = (chunk / paths.len().max(1)).max(MIN_MERGE_BATCH);
+/// The order in which the rows of parts of one day, each sorted by event and time, merge into one
+/// sequence in that order (ties in the order of `paths`, then of their rows: the order
+/// [`day_orders`] gives the same rows): for each merged row, the index in `paths` of the part it
+/// comes from. Only the event and time columns are read, `batch` rows of each part at a time.
+fn merge_order(paths: &[PathBuf], batch: usize) -> Result<Vec<u16>, StoreError> {
     let mut inputs = Vec::with_capacity(paths.len());
+    let mut rows = 0;
     for path in paths {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?
-            .with_batch_size(batch)
-            .build()?;
-        let mut input = MergeInput {
-            reader,
-            batch: None,
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+        rows += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let arrow = builder.schema().clone();
+        let mask = ProjectionMask::roots(
+            builder.parquet_schema(),
+            [arrow.index_of("event")?, arrow.index_of("ts")?],
+        );
+        let mut input = OrderInput {
+            reader: builder
+                .with_projection(mask)
+                .with_batch_size(batch)
+                .build()?,
             event: arrow::array::StringArray::from(Vec::<&str>::new()),
             ts: Vec::<i64>::new().into(),
             row: 0,
-            slot: 0,
+            done: false,
         };
         input.next_batch()?;
         inputs.push(input);
     }
-    let mut sources: Vec<RecordBatch> = Vec::new();
-    let mut take: Vec<(usize, usize)> = Vec::with_capacity(chunk);
-    let mut flush = |inputs: &mut [MergeInput],
-                     sources: &mut Vec<RecordBatch>,
-                     take: &mut Vec<(usize, usize)>|
-     -> Result<(), StoreError> {
-        if !take.is_empty() {
-            let refs: Vec<&RecordBatch> = sources.iter().collect();
-            out(&interleave_record_batch(&refs, take)?)?;
-            take.clear();
-        }
-        // The next chunk's sources: the batch each part is in.
-        sources.clear();
-        for input in inputs.iter_mut() {
-            input.join(sources);
-        }
-        Ok(())
-    };
-    flush(&mut inputs, &mut sources, &mut take)?;
+    let mut order = Vec::with_capacity(rows);
     loop {
         let mut best: Option<usize> = None;
         for (i, input) in inputs.iter().enumerate() {
-            if input.batch.is_some() && best.is_none_or(|b| input.key() < inputs[b].key()) {
+            if !input.done && best.is_none_or(|b| input.key() < inputs[b].key()) {
                 best = Some(i);
             }
         }
         let Some(b) = best else { break };
+        order.push(u16::try_from(b).expect("at most u16::MAX parts a merge"));
         let input = &mut inputs[b];
-        take.push((input.slot, input.row));
         input.row += 1;
         if input.row == input.ts.len() {
             input.next_batch()?;
-            input.join(&mut sources);
-        }
-        if take.len() == chunk {
-            flush(&mut inputs, &mut sources, &mut take)?;
         }
     }
-    flush(&mut inputs, &mut sources, &mut take)
+    Ok(order)
+}
+
+/// One input of [`write_merged`]: one column of a part, from a given row, a batch at a time.
+struct ColumnInput {
+    reader: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+    /// The batch being read, the next row in it, and where it is among the sources of the chunk
+    /// being gathered.
+    array: Option<arrow::array::ArrayRef>,
+    row: usize,
+    slot: usize,
+}
+
+impl ColumnInput {
+    /// Moves to the next batch that has rows, and adds it to `sources`; an error if there is
+    /// none, since the part was counted to hold the row.
+    fn next_batch(&mut self, sources: &mut Vec<arrow::array::ArrayRef>) -> Result<(), StoreError> {
+        self.row = 0;
+        for b in self.reader.iter_mut().flatten() {
+            let b = b?;
+            if b.num_rows() > 0 {
+                self.slot = sources.len();
+                sources.push(b.column(0).clone());
+                self.array = Some(b.column(0).clone());
+                return Ok(());
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a part ended before its merge did",
+        )
+        .into())
+    }
+}
+
+/// Writes the rows of `paths` (parts of one day with the schema `writer` was made for) in
+/// `order` (as [`merge_order`] gives it) to `writer`'s file in row groups of `row_group_rows`, one
+/// column of a row group at a time,
+/// copied `chunk` rows at a time: a merge then holds a reader of each part for one column, not
+/// for all of them, and one column chunk of the output, not a whole row group. Returns the file,
+/// its footer written, not yet synced.
+fn write_merged(
+    paths: &[PathBuf],
+    order: &[u16],
+    chunk: usize,
+    row_group_rows: usize,
+    schema: &arrow::datatypes::Schema,
+    writer: ArrowWriter<File>,
+) -> Result<File, StoreError> {
+    use arrow::array::ArrayRef;
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    use parquet::arrow::arrow_writer::compute_leaves;
+
+    let (mut file, columns) = writer.into_serialized_writer()?;
+    let mut metas = Vec::with_capacity(paths.len());
+    for path in paths {
+        let meta = ArrowReaderMetadata::load(&File::open(path)?, ArrowReaderOptions::new())?;
+        if meta.parquet_schema().num_columns() != schema.fields().len() {
+            return Err(ParquetError::General(format!(
+                "{}: {} leaf columns, expected {}",
+                path.display(),
+                meta.parquet_schema().num_columns(),
+                schema.fields().len()
+            ))
+            .into());
+        }
+        metas.push(meta);
+    }
+    let batch = (chunk / paths.len().max(1)).max(MIN_MERGE_BATCH);
+    // How many rows of each part the row groups written so far took.
+    let mut done = vec![0_usize; paths.len()];
+    for (g, group) in order.chunks(row_group_rows.max(1)).enumerate() {
+        let mut counts = vec![0_usize; paths.len()];
+        for &p in group {
+            counts[usize::from(p)] += 1;
+        }
+        let mut row_group = file.next_row_group()?;
+        for (c, mut out) in columns.create_column_writers(g)?.into_iter().enumerate() {
+            let mut inputs = Vec::with_capacity(paths.len());
+            for (p, path) in paths.iter().enumerate() {
+                let reader = if counts[p] == 0 {
+                    None
+                } else {
+                    let mask = ProjectionMask::leaves(metas[p].parquet_schema(), [c]);
+                    Some(
+                        ParquetRecordBatchReaderBuilder::new_with_metadata(
+                            File::open(path)?,
+                            metas[p].clone(),
+                        )
+                        .with_projection(mask)
+                        .with_batch_size(batch)
+                        .with_offset(done[p])
+                        .with_limit(counts[p])
+                        .build()?,
+                    )
+                };
+                inputs.push(ColumnInput {
+                    reader,
+                    array: None,
+                    row: 0,
+                    slot: 0,
+                });
+            }
+            let field = schema.field(c);
+            let mut sources: Vec<ArrayRef> = Vec::new();
+            let mut take: Vec<(usize, usize)> = Vec::with_capacity(chunk.min(group.len()));
+            for rows in group.chunks(chunk) {
+                // The chunk's sources: the batch each part is in, then those it moves on to.
+                sources.clear();
+                for input in &mut inputs {
+                    if let Some(a) = &input.array {
+                        input.slot = sources.len();
+                        sources.push(a.clone());
+                    }
+                }
+                take.clear();
+                for &p in rows {
+                    let input = &mut inputs[usize::from(p)];
+                    if input.array.as_ref().is_none_or(|a| input.row == a.len()) {
+                        input.next_batch(&mut sources)?;
+                    }
+                    take.push((input.slot, input.row));
+                    input.row += 1;
+                }
+                let refs: Vec<&dyn Array> = sources.iter().map(AsRef::as_ref).collect();
+                let merged = arrow::compute::interleave(&refs, &take)?;
+                for leaf in compute_leaves(field, &merged)? {
+                    out.write(&leaf)?;
+                }
+            }
+            drop(inputs);
+            out.close()?.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+        for (d, n) in done.iter_mut().zip(counts) {
+            *d += n;
+        }
+    }
+    Ok(file.into_inner()?)
 }
 
 /// Where each row of `batches` goes: per day (event time, UTC), the rows' `(batch, row)`
@@ -1878,21 +2070,34 @@ mod tests {
                 .values()
                 .to_vec()
         };
-        let mut got = Vec::new();
-        let mut chunks = Vec::new();
-        merge_sorted(&paths, 8192, |chunk| {
-            chunks.push(chunk.num_rows());
-            got.extend(ids(chunk));
-            Ok(())
-        })
-        .unwrap();
-        let whole = concat_batches(&parts[0].schema(), &parts).unwrap();
+        let order = merge_order(&paths, 300).unwrap();
+        assert_eq!(order.len(), 19_001);
+        // Chunks and row groups that end inside the parts' batches, and a last of each that is
+        // not full.
+        let out = dir.join("merged.parquet");
+        let schema = parts[0].schema();
+        let w = ArrowWriter::try_new(File::create(&out).unwrap(), schema.clone(), None).unwrap();
+        write_merged(&paths, &order, 1_000, 4_500, &schema, w).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).unwrap()).unwrap();
+        let groups: Vec<i64> = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(parquet::file::metadata::RowGroupMetaData::num_rows)
+            .collect();
+        assert_eq!(groups, [4_500, 4_500, 4_500, 4_500, 1_001]);
+        let merged = builder
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        let merged = concat_batches(&schema, &merged).unwrap();
         let order = day_orders(&parts).remove(0).1;
         let sources: Vec<&RecordBatch> = parts.iter().collect();
-        let expected = ids(&interleave_record_batch(&sources, &order).unwrap());
-        assert_eq!(got.len(), whole.num_rows());
-        assert_eq!(got, expected);
-        assert_eq!(chunks, [8192, 8192, 19_001 - 2 * 8192]);
+        let expected = interleave_record_batch(&sources, &order).unwrap();
+        assert_eq!(ids(&merged), ids(&expected));
+        // Every column, not only the one compared: events and times come along with their ids.
+        assert_eq!(merged, expected);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -674,6 +674,33 @@ fn compaction_goes_on_without_a_parts_sequence_file() {
     assert_eq!(count(&s), (900, 900));
 }
 
+/// A merged part's rollup is merged from its parts' rollup files; one whose file is gone or
+/// damaged has its rollup made again from its rows, so the merged part's still counts every event.
+#[test]
+fn compaction_makes_a_parts_missing_or_damaged_rollup_from_its_rows() {
+    let dir = data::temp_dir("compact-no-rollup");
+    let opts = Options {
+        compact_parts: 3,
+        ..Options::default()
+    };
+    let s = interleaved_parts(&dir, opts.clone());
+    let parts = s.snapshot("demo").parts.clone();
+    let rollup = |i: usize| {
+        dir.join("store")
+            .join(parts[i].meta.rollup.clone().unwrap())
+    };
+    std::fs::remove_file(rollup(0)).unwrap();
+    std::fs::write(rollup(2), b"not a rollup").unwrap();
+    drop(parts);
+    assert_eq!(s.compact().unwrap(), 3);
+    s.delete_retired().unwrap();
+    drop(s);
+    let s = Store::open(&dir, opts).unwrap();
+    let snap = s.snapshot("demo");
+    assert_eq!(snap.parts.len(), 1);
+    assert_derived_from_rows(&snap.parts[0], 900, 31);
+}
+
 /// Two events of one install at the same time, in different parts: only their message ids order
 /// them, which the parts' sequence files do not keep, so the merged part's sequences are made
 /// from the parts' rows, in the order a part made from those rows at once would have.
