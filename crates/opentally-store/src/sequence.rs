@@ -89,6 +89,11 @@ pub fn column_indices(
 /// The sequences of a batch of events (any order), as the bytes of a `.seq` file; `None` when
 /// the batch is too large for the file's 32-bit offsets.
 pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
+    Some(encode_file(batch)?.into_bytes())
+}
+
+/// The sequences of a batch of events, as [`encode`] gives them, as a file to write.
+pub fn encode_file(batch: &RecordBatch) -> Option<SeqFile> {
     let text = |n: &str| {
         batch
             .column_by_name(n)
@@ -145,7 +150,7 @@ pub fn encode(batch: &RecordBatch) -> Option<Vec<u8>> {
         }
         out.install(key, &sessions.keys, &events)?;
     }
-    out.finish(&names)
+    out.into_file(&names)
 }
 
 /// One install's sessions in the order first met, each with its index.
@@ -267,28 +272,90 @@ impl Builder {
         Some(())
     }
 
-    /// The file, for event names where code `c > 0` is `names[c - 1]`.
+    /// The file's bytes, for event names where code `c > 0` is `names[c - 1]`.
     fn finish<S: AsRef<str>>(self, names: &[S]) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.body.len() + self.keys.len() * 12 + 64);
-        out.extend_from_slice(self.magic);
-        out.extend_from_slice(&u32::try_from(names.len()).ok()?.to_le_bytes());
+        Some(self.into_file(names)?.into_bytes())
+    }
+
+    /// The file, for event names where code `c > 0` is `names[c - 1]`, not yet put together.
+    fn into_file<S: AsRef<str>>(self, names: &[S]) -> Option<SeqFile> {
+        let mut header = Vec::new();
+        header.extend_from_slice(self.magic);
+        header.extend_from_slice(&u32::try_from(names.len()).ok()?.to_le_bytes());
         for name in names {
             let name = name.as_ref();
-            out.extend_from_slice(&u16::try_from(name.len()).ok()?.to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
+            header.extend_from_slice(&u16::try_from(name.len()).ok()?.to_le_bytes());
+            header.extend_from_slice(name.as_bytes());
         }
-        out.extend_from_slice(&u32::try_from(self.keys.len()).ok()?.to_le_bytes());
-        out.extend_from_slice(&self.base.to_le_bytes());
-        for k in &self.keys {
-            out.extend_from_slice(&k.to_le_bytes());
+        header.extend_from_slice(&u32::try_from(self.keys.len()).ok()?.to_le_bytes());
+        header.extend_from_slice(&self.base.to_le_bytes());
+        Some(SeqFile {
+            header,
+            keys: self.keys,
+            offsets: self.offsets,
+            body: self.body,
+        })
+    }
+}
+
+/// A `.seq` file in its pieces: written out from them, never copied into one buffer first.
+#[derive(Debug)]
+pub struct SeqFile {
+    /// Magic, names, install count and base time.
+    header: Vec<u8>,
+    keys: Vec<u64>,
+    offsets: Vec<u32>,
+    body: Vec<u8>,
+}
+
+impl SeqFile {
+    /// Feeds the file's bytes before its checksum to `out`, in order.
+    fn pieces(&self, out: &mut impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        out(&self.header)?;
+        // The keys and offsets a few thousand at a time, as little-endian bytes.
+        let mut buf = Vec::with_capacity(32 * 1024);
+        for keys in self.keys.chunks(4096) {
+            buf.clear();
+            buf.extend(keys.iter().flat_map(|k| k.to_le_bytes()));
+            out(&buf)?;
         }
-        for o in &self.offsets {
-            out.extend_from_slice(&o.to_le_bytes());
+        for offsets in self.offsets.chunks(8192) {
+            buf.clear();
+            buf.extend(offsets.iter().flat_map(|o| o.to_le_bytes()));
+            out(&buf)?;
         }
-        out.extend_from_slice(&self.body);
-        let sum = xxhash_rust::xxh3::xxh3_64(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
-        Some(out)
+        out(&self.body)
+    }
+
+    /// The file's bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        let len = self.header.len() + self.keys.len() * 8 + self.offsets.len() * 4;
+        let mut bytes = Vec::with_capacity(len + self.body.len() + 8);
+        self.pieces(&mut |b| {
+            bytes.extend_from_slice(b);
+            Ok(())
+        })
+        .expect("writing to memory");
+        let sum = xxhash_rust::xxh3::xxh3_64(&bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        bytes
+    }
+
+    /// Writes the file at `path` and syncs it; returns its size.
+    pub fn write(&self, path: &Path) -> std::io::Result<u64> {
+        let mut f = std::io::BufWriter::new(File::create(path)?);
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        let mut len = 0;
+        self.pieces(&mut |b| {
+            hash.update(b);
+            len += b.len() as u64;
+            f.write_all(b)
+        })?;
+        f.write_all(&hash.digest().to_le_bytes())?;
+        f.into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?
+            .sync_all()?;
+        Ok(len + 8)
     }
 }
 
@@ -301,27 +368,79 @@ impl Builder {
 /// order across the parts (see [`walk`]), a file is malformed, or the result outgrows the
 /// format.
 pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> Option<Vec<u8>> {
-    join(parts, names, summary, false)
+    let mut parts: Vec<(&Sequences, Vec<u32>)> =
+        parts.iter().map(|(p, c)| (*p, c.clone())).collect();
+    join(&mut parts, summary, false)?.finish(&names.names)
 }
 
-/// The sequences of several parts of one day as the `.seq` file of the part that compaction
-/// merges them into: as [`merge`] without `summary`, but an install whose runs overlap in time
-/// has its events put in time order and its sessions in the order first met then. `None` when
-/// such an install has two events at the same time (only message ids, which the files do not
-/// keep, could order them), a file is malformed, or the result outgrows the format.
-pub fn compact(parts: &[(&Sequences, Vec<u32>)], names: &Names) -> Option<Vec<u8>> {
-    join(parts, names, false, true)
+/// The sequences of several parts of one day, read from their files as they go, as the `.seq`
+/// file of the part that compaction merges them into: as [`merge`] without `summary`, but an
+/// install whose runs overlap in time has its events put in time order and its sessions in the
+/// order first met then. `Ok(None)` when such an install has two events at the same time (only
+/// message ids, which the files do not keep, could order them), a file is malformed, or the
+/// result outgrows the format; an error when a file cannot be read.
+pub fn compact(mut parts: Vec<SeqStream>) -> std::io::Result<Option<SeqFile>> {
+    let mut names = Names::default();
+    let mut parts: Vec<(&mut SeqStream, Vec<u32>)> = parts
+        .iter_mut()
+        .map(|p| {
+            let codes = std::iter::once(0)
+                .chain(p.names.iter().map(|n| names.code(n)))
+                .collect();
+            (p, codes)
+        })
+        .collect();
+    let joined = join(&mut parts, false, true);
+    for (p, _) in &mut parts {
+        // A file cut short since it was opened is as malformed as one cut short before.
+        if let Some(e) = p.error.take() {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(joined.and_then(|b| b.into_file(&names.names)))
 }
 
-fn join(
-    parts: &[(&Sequences, Vec<u32>)],
-    names: &Names,
-    summary: bool,
-    reorder: bool,
-) -> Option<Vec<u8>> {
+/// A part's installs and their runs as [`join`] reads them: each install's key, then its run, in
+/// key order, each once.
+trait Runs {
+    /// A time at or before every event's.
+    fn base(&self) -> i64;
+    fn installs(&self) -> usize;
+    /// The key of the `i`-th install.
+    fn key_of(&mut self, i: usize) -> Option<u64>;
+    /// The `i`-th install's run, with times.
+    fn run_of(&mut self, i: usize, codes: &[u32], run: &mut Run) -> Option<()>;
+}
+
+impl Runs for &Sequences {
+    fn base(&self) -> i64 {
+        self.base
+    }
+
+    fn installs(&self) -> usize {
+        self.installs
+    }
+
+    fn key_of(&mut self, i: usize) -> Option<u64> {
+        Some(self.key(i))
+    }
+
+    fn run_of(&mut self, i: usize, codes: &[u32], run: &mut Run) -> Option<()> {
+        self.run(i, codes, true, run)
+    }
+}
+
+/// The joined file, as [`merge`] and [`compact`] describe it, not yet given its names (the
+/// parts' codes are mapped to them).
+fn join<R: Runs>(parts: &mut [(R, Vec<u32>)], summary: bool, reorder: bool) -> Option<Builder> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let base = parts.iter().map(|(p, _)| p.base).min().unwrap_or(0);
+    let base = parts.iter().map(|(p, _)| p.base()).min().unwrap_or(0);
     let mut out = Builder::new(base);
     if summary {
         out.magic = SUMMARY_MAGIC;
@@ -335,12 +454,12 @@ fn join(
         }
     };
     // The next install of each part, smallest key first, then earliest part.
-    let mut next: BinaryHeap<Reverse<(u64, usize, usize)>> = parts
-        .iter()
-        .enumerate()
-        .filter(|(_, (p, _))| !p.is_empty())
-        .map(|(n, (p, _))| Reverse((p.key(0), n, 0)))
-        .collect();
+    let mut next: BinaryHeap<Reverse<(u64, usize, usize)>> = BinaryHeap::new();
+    for (n, (p, _)) in parts.iter_mut().enumerate() {
+        if p.installs() > 0 {
+            next.push(Reverse((p.key_of(0)?, n, 0)));
+        }
+    }
     let mut run = Run::default();
     let mut sessions = SessionList::default();
     let mut events: Vec<(u32, u32, i64)> = Vec::new();
@@ -362,11 +481,11 @@ fn join(
             sessions.clear();
             events.clear();
         }
-        let (p, codes) = &parts[n];
-        if i + 1 < p.len() {
-            next.push(Reverse((p.key(i + 1), n, i + 1)));
+        let (p, codes) = &mut parts[n];
+        if i + 1 < p.installs() {
+            next.push(Reverse((p.key_of(i + 1)?, n, i + 1)));
         }
-        p.run(i, codes, true, &mut run)?;
+        p.run_of(i, codes, &mut run)?;
         if events.last().is_some_and(|e| e.2 >= run.first) {
             if !reorder {
                 return None;
@@ -386,7 +505,7 @@ fn join(
         }
         put(&mut out, done, &sessions.keys, &events)?;
     }
-    out.finish(&names.names)
+    Some(out)
 }
 
 /// Sorts one install's events `(name code, session index, time)` by time and renumbers
@@ -407,14 +526,6 @@ fn in_time_order(
     }
     std::mem::swap(sessions, spare);
     Some(())
-}
-
-/// Writes a `.seq` file and syncs it; returns its size.
-pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(bytes.len() as u64)
 }
 
 /// A part's sequences, as read from its file.
@@ -655,40 +766,220 @@ impl Sequences {
         if self.summary {
             return None;
         }
-        let b = self.body(i);
-        let mut at = 0;
-        run.sessions.clear();
-        run.codes.clear();
-        run.session_of.clear();
-        run.times.clear();
-        let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
-        let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
-        run.sessions
-            .extend(keys.chunks_exact(8).map(session_key_at));
-        at += keys.len();
-        let events = usize::try_from(varint(b, &mut at)?).ok()?;
-        run.first = self.base.checked_add_unsigned(varint(b, &mut at)?)?;
-        run.last = run.first.checked_add_unsigned(varint(b, &mut at)?)?;
-        if events == 0 {
+        decode_run(self.body(i), self.base, codes, with_times, run)
+    }
+}
+
+/// Decodes one install's run from its body `b` (see the file layout), times from `base`.
+#[inline]
+fn decode_run(b: &[u8], base: i64, codes: &[u32], with_times: bool, run: &mut Run) -> Option<()> {
+    let mut at = 0;
+    run.sessions.clear();
+    run.codes.clear();
+    run.session_of.clear();
+    run.times.clear();
+    let sessions = usize::try_from(varint(b, &mut at)?).ok()?;
+    let keys = b.get(at..at.checked_add(sessions.checked_mul(8)?)?)?;
+    run.sessions
+        .extend(keys.chunks_exact(8).map(session_key_at));
+    at += keys.len();
+    let events = usize::try_from(varint(b, &mut at)?).ok()?;
+    run.first = base.checked_add_unsigned(varint(b, &mut at)?)?;
+    run.last = run.first.checked_add_unsigned(varint(b, &mut at)?)?;
+    if events == 0 {
+        return None;
+    }
+    small_varints(b, &mut at, events, codes.len(), Some(codes), &mut run.codes)?;
+    if sessions > 1 {
+        small_varints(b, &mut at, events, sessions, None, &mut run.session_of)?;
+    }
+    if with_times {
+        run.times.reserve(events);
+        let mut t = run.first;
+        run.times.push(t);
+        for _ in 1..events {
+            t = t.checked_add_unsigned(varint(b, &mut at)?)?;
+            run.times.push(t);
+        }
+        if t != run.last {
             return None;
         }
-        small_varints(b, &mut at, events, codes.len(), Some(codes), &mut run.codes)?;
-        if sessions > 1 {
-            small_varints(b, &mut at, events, sessions, None, &mut run.session_of)?;
-        }
-        if with_times {
-            run.times.reserve(events);
-            let mut t = run.first;
-            run.times.push(t);
-            for _ in 1..events {
-                t = t.checked_add_unsigned(varint(b, &mut at)?)?;
-                run.times.push(t);
+    }
+    Some(())
+}
+
+/// A part's `.seq` file read as [`compact`] joins it: checked whole first, then its keys, offsets
+/// and body each read in order through a small buffer, so a merge holds a few kilobytes of each
+/// part's sequences rather than the files.
+#[derive(Debug)]
+pub struct SeqStream {
+    names: Vec<String>,
+    base: i64,
+    installs: usize,
+    keys: std::io::BufReader<File>,
+    offsets: std::io::BufReader<File>,
+    body: std::io::BufReader<File>,
+    /// The body offset of the next install's run.
+    at: u32,
+    /// The keys and runs read so far.
+    keys_read: usize,
+    runs_read: usize,
+    scratch: Vec<u8>,
+    /// The first error met while reading keys or runs ([`Runs`] gives `None` then).
+    error: Option<std::io::Error>,
+}
+
+impl SeqStream {
+    /// Opens a part's `.seq` file: checks its checksum and reads its header. An `InvalidData`
+    /// error when it is not a whole part's file.
+    pub fn open(path: &Path) -> std::io::Result<SeqStream> {
+        use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+        let bad = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {what}", path.display()),
+            )
+        };
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let end = len
+            .checked_sub(8)
+            .ok_or_else(|| bad("the file is cut short"))?;
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        let mut whole = BufReader::with_capacity(64 * 1024, (&mut file).take(end));
+        loop {
+            let b = whole.fill_buf()?;
+            if b.is_empty() {
+                break;
             }
-            if t != run.last {
-                return None;
-            }
+            hash.update(b);
+            let n = b.len();
+            whole.consume(n);
         }
-        Some(())
+        drop(whole);
+        let mut sum = [0; 8];
+        file.read_exact(&mut sum)?;
+        if hash.digest() != u64::from_le_bytes(sum) {
+            return Err(bad("checksum mismatch"));
+        }
+        let open_at = |at: u64| -> std::io::Result<BufReader<File>> {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(at))?;
+            Ok(BufReader::with_capacity(8 * 1024, f))
+        };
+        let mut header = open_at(0)?.take(end);
+        let mut read = |n: usize| -> std::io::Result<Vec<u8>> {
+            let mut b = vec![0; n];
+            header.read_exact(&mut b).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    bad("the file is cut short")
+                } else {
+                    e
+                }
+            })?;
+            Ok(b)
+        };
+        if read(8)? != MAGIC.as_slice() {
+            return Err(bad("not a part's sequence file"));
+        }
+        let u32_of = |b: Vec<u8>| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        let count = u32_of(read(4)?);
+        let mut names = Vec::new();
+        let mut at: u64 = 12;
+        for _ in 0..count {
+            let n = usize::from(u16::from_le_bytes(read(2)?.try_into().expect("2 bytes")));
+            let name = String::from_utf8(read(n)?).map_err(|_| bad("a name is not UTF-8"))?;
+            names.push(name);
+            at += 2 + n as u64;
+        }
+        let installs = u32_of(read(4)?) as usize;
+        let base = i64::from_le_bytes(read(8)?.try_into().expect("8 bytes"));
+        let keys_at = at + 12;
+        let offsets_at = keys_at + 8 * installs as u64;
+        let body_at = offsets_at + 4 * (installs as u64 + 1);
+        if body_at > end {
+            return Err(bad("the file is cut short"));
+        }
+        let mut offsets = open_at(offsets_at)?;
+        let mut first = [0; 4];
+        offsets.read_exact(&mut first)?;
+        let mut last = open_at(body_at - 4)?;
+        let mut body_len = [0; 4];
+        last.read_exact(&mut body_len)?;
+        if u32::from_le_bytes(first) != 0
+            || body_at + u64::from(u32::from_le_bytes(body_len)) != end
+        {
+            return Err(bad("the body's length does not match its offsets"));
+        }
+        Ok(SeqStream {
+            names,
+            base,
+            installs,
+            keys: open_at(keys_at)?,
+            offsets,
+            body: open_at(body_at)?,
+            at: 0,
+            keys_read: 0,
+            runs_read: 0,
+            scratch: Vec::new(),
+            error: None,
+        })
+    }
+
+    /// Event names; code `c > 0` is `names()[c - 1]`.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Notes `e` as the stream's error, unless one came first.
+    fn fail(&mut self, e: std::io::Error) {
+        self.error.get_or_insert(e);
+    }
+}
+
+impl Runs for &mut SeqStream {
+    fn base(&self) -> i64 {
+        self.base
+    }
+
+    fn installs(&self) -> usize {
+        self.installs
+    }
+
+    fn key_of(&mut self, i: usize) -> Option<u64> {
+        use std::io::Read as _;
+        if i != self.keys_read {
+            return None;
+        }
+        let mut k = [0; 8];
+        if let Err(e) = self.keys.read_exact(&mut k) {
+            self.fail(e);
+            return None;
+        }
+        self.keys_read += 1;
+        Some(u64::from_le_bytes(k))
+    }
+
+    fn run_of(&mut self, i: usize, codes: &[u32], run: &mut Run) -> Option<()> {
+        use std::io::Read as _;
+        if i != self.runs_read {
+            return None;
+        }
+        let mut next = [0; 4];
+        if let Err(e) = self.offsets.read_exact(&mut next) {
+            self.fail(e);
+            return None;
+        }
+        let next = u32::from_le_bytes(next);
+        let len = next.checked_sub(self.at)? as usize;
+        self.scratch.resize(len, 0);
+        if let Err(e) = self.body.read_exact(&mut self.scratch) {
+            self.fail(e);
+            return None;
+        }
+        self.at = next;
+        self.runs_read += 1;
+        decode_run(&self.scratch, self.base, codes, true, run)
     }
 }
 
@@ -1349,6 +1640,117 @@ mod tests {
             "checksum mismatch"
         );
         assert!(Sequences::parse(Vec::new()).is_err());
+    }
+
+    /// A stream reads a part's file as the file's bytes read at once do; it refuses a damaged or
+    /// cut file, and a span's summary, when it is opened; files compact through streams into the
+    /// file their rows make at once.
+    #[test]
+    fn a_stream_reads_what_the_file_holds_and_refuses_a_damaged_one() {
+        let dir = std::env::temp_dir().join(format!("opentally-seqstream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows: Vec<(String, String, &str, String)> = (0..3_000)
+            .map(|i| {
+                (
+                    format!("i{}", i % 700),
+                    format!("s{}", i % 3),
+                    ["fit", "plot", "estimate"][i % 3],
+                    format!(
+                        "2026-11-02T{:02}:{:02}:{:02}Z",
+                        i / 3600,
+                        i / 60 % 60,
+                        i % 60
+                    ),
+                )
+            })
+            .collect();
+        let as_rows = |r: &[(String, String, &str, String)]| -> RecordBatch {
+            let v: Vec<_> = r
+                .iter()
+                .map(|(i, s, e, t)| (i.as_str(), Some(s.as_str()), Some(*e), t.as_str()))
+                .collect();
+            batch(&v)
+        };
+        // Two parts of one day whose installs' runs interleave in time.
+        let (even, odd): (Vec<_>, Vec<_>) = rows
+            .iter()
+            .cloned()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        let mut paths = Vec::new();
+        for (n, part) in [even, odd].into_iter().enumerate() {
+            let part: Vec<_> = part.into_iter().map(|(_, r)| r).collect();
+            let path = dir.join(format!("{n}.seq"));
+            encode_file(&as_rows(&part)).unwrap().write(&path).unwrap();
+            paths.push(path);
+        }
+
+        let whole = Sequences::read(&paths[0]).unwrap();
+        let mut stream = SeqStream::open(&paths[0]).unwrap();
+        assert_eq!(stream.names(), whole.names());
+        let codes: Vec<u32> = (0..=3).collect();
+        let (mut a, mut b) = (Run::default(), Run::default());
+        let mut s = &mut stream;
+        assert_eq!(s.installs(), whole.len());
+        for i in 0..whole.len() {
+            assert_eq!(s.key_of(i), Some(whole.key(i)));
+            s.run_of(i, &codes, &mut a).unwrap();
+            whole.run(i, &codes, true, &mut b).unwrap();
+            assert_eq!((&a.sessions, triples(&a)), (&b.sessions, triples(&b)));
+        }
+        assert!(stream.error.is_none());
+
+        let joined = compact(paths.iter().map(|p| SeqStream::open(p).unwrap()).collect())
+            .unwrap()
+            .unwrap();
+        let expected = Sequences::parse(encode(&as_rows(&rows)).unwrap()).unwrap();
+        let joined = Sequences::parse(joined.into_bytes()).unwrap();
+        assert_eq!(joined.len(), 700);
+        let names = |q: &Sequences, r: &Run| -> Vec<(String, u32, i64)> {
+            (0..r.codes.len())
+                .map(|e| {
+                    (
+                        q.names()[r.codes[e] as usize - 1].clone(),
+                        r.session(e),
+                        r.times[e],
+                    )
+                })
+                .collect()
+        };
+        for i in 0..700 {
+            assert_eq!(joined.key(i), expected.key(i));
+            joined.run(i, &codes, true, &mut a).unwrap();
+            expected.run(i, &codes, true, &mut b).unwrap();
+            assert_eq!(a.sessions, b.sessions);
+            assert_eq!(names(&joined, &a), names(&expected, &b));
+        }
+
+        let bytes = std::fs::read(&paths[0]).unwrap();
+        let bad = dir.join("bad.seq");
+        for at in [0, 9, bytes.len() / 2, bytes.len() - 1] {
+            let mut b = bytes.clone();
+            b[at] ^= 0x40;
+            std::fs::write(&bad, &b).unwrap();
+            let e = SeqStream::open(&bad).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData,
+                "a flipped bit at {at}"
+            );
+        }
+        for len in [0, 7, 20, bytes.len() - 3] {
+            std::fs::write(&bad, &bytes[..len]).unwrap();
+            let e = SeqStream::open(&bad).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "cut at {len}");
+        }
+        let (names, c) = shared_codes(&[&whole]);
+        let summary = merge(&[(&whole, c[0].clone())], &names, true).unwrap();
+        std::fs::write(&bad, summary).unwrap();
+        assert_eq!(
+            SeqStream::open(&bad).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Sessions left open on the target at the end of one run go on in the install's next

@@ -21,7 +21,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::manifest::{Manifest, PartMeta, sync_dir};
 use crate::rollup::{self, Blocks, RollupRow, RollupSet, Succeeded};
 use crate::schema::{self, BatchBuilder};
-use crate::sequence::{self, Sequences};
+use crate::sequence::{self, SeqFile, SeqStream, Sequences};
 use crate::stored::{RecordView, StoredEvent};
 use crate::wal::{self, LogPos};
 
@@ -1016,7 +1016,11 @@ impl Store {
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let mut w = self.part_writer(manifest, project, day)?;
         w.write(batch)?;
-        w.finish(&self.dir, rollup::of_batch(batch), sequence::encode(batch))
+        w.finish(
+            &self.dir,
+            rollup::of_batch(batch),
+            sequence::encode_file(batch),
+        )
     }
 
     /// Writes the rows of `sources` at `order` (one day's, sorted) as a part, copied straight
@@ -1043,7 +1047,7 @@ impl Store {
             .map(|b| b.project(&columns))
             .collect::<Result<Vec<_>, _>>()?;
         let projected: Vec<&RecordBatch> = projected.iter().collect();
-        let sequences = sequence::encode(&interleave_record_batch(&projected, order)?);
+        let sequences = sequence::encode_file(&interleave_record_batch(&projected, order)?);
         w.finish(&self.dir, rollups.finish(), sequences)
     }
 
@@ -1180,13 +1184,13 @@ impl Store {
 
     /// The sequences of the part that `parts` are merged into, joined from theirs; `None` when
     /// one of them has none (the merged part then has none either, as a part too large for them).
-    fn compacted_sequences(&self, parts: &[PartMeta]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn compacted_sequences(&self, parts: &[PartMeta]) -> Result<Option<SeqFile>, StoreError> {
         let mut read = Vec::with_capacity(parts.len());
         for p in parts {
             let Some(rel) = &p.sequences else {
                 return Ok(None);
             };
-            match Sequences::read(&self.dir.join(rel)) {
+            match SeqStream::open(&self.dir.join(rel)) {
                 Ok(s) => read.push(s),
                 // Queries scan the events of a part whose file is damaged; so will the merged
                 // part's, rather than the merge failing at every round.
@@ -1202,16 +1206,10 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        let joined = {
-            let refs: Vec<&Sequences> = read.iter().collect();
-            let (names, codes) = sequence::shared_codes(&refs);
-            let parts: Vec<(&Sequences, Vec<u32>)> = refs.into_iter().zip(codes).collect();
-            sequence::compact(&parts, &names)
-        };
+        let joined = sequence::compact(read)?;
         if joined.is_some() {
             return Ok(joined);
         }
-        drop(read);
         // An install with two events at one time in different parts (rare): only the rows'
         // message ids order them, so the sequences are made from the parts' columns they read.
         let mut batches = Vec::new();
@@ -1227,7 +1225,7 @@ impl Store {
         let Some(first) = batches.first() else {
             return Ok(None);
         };
-        Ok(sequence::encode(&concat_batches(
+        Ok(sequence::encode_file(&concat_batches(
             &first.schema(),
             &batches,
         )?))
@@ -1621,7 +1619,7 @@ impl PartWriter {
         self,
         dir: &Path,
         rollup: Vec<RollupRow>,
-        sequences: Option<Vec<u8>>,
+        sequences: Option<SeqFile>,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let file = self.writer.into_inner()?;
         let (rows, ts) = (self.rows, self.ts);
@@ -1636,7 +1634,7 @@ impl PartWriter {
         parts: &[PartMeta],
         chunk: usize,
         rollup: Vec<RollupRow>,
-        sequences: Option<Vec<u8>>,
+        sequences: Option<SeqFile>,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let paths: Vec<PathBuf> = parts.iter().map(|p| dir.join(&p.file)).collect();
         let order = merge_order(&paths, chunk)?;
@@ -1668,7 +1666,7 @@ impl PartName {
         rows: u64,
         ts: Option<(i64, i64)>,
         rollup: Vec<RollupRow>,
-        sequences: Option<Vec<u8>>,
+        sequences: Option<SeqFile>,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         file.sync_all()?;
         let bytes = file.metadata()?.len();
@@ -1680,7 +1678,7 @@ impl PartName {
         let rollup_bytes = rollup::write(&dir.join(&rollup_rel), &rollup)?;
         let sequences_rel = format!("{}.seq", self.stem);
         let sequences = match sequences {
-            Some(bytes) => Some(sequence::write(&dir.join(&sequences_rel), &bytes)?),
+            Some(file) => Some(file.write(&dir.join(&sequences_rel))?),
             None => None,
         };
         sync_dir(parent)?;

@@ -653,25 +653,43 @@ fn runs(seq: &opentally_store::sequence::Sequences) -> Vec<InstallEvents> {
         .collect()
 }
 
-/// A part whose sequence file is gone does not stop compaction at every round: the merged part
-/// has no sequences (funnels and paths then scan its events) and keeps every event.
+/// A part whose sequence file is gone, damaged or cut short does not stop compaction at every
+/// round: the merged part has no sequences (funnels and paths then scan its events) and keeps
+/// every event.
 #[test]
 fn compaction_goes_on_without_a_parts_sequence_file() {
-    let dir = data::temp_dir("compact-no-seq");
-    let opts = Options {
-        compact_parts: 3,
-        ..Options::default()
-    };
-    let s = interleaved_parts(&dir, opts);
-    let seq = s.snapshot("demo").parts[1].meta.sequences.clone().unwrap();
-    std::fs::remove_file(dir.join("store").join(seq)).unwrap();
-    assert_eq!(s.compact().unwrap(), 3);
-    let snap = s.snapshot("demo");
-    assert_eq!(snap.parts.len(), 1);
-    assert!(snap.parts[0].meta.sequences.is_none());
-    assert!(snap.parts[0].sequences().unwrap().is_none());
-    drop(snap);
-    assert_eq!(count(&s), (900, 900));
+    for (case, damage) in [
+        (
+            "gone",
+            (|p| std::fs::remove_file(p).unwrap()) as fn(&std::path::Path),
+        ),
+        ("damaged", |p| {
+            let mut b = std::fs::read(p).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 1;
+            std::fs::write(p, b).unwrap();
+        }),
+        ("cut", |p| {
+            let b = std::fs::read(p).unwrap();
+            std::fs::write(p, &b[..b.len() - 9]).unwrap();
+        }),
+    ] {
+        let dir = data::temp_dir(&format!("compact-seq-{case}"));
+        let opts = Options {
+            compact_parts: 3,
+            ..Options::default()
+        };
+        let s = interleaved_parts(&dir, opts);
+        let seq = s.snapshot("demo").parts[1].meta.sequences.clone().unwrap();
+        damage(&dir.join("store").join(seq));
+        assert_eq!(s.compact().unwrap(), 3, "{case}");
+        let snap = s.snapshot("demo");
+        assert_eq!(snap.parts.len(), 1);
+        assert!(snap.parts[0].meta.sequences.is_none(), "{case}");
+        assert!(snap.parts[0].sequences().unwrap().is_none());
+        drop(snap);
+        assert_eq!(count(&s), (900, 900), "{case}");
+    }
 }
 
 /// A merged part's rollup is merged from its parts' rollup files; one whose file is gone or
