@@ -10,13 +10,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, KeyInit, Mac};
 use opentally_protocol::catalog::NEVER_KEPT_CONTEXT;
 use opentally_protocol::{
     BatchResponse, ItemRejection, Message, MessageType, ParsedRequest, Reason, Rejection,
     Timestamp, check_message, effective_timestamp, parse_batch, parse_single,
 };
-use sha2::Sha256;
 use tokio::sync::oneshot;
 
 use crate::AppState;
@@ -71,20 +69,21 @@ fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, I
     }
 }
 
-/// The HMAC keyed with the server's secret, keyed once: each install hash clones it instead of
-/// hashing the key again.
-pub fn install_mac(secret: &[u8; 32]) -> Hmac<Sha256> {
-    <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("any key length works")
+/// The HMAC-SHA256 key made from the server's secret, keyed once: each install hash starts from
+/// its state instead of hashing the key again. `ring`'s, for its assembly SHA-256 on CPUs
+/// without SHA instructions, where the portable one took 7 % of the collector's time at full
+/// ingest rate (one hash an event).
+pub fn install_mac(secret: &[u8; 32]) -> ring::hmac::Key {
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret)
 }
 
 /// Keyed hash of an install id: stable per project and server, meaningless without the server's
 /// secret, so a leaked store cannot be joined with machines or other projects.
-pub fn install_hash(keyed: &Hmac<Sha256>, project_id: i64, install_id: &str) -> String {
-    let mut mac = keyed.clone();
+pub fn install_hash(keyed: &ring::hmac::Key, project_id: i64, install_id: &str) -> String {
+    let mut mac = ring::hmac::Context::with_key(keyed);
     mac.update(&project_id.to_le_bytes());
     mac.update(install_id.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    crate::secret::hex(&digest[..16])
+    crate::secret::hex(&mac.sign().as_ref()[..16])
 }
 
 /// Per-request facts that every message of the request shares.
@@ -295,4 +294,36 @@ async fn ingest_inner(
         .events_duplicate
         .inc_by(response.duplicates as u64);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store keys installs by these hashes: a server computes the ones earlier versions
+    /// stored (HMAC-SHA256 of project id and install id, first 128 bits), or an install's events
+    /// would split in two across an upgrade.
+    #[test]
+    fn install_hashes_stay_what_earlier_versions_stored() {
+        let mac = install_mac(&[7; 32]);
+        let hashes = [
+            install_hash(&mac, 42, "0f6c2a1e-8c3b-4f5d-9a7e-2b1c3d4e5f60"),
+            install_hash(&mac, 43, "0f6c2a1e-8c3b-4f5d-9a7e-2b1c3d4e5f60"),
+            install_hash(&mac, 42, ""),
+            install_hash(
+                &install_mac(&[8; 32]),
+                42,
+                "0f6c2a1e-8c3b-4f5d-9a7e-2b1c3d4e5f60",
+            ),
+        ];
+        assert_eq!(
+            hashes,
+            [
+                "463375f77d13f7ffb3aee64f96dbe0b4",
+                "f8d57d7259a7f5c685579930bf743f95",
+                "06e754ab7d14f25b2decc9e0c13553eb",
+                "4682cb797413c573df919e7b22fa49bc",
+            ]
+        );
+    }
 }

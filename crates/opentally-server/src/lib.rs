@@ -45,7 +45,7 @@ pub struct AppState {
     pub writer: writer::WriterHandle,
     pub metrics: Arc<metrics::Metrics>,
     /// HMAC-SHA256 keyed with the server's install secret (kept in the project database).
-    pub install_mac: hmac::Hmac<sha2::Sha256>,
+    pub install_mac: ring::hmac::Key,
     /// Set by the disk watcher while free space is below the low-water mark.
     pub disk_low: AtomicBool,
     pub key_limiter: DefaultKeyedRateLimiter<i64>,
