@@ -392,7 +392,8 @@ fn in_row_order(mut rows: Vec<RollupRow>) -> Vec<RollupRow> {
 }
 
 /// Rollup rows of disjoint sets of events merged into the rows of all of them, group by group:
-/// what a seal or a compaction writes for a part whose rows it copies a chunk at a time. Counts
+/// what a seal writes for a part whose rows it copies a chunk at a time, and a compaction for the
+/// part it merges from others (from their rollups). Counts
 /// and error sessions add up exactly; installs are the union of the groups' sketches (exact
 /// while a group has fewer than 2^[`THETA_LG_K`] installs, as in [`of_batch`]) and durations
 /// the merge of theirs.

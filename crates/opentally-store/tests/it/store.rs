@@ -571,8 +571,8 @@ fn interleaved_parts(dir: &std::path::Path, opts: Options) -> Store {
 }
 
 /// Seals and compactions copy rows a chunk at a time: the rollup they write for a part (merged
-/// chunk by chunk) and its sequences (from a copy of their columns, or joined from the merged
-/// parts') are those of the part's rows.
+/// chunk by chunk, or from the merged parts' rollups) and its sequences (from a copy of their
+/// columns, or joined from the merged parts') are those of the part's rows.
 #[test]
 fn parts_keep_the_rollup_and_sequences_of_their_rows() {
     let dir = data::temp_dir("compact-derived");
