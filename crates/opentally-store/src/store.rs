@@ -1095,7 +1095,11 @@ impl Store {
     /// Merges the smallest parts of each day that has at least `min_parts` of them that fit in
     /// `compact_rows` together, at most `compact_max_parts` of them.
     fn compact_locked(&self, min_parts: usize) -> Result<usize, StoreError> {
-        let max_parts = self.options.compact_max_parts.max(2);
+        // A merge numbers its parts in 16 bits (see [`merge_order`]).
+        let max_parts = self
+            .options
+            .compact_max_parts
+            .clamp(2, usize::from(u16::MAX));
         let (candidates, mut manifest) = {
             let s = self.read();
             let mut by_day: BTreeMap<(String, i64), Vec<PartMeta>> = BTreeMap::new();
