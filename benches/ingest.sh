@@ -33,6 +33,9 @@ run() { # name, extra serve flags, extra bench flags
   local rss_kb
   rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   kill -TERM "$pid"; wait "$pid" || true
+  # Each run starts on a quiet disk: without this, the fsync-off run's unsynced log (~400 MB at
+  # 1M events) was written back by the kernel during the next run, against its fsyncs.
+  rm -rf "$data"; sync
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["run"]=sys.argv[2]; r["server_peak_rss_mb"]=round(int(sys.argv[3])/1024,1); print(json.dumps(r))' \
     "$report" "$name" "$rss_kb"
 }
