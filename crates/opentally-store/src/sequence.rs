@@ -930,10 +930,21 @@ impl SeqStream {
     pub fn names(&self) -> &[String] {
         &self.names
     }
+}
 
-    /// Notes `e` as the stream's error, unless one came first.
-    fn fail(&mut self, e: std::io::Error) {
-        self.error.get_or_insert(e);
+/// Fills `buf` from `from`; `None` on an error, noted in `error` unless one came first.
+fn read_noting<B: AsMut<[u8]>>(
+    from: &mut std::io::BufReader<File>,
+    mut buf: B,
+    error: &mut Option<std::io::Error>,
+) -> Option<B> {
+    use std::io::Read as _;
+    match from.read_exact(buf.as_mut()) {
+        Ok(()) => Some(buf),
+        Err(e) => {
+            error.get_or_insert(e);
+            None
+        }
     }
 }
 
@@ -947,36 +958,23 @@ impl Runs for &mut SeqStream {
     }
 
     fn key_of(&mut self, i: usize) -> Option<u64> {
-        use std::io::Read as _;
         if i != self.keys_read {
             return None;
         }
-        let mut k = [0; 8];
-        if let Err(e) = self.keys.read_exact(&mut k) {
-            self.fail(e);
-            return None;
-        }
+        let k = read_noting(&mut self.keys, [0; 8], &mut self.error)?;
         self.keys_read += 1;
         Some(u64::from_le_bytes(k))
     }
 
     fn run_of(&mut self, i: usize, codes: &[u32], run: &mut Run) -> Option<()> {
-        use std::io::Read as _;
         if i != self.runs_read {
             return None;
         }
-        let mut next = [0; 4];
-        if let Err(e) = self.offsets.read_exact(&mut next) {
-            self.fail(e);
-            return None;
-        }
-        let next = u32::from_le_bytes(next);
+        let next = u32::from_le_bytes(read_noting(&mut self.offsets, [0; 4], &mut self.error)?);
         let len = next.checked_sub(self.at)? as usize;
-        self.scratch.resize(len, 0);
-        if let Err(e) = self.body.read_exact(&mut self.scratch) {
-            self.fail(e);
-            return None;
-        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(len, 0);
+        self.scratch = read_noting(&mut self.body, scratch, &mut self.error)?;
         self.at = next;
         self.runs_read += 1;
         decode_run(&self.scratch, self.base, codes, true, run)
