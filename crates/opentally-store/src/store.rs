@@ -1139,17 +1139,17 @@ impl Store {
         let mut added = Vec::new();
         for ((project, day), parts) in candidates {
             let w = self.part_writer(&mut manifest, &project, day)?;
-            let mut rollups = rollup::Merger::default();
-            for p in &parts {
-                rollups.add(self.part_rollup(p)?);
-            }
-            let sequences = self.compacted_sequences(&parts)?;
             added.push(w.finish_merged(
                 &self.dir,
                 &parts,
                 self.options.chunk_rows.max(1),
-                rollups.finish(),
-                sequences,
+                || {
+                    let mut rollups = rollup::Merger::default();
+                    for p in &parts {
+                        rollups.add(self.part_rollup(p)?);
+                    }
+                    Ok((rollups.finish(), self.compacted_sequences(&parts)?))
+                },
             )?);
             merged += parts.len();
             replaced.extend(parts.iter().map(|p| p.id));
@@ -1631,14 +1631,15 @@ impl PartWriter {
     }
 
     /// Writes the rows of `parts` (of the part's day) as its rows, merged as [`merge_order`]
-    /// orders them, one column at a time; then finishes it as [`PartWriter::finish`] does.
+    /// orders them, one column at a time; then finishes it as [`PartWriter::finish`] does, with
+    /// the rollup and sequences that `derived` makes once the rows are written (so a merge does
+    /// not hold them and its columns at once).
     fn finish_merged(
         self,
         dir: &Path,
         parts: &[PartMeta],
         chunk: usize,
-        rollup: Vec<RollupRow>,
-        sequences: Option<SeqFile>,
+        derived: impl FnOnce() -> Result<(Vec<RollupRow>, Option<SeqFile>), StoreError>,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let paths: Vec<PathBuf> = parts.iter().map(|p| dir.join(&p.file)).collect();
         let order = merge_order(&paths, chunk)?;
@@ -1655,8 +1656,10 @@ impl PartWriter {
                 (lo.min(p.min_ts), hi.max(p.max_ts))
             }))
         });
-        self.name
-            .finish(dir, &file, order.len() as u64, ts, rollup, sequences)
+        let rows = order.len() as u64;
+        drop(order);
+        let (rollup, sequences) = derived()?;
+        self.name.finish(dir, &file, rows, ts, rollup, sequences)
     }
 }
 
