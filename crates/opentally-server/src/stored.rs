@@ -22,15 +22,16 @@ impl EncodedEvent {
     }
 }
 
-/// The payload of one log record, byte for byte what serialising a [`LogRecord`] of these events
-/// gives, without parsing them again.
-pub fn record_payload<'a>(
+/// Appends the payload of one log record to `out`, byte for byte what serialising a [`LogRecord`]
+/// of these events gives, without parsing them again.
+pub fn write_record_payload<'a>(
+    out: &mut Vec<u8>,
     project: &str,
     project_id: i64,
     received_at: Timestamp,
-    events: impl Iterator<Item = &'a [u8]>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    events: impl Iterator<Item = &'a [u8]> + Clone,
+) {
+    out.reserve(events.clone().map(|e| e.len() + 1).sum::<usize>() + project.len() + 96);
     out.extend_from_slice(b"{\"project\":");
     out.extend_from_slice(&serde_json::to_vec(project).expect("a string serialises"));
     out.extend_from_slice(
@@ -44,7 +45,6 @@ pub fn record_payload<'a>(
         out.extend_from_slice(e);
     }
     out.extend_from_slice(b"]}");
-    out
 }
 
 #[cfg(test)]
@@ -66,7 +66,16 @@ mod tests {
             })
             .collect();
         let encoded: Vec<EncodedEvent> = events.iter().map(|e| EncodedEvent::new(7, e)).collect();
-        let payload = record_payload("pro\"ject", 7, t, encoded.iter().map(|e| e.json.as_slice()));
+        // Appended after what the buffer holds, as the writer appends a group's records.
+        let mut payload = b"before".to_vec();
+        write_record_payload(
+            &mut payload,
+            "pro\"ject",
+            7,
+            t,
+            encoded.iter().map(|e| e.json.as_slice()),
+        );
+        assert_eq!(payload.drain(..6).as_slice(), b"before");
         let back: LogRecord = serde_json::from_slice(&payload).unwrap();
         let expected = LogRecord {
             project: "pro\"ject".into(),

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::dedup::{DedupIndex, message_hash};
 use crate::metrics::Metrics;
-use crate::stored::{EncodedEvent, LogRecord, day_of, record_payload};
+use crate::stored::{EncodedEvent, LogRecord, day_of, write_record_payload};
 use crate::wal::{self, LogWriter};
 
 /// Accepted events of one request, waiting to be made durable.
@@ -196,6 +196,7 @@ pub fn start(
         checkpoint_ids: cfg.checkpoint_ids,
         last_checkpoint: Instant::now(),
         today,
+        framed: Vec::new(),
     };
     let alive_thread = alive.clone();
     let join = std::thread::Builder::new()
@@ -230,10 +231,15 @@ struct WriterState {
     checkpoint_ids: usize,
     last_checkpoint: Instant,
     today: i64,
+    /// The last group's framed records: the next reuses the buffer rather than growing a new one.
+    framed: Vec<u8>,
 }
 
 /// The most requests committed as one group; bounds the latency of the first in the group.
 const MAX_GROUP: usize = 512;
+
+/// The most buffer kept from one group's framed records to the next.
+const KEEP_FRAMED_BYTES: usize = 4 << 20;
 
 impl WriterState {
     fn run(&mut self, rx: &Receiver<Option<Submission>>) {
@@ -268,7 +274,9 @@ impl WriterState {
 
     fn commit(&mut self, group: Vec<Submission>) {
         let mut seen_in_group: HashSet<u128> = HashSet::new();
-        let mut framed = Vec::new();
+        // The group's records, framed, in a buffer kept from group to group.
+        let mut framed = std::mem::take(&mut self.framed);
+        framed.clear();
         let mut results = Vec::with_capacity(group.len());
         let mut new_ids: Vec<(i64, u128)> = Vec::new();
         let mut lookup_failed = None;
@@ -294,10 +302,9 @@ impl WriterState {
                     .zip(&new)
                     .filter(|(_, n)| **n)
                     .map(|(e, _)| e.json.as_slice());
-                wal::frame(
-                    &mut framed,
-                    &record_payload(&s.project, s.project_id, s.received_at, fresh),
-                );
+                wal::frame_with(&mut framed, |out| {
+                    write_record_payload(out, &s.project, s.project_id, s.received_at, fresh);
+                });
             }
             results.push(new);
         }
@@ -345,6 +352,10 @@ impl WriterState {
                 }
             }
         }
+        // Kept for the next group, but not beyond what a busy group of ordinary batches needs.
+        framed.clear();
+        framed.shrink_to(KEEP_FRAMED_BYTES);
+        self.framed = framed;
     }
 
     /// Seals days at midnight and checkpoints the dedup index now and then, or once enough ids

@@ -70,10 +70,20 @@ fn crc(len: u32, payload: &[u8]) -> u32 {
 
 /// Appends one framed record to `buf`.
 pub fn frame(buf: &mut Vec<u8>, payload: &[u8]) {
+    frame_with(buf, |b| b.extend_from_slice(payload));
+}
+
+/// Appends one framed record to `buf`, its payload whatever `write` appends: the payload is built
+/// in place rather than built apart and copied in.
+pub fn frame_with(buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    write(buf);
+    let payload = &buf[start + HEADER..];
     let len = u32::try_from(payload.len()).expect("records are capped far below 4 GiB");
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc(len, payload).to_le_bytes());
-    buf.extend_from_slice(payload);
+    let sum = crc(len, payload);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + HEADER].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// Reads the valid records of one segment from `start`, until `f` breaks; returns the offset
