@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -1642,9 +1644,11 @@ impl PartWriter {
         derived: impl FnOnce() -> Result<(Vec<RollupRow>, Option<SeqFile>), StoreError>,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
         let paths: Vec<PathBuf> = parts.iter().map(|p| dir.join(&p.file)).collect();
-        let order = merge_order(&paths, chunk)?;
+        let metas = part_metadata(&paths)?;
+        let order = merge_order(&paths, &metas, chunk)?;
         let file = write_merged(
             &paths,
+            &metas,
             &order,
             chunk,
             ROW_GROUP_ROWS,
@@ -1720,6 +1724,19 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// outweigh the memory saved.
 const MIN_MERGE_BATCH: usize = 256;
 
+/// The footers of the parts at `paths`, read once for both passes of a merge.
+fn part_metadata(paths: &[PathBuf]) -> Result<Vec<ArrowReaderMetadata>, StoreError> {
+    paths
+        .iter()
+        .map(|p| {
+            Ok(ArrowReaderMetadata::load(
+                &File::open(p)?,
+                ArrowReaderOptions::new(),
+            )?)
+        })
+        .collect()
+}
+
 /// One input of [`merge_order`]: a part's event and time columns, read a batch at a time.
 struct OrderInput {
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
@@ -1763,11 +1780,16 @@ impl OrderInput {
 /// sequence in that order (ties in the order of `paths`, then of their rows: the order
 /// [`day_orders`] gives the same rows): for each merged row, the index in `paths` of the part it
 /// comes from. Only the event and time columns are read, `batch` rows of each part at a time.
-fn merge_order(paths: &[PathBuf], batch: usize) -> Result<Vec<u16>, StoreError> {
+fn merge_order(
+    paths: &[PathBuf],
+    metas: &[ArrowReaderMetadata],
+    batch: usize,
+) -> Result<Vec<u16>, StoreError> {
     let mut inputs = Vec::with_capacity(paths.len());
     let mut rows = 0;
-    for path in paths {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)?;
+    for (path, meta) in paths.iter().zip(metas) {
+        let builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(File::open(path)?, meta.clone());
         rows += usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
         let arrow = builder.schema().clone();
         let mask = ProjectionMask::roots(
@@ -1846,6 +1868,7 @@ impl ColumnInput {
 /// its footer written, not yet synced.
 fn write_merged(
     paths: &[PathBuf],
+    metas: &[ArrowReaderMetadata],
     order: &[u16],
     chunk: usize,
     row_group_rows: usize,
@@ -1853,13 +1876,10 @@ fn write_merged(
     writer: ArrowWriter<File>,
 ) -> Result<File, StoreError> {
     use arrow::array::ArrayRef;
-    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
     use parquet::arrow::arrow_writer::compute_leaves;
 
     let (mut file, columns) = writer.into_serialized_writer()?;
-    let mut metas = Vec::with_capacity(paths.len());
-    for path in paths {
-        let meta = ArrowReaderMetadata::load(&File::open(path)?, ArrowReaderOptions::new())?;
+    for (path, meta) in paths.iter().zip(metas) {
         if meta.parquet_schema().num_columns() != schema.fields().len() {
             return Err(ParquetError::General(format!(
                 "{}: {} leaf columns, expected {}",
@@ -1869,7 +1889,6 @@ fn write_merged(
             ))
             .into());
         }
-        metas.push(meta);
     }
     let batch = (chunk / paths.len().max(1)).max(MIN_MERGE_BATCH);
     // How many rows of each part the row groups written so far took.
@@ -2075,14 +2094,15 @@ mod tests {
                 .values()
                 .to_vec()
         };
-        let order = merge_order(&paths, 300).unwrap();
+        let metas = part_metadata(&paths).unwrap();
+        let order = merge_order(&paths, &metas, 300).unwrap();
         assert_eq!(order.len(), 19_001);
         // Chunks and row groups that end inside the parts' batches, and a last of each that is
         // not full.
         let out = dir.join("merged.parquet");
         let schema = parts[0].schema();
         let w = ArrowWriter::try_new(File::create(&out).unwrap(), schema.clone(), None).unwrap();
-        write_merged(&paths, &order, 1_000, 4_500, &schema, w).unwrap();
+        write_merged(&paths, &metas, &order, 1_000, 4_500, &schema, w).unwrap();
         let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).unwrap()).unwrap();
         let groups: Vec<i64> = builder
             .metadata()
