@@ -274,9 +274,8 @@ impl WriterState {
 
     fn commit(&mut self, group: Vec<Submission>) {
         let mut seen_in_group: HashSet<u128> = HashSet::new();
-        // The group's records, framed, in a buffer kept from group to group.
+        // The group's records, framed, in a buffer kept (cleared) from group to group.
         let mut framed = std::mem::take(&mut self.framed);
-        framed.clear();
         let mut results = Vec::with_capacity(group.len());
         let mut new_ids: Vec<(i64, u128)> = Vec::new();
         let mut lookup_failed = None;
