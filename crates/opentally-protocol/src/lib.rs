@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod catalog;
 pub mod event;
+pub mod json;
 pub mod message;
 pub mod reject;
 pub mod response;

@@ -181,7 +181,10 @@ impl Message {
         }
     }
 
-    fn from_fields(f: Fields, implied: Option<MessageType>) -> Result<Message, Rejection> {
+    pub(crate) fn from_fields(
+        f: Fields,
+        implied: Option<MessageType>,
+    ) -> Result<Message, Rejection> {
         let kind = match (string(f.kind, "type")?, implied) {
             (None, Some(t)) => t,
             (None, None) => {
@@ -222,6 +225,43 @@ impl Message {
         m.context = object(f.context, "context")?;
         m.extra = f.extra;
         Ok(m)
+    }
+
+    /// Appends the message as compact JSON: byte for byte what `serde_json::to_vec` gives, the
+    /// fields in the same order, faster (see [`crate::json`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = crate::json::ObjectWriter::new(out);
+        o.str("type", self.kind.as_str());
+        o.opt_str("messageId", self.message_id.as_deref());
+        o.opt_str("userId", self.user_id.as_deref());
+        o.opt_str("anonymousId", self.anonymous_id.as_deref());
+        for (key, t) in [
+            ("timestamp", self.timestamp),
+            ("originalTimestamp", self.original_timestamp),
+            ("sentAt", self.sent_at),
+        ] {
+            if let Some(t) = t {
+                o.str(key, t.rfc3339().as_str());
+            }
+        }
+        o.opt_str("event", self.event.as_deref());
+        o.opt_str("name", self.name.as_deref());
+        o.opt_str("category", self.category.as_deref());
+        o.opt_str("groupId", self.group_id.as_deref());
+        o.opt_str("previousId", self.previous_id.as_deref());
+        for (key, map) in [
+            ("properties", &self.properties),
+            ("traits", &self.traits),
+            ("context", &self.context),
+        ] {
+            if !map.is_empty() {
+                crate::json::write_map(o.key(key), map);
+            }
+        }
+        for (k, v) in &self.extra {
+            crate::json::write_value(o.key(k), v);
+        }
+        o.end();
     }
 
     /// The id that identifies the sender: `anonymousId` when present, else `userId`.
@@ -331,9 +371,9 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
 
 /// A message's top-level fields, each as sent, before they are checked.
 #[derive(Default)]
-struct Fields {
+pub(crate) struct Fields {
     kind: Option<Value>,
-    message_id: Option<Value>,
+    pub(crate) message_id: Option<Value>,
     user_id: Option<Value>,
     anonymous_id: Option<Value>,
     timestamp: Option<Value>,

@@ -283,10 +283,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC, with 0, 3, 6 or 9 fraction digits, the fewest that keep the value.
-    /// Written digit by digit: the collector prints several timestamps per stored event.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// RFC 3339 in UTC, with 0, 3, 6 or 9 fraction digits, the fewest that keep the value; as
+    /// [`Display`](fmt::Display) writes it. Written digit by digit into a buffer on the stack:
+    /// the collector writes several timestamps per stored event.
+    pub fn rfc3339(&self) -> Rfc3339 {
         fn put(buf: &mut [u8], at: usize, width: usize, mut v: u64) {
             for i in (0..width).rev() {
                 buf[at + i] = b'0' + u8::try_from(v % 10).expect("a digit");
@@ -322,7 +323,26 @@ impl fmt::Display for Timestamp {
             buf[20 + digits] = b'Z';
             21 + digits
         };
-        f.write_str(std::str::from_utf8(&buf[..len]).expect("ASCII"))
+        Rfc3339 { buf, len }
+    }
+}
+
+/// A timestamp's RFC 3339 text, held on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339 {
+    buf: [u8; 30],
+    len: usize,
+}
+
+impl Rfc3339 {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.rfc3339().as_str())
     }
 }
 
@@ -341,7 +361,7 @@ impl std::str::FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.rfc3339().as_str())
     }
 }
 

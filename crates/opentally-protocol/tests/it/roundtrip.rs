@@ -104,6 +104,23 @@ proptest! {
     }
 
     #[test]
+    fn message_written_by_hand_is_what_serde_json_writes(
+        m in message(),
+        awkward in prop::collection::vec(
+            "[\\x00-\\x1f\"\\\\a-z\u{e9}\u{7f}\u{2028}\u{1f600}]{0,12}",
+            3,
+        ),
+    ) {
+        // Strings full of what needs escaping, as values and as keys.
+        let mut m = m;
+        m.event = Some(awkward[0].clone());
+        m.properties.insert(awkward[1].clone(), Value::String(awkward[2].clone()));
+        let mut out = Vec::new();
+        m.write_json(&mut out);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&m).unwrap());
+    }
+
+    #[test]
     fn timestamp_display_then_parse_is_identity(t in timestamp()) {
         prop_assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
     }
