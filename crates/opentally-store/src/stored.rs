@@ -28,6 +28,19 @@ pub struct StoredEvent {
     pub message: Message,
 }
 
+impl StoredEvent {
+    /// Appends the event as compact JSON: byte for byte what `serde_json::to_vec` gives (the
+    /// loader reads its properties and context back as the text of their columns), faster.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = opentally_protocol::json::ObjectWriter::new(out);
+        o.str("messageId", &self.message_id);
+        o.str("install", &self.install);
+        o.str("timestamp", self.timestamp.rfc3339().as_str());
+        self.message.write_json(o.key("message"));
+        o.end();
+    }
+}
+
 /// The receive day (days since the Unix epoch, UTC) of a timestamp.
 pub fn day_of(t: Timestamp) -> i64 {
     t.unix_secs().div_euclid(86_400)
@@ -141,5 +154,39 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageView<'a> {
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentally_protocol::MessageType;
+
+    #[test]
+    fn written_json_is_serde_json() {
+        let mut m = Message::new(MessageType::Track);
+        m.event = Some("fit \"quoted\"\n".into());
+        m.message_id = Some("m".into());
+        m.timestamp = Some(Timestamp::parse("2026-11-27T10:00:00.123456Z").unwrap());
+        m.properties
+            .insert("duration_ms".into(), serde_json::json!(12.5));
+        m.context.insert(
+            "library".into(),
+            serde_json::json!({"name": "x", "v": [1, null]}),
+        );
+        m.extra.insert("vendor".into(), serde_json::json!(true));
+        let e = StoredEvent {
+            message_id: "m\u{1}".into(),
+            install: "h".into(),
+            timestamp: Timestamp::parse("2026-11-27T10:00:00Z").unwrap(),
+            message: m,
+        };
+        let mut out = b"before".to_vec();
+        e.write_json(&mut out);
+        assert_eq!(&out[..6], b"before");
+        assert_eq!(
+            String::from_utf8(out[6..].to_vec()).unwrap(),
+            serde_json::to_string(&e).unwrap()
+        );
     }
 }
