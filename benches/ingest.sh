@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Whole-system ingest benchmark on this machine, all traffic on 127.0.0.1.
 #
-# Runs `opentally serve` (release build) and `opentally bench ingest` against it:
+# Runs `opentally serve` (release build) and `opentally bench ingest` against it, batches of 100
+# track events over 100,000 installs, each batch from one install as an SDK's batch is:
 #   1. durable acks (fsync on), as fast as the answers come back: events/s and ack latency;
 #   2. the same with fsync off: the baseline that shows what durability costs (ratio 1 / 2);
 #   3. durable acks at half the rate of run 1 (open loop): ack latency p99;
+#   4. run 1 again with each event of a batch from a different install: the worst case for the
+#      work the collector does per install (keyed hash, rate limiter), once per event here;
 # and reports the server's peak RSS for each. Results go to stdout as one JSON object a run.
 #
 # Usage: bash benches/ingest.sh [EVENTS] [CONCURRENCY]
@@ -45,3 +48,4 @@ echo "$durable"
 echo "$(run no-fsync "--no-fsync" "")"
 half=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["events_per_sec"]/2))' "$durable")
 echo "$(run durable-half-rate "" "--rate $half")"
+echo "$(run durable-install-per-event "" "--install-per-event")"

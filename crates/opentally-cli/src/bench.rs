@@ -29,6 +29,11 @@ pub enum BenchCommand {
         /// Distinct install ids to spread the events over.
         #[arg(long, default_value_t = 10_000)]
         installs: u64,
+        /// Send each event of a batch from a different install: the worst case for the
+        /// collector's work per install. By default each batch comes from one install, as an
+        /// SDK's batch does.
+        #[arg(long)]
+        install_per_event: bool,
         /// The event name (must be in the project's catalog, if it has one).
         #[arg(long, default_value = "bench_event")]
         event: String,
@@ -60,6 +65,7 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         batch,
         concurrency,
         installs,
+        install_per_event,
         event,
         gzip,
         acked_log,
@@ -74,6 +80,11 @@ pub fn bench(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         concurrency,
         gzip,
         installs,
+        spread: if install_per_event {
+            loadgen::Spread::InstallPerEvent
+        } else {
+            loadgen::Spread::InstallPerBatch
+        },
         acked_log,
         event_name: event,
         rate,

@@ -26,11 +26,25 @@ pub struct LoadConfig {
     pub gzip: bool,
     /// Distinct install ids the events are spread over.
     pub installs: u64,
+    /// How a batch's events are spread over the installs.
+    pub spread: Spread,
     /// Appends the messageId of every acknowledged event here, one per line.
     pub acked_log: Option<PathBuf>,
     pub event_name: String,
     /// Events per second to offer in all (open loop); `None`: as fast as answers come back.
     pub rate: Option<f64>,
+}
+
+/// How the events of a batch are spread over the installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spread {
+    /// All from one install, as an SDK's batch is (it batches one process's events). Batch `b`
+    /// comes from install `b % installs`.
+    #[default]
+    InstallPerBatch,
+    /// Each from a different install: event `i` from install `i % installs`. The worst case for
+    /// the collector's work per install (keyed hash, rate limiter), done once per event.
+    InstallPerEvent,
 }
 
 /// What happened.
@@ -153,19 +167,42 @@ pub async fn run(
     Ok(report)
 }
 
-/// A batch of `n` events. Written by hand rather than through `serde_json::Value`: the generator
-/// shares the machine with the server it measures, so it must cost little per event.
+/// A batch of `n` events, taking the next `n` event numbers of the run.
 fn batch_body(shared: &Shared, n: u64) -> (Vec<u8>, Vec<String>) {
+    let first = shared.seq.fetch_add(n, Ordering::Relaxed);
+    sample_batch(
+        &shared.run_id,
+        &shared.cfg.event_name,
+        (shared.cfg.installs, shared.cfg.spread),
+        first..first + n,
+        opentally_protocol::Timestamp::now(),
+    )
+}
+
+/// The body of a batch of the events numbered `seq` of run `run_id`, sent at `now`, and their
+/// messageIds; `installs` is how many installs there are and how the batch spreads over them.
+/// Public for the request benchmark, which measures the handler on the bodies this generator
+/// sends.
+///
+/// Written by hand rather than through `serde_json::Value`: the generator shares the machine
+/// with the server it measures, so it must cost little per event.
+pub fn sample_batch(
+    run_id: &str,
+    event_name: &str,
+    (installs, spread): (u64, Spread),
+    seq: std::ops::Range<u64>,
+    now: opentally_protocol::Timestamp,
+) -> (Vec<u8>, Vec<String>) {
     use std::fmt::Write as _;
-    let now = opentally_protocol::Timestamp::now().to_string();
-    let event = serde_json::to_string(&shared.cfg.event_name).expect("a string serialises");
-    let mut ids = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let batch_number = seq.start / (seq.end - seq.start).max(1);
+    let now = now.to_string();
+    let event = serde_json::to_string(event_name).expect("a string serialises");
+    let mut ids = Vec::with_capacity(usize::try_from(seq.end - seq.start).unwrap_or(0));
     let mut body = String::with_capacity(400 * ids.capacity() + 64);
     body.push_str("{\"batch\":[");
-    for i in 0..n {
-        let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{seq:012x}", shared.run_id);
-        if i > 0 {
+    for seq in seq {
+        let id = format!("{run_id}-{seq:012x}");
+        if !ids.is_empty() {
             body.push(',');
         }
         let outcome = if seq % 17 == 0 { "error" } else { "ok" };
@@ -175,7 +212,10 @@ fn batch_body(shared: &Shared, n: u64) -> (Vec<u8>, Vec<String>) {
              \"timestamp\":\"{now}\",\"properties\":{{\"duration_ms\":{}.{},\"outcome\":\"{outcome}\"}},\
              \"context\":{{\"library\":{{\"name\":\"opentally-bench\",\"version\":\"{}\"}},\
              \"os\":{{\"name\":\"linux\",\"version\":\"6.1\"}},\"runtime\":{{\"name\":\"python\",\"version\":\"3.11.7\"}}}}}}",
-            seq % shared.cfg.installs.max(1),
+            match spread {
+                Spread::InstallPerBatch => batch_number,
+                Spread::InstallPerEvent => seq,
+            } % installs.max(1),
             seq % 1000,
             seq % 10,
             env!("CARGO_PKG_VERSION"),
@@ -262,6 +302,7 @@ mod tests {
                 concurrency: 1,
                 gzip: false,
                 installs: 3,
+                spread: Spread::InstallPerEvent,
                 acked_log: None,
                 event_name: "bench \"event\"".into(),
                 rate: None,
@@ -285,5 +326,23 @@ mod tests {
         }
         let unique: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), 20);
+        let installs = |body: &[u8]| -> Vec<String> {
+            let parsed =
+                opentally_protocol::parse_batch(body, &opentally_protocol::Limits::default())
+                    .unwrap();
+            parsed
+                .items
+                .into_iter()
+                .map(|i| i.message.unwrap().anonymous_id.unwrap())
+                .collect()
+        };
+        assert_eq!(
+            installs(&body)[..4],
+            ["install-0", "install-1", "install-2", "install-0"]
+        );
+        // An SDK's batches: the second batch of 20 from the second install.
+        let now = opentally_protocol::Timestamp::now();
+        let (body, _) = sample_batch("r", "e", (3, Spread::InstallPerBatch), 20..40, now);
+        assert_eq!(installs(&body), vec!["install-1"; 20]);
     }
 }

@@ -3,22 +3,58 @@
 use opentally_protocol::Timestamp;
 pub use opentally_store::stored::{LogRecord, StoredEvent, day_of};
 
-/// An accepted event, serialised on the handler's task so that the writer thread only filters
-/// duplicates and copies bytes.
-#[derive(Debug, Clone)]
-pub struct EncodedEvent {
-    /// The dedup key, [`crate::dedup::message_hash`] of the project and messageId.
-    pub hash: u128,
-    /// The event as JSON, a [`StoredEvent`].
-    pub json: Vec<u8>,
+/// A request's accepted events, serialised on the handler's task so that the writer thread only
+/// filters duplicates and copies bytes. One buffer holds them all: one allocation a request, not
+/// one an event, each grown by doubling as
+/// `serde_json::to_vec` grows it.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedEvents {
+    json: Vec<u8>,
+    /// Per event, in order: its dedup key ([`crate::dedup::message_hash`] of the project and
+    /// messageId) and where its JSON ends in `json`.
+    ends: Vec<(u128, usize)>,
 }
 
-impl EncodedEvent {
-    pub fn new(project_id: i64, event: &StoredEvent) -> EncodedEvent {
-        EncodedEvent {
-            hash: crate::dedup::message_hash(project_id, &event.message_id),
-            json: serde_json::to_vec(event).expect("a stored event serialises"),
+impl EncodedEvents {
+    /// Room for `events` events; the buffer is sized once the first one is written.
+    pub fn with_capacity(events: usize) -> EncodedEvents {
+        EncodedEvents {
+            json: Vec::new(),
+            ends: Vec::with_capacity(events),
         }
+    }
+
+    /// Appends an event as JSON, a [`StoredEvent`].
+    pub fn push(&mut self, project_id: i64, event: &StoredEvent) {
+        event.write_json(&mut self.json);
+        if self.ends.is_empty() {
+            // The events of a batch are alike: room for the rest at the first one's size and
+            // an eighth more.
+            let first = self.json.len();
+            let rest = self.ends.capacity().saturating_sub(1);
+            self.json.reserve(rest * (first + first / 8));
+        }
+        self.ends.push((
+            crate::dedup::message_hash(project_id, &event.message_id),
+            self.json.len(),
+        ));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each event's dedup key and JSON, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, &[u8])> + Clone {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|(_, end)| *end));
+        self.ends
+            .iter()
+            .zip(starts)
+            .map(|(&(hash, end), start)| (hash, &self.json[start..end]))
     }
 }
 
@@ -65,7 +101,11 @@ mod tests {
                 message: m.clone(),
             })
             .collect();
-        let encoded: Vec<EncodedEvent> = events.iter().map(|e| EncodedEvent::new(7, e)).collect();
+        let mut encoded = EncodedEvents::with_capacity(2);
+        for e in &events {
+            encoded.push(7, e);
+        }
+        assert_eq!(encoded.len(), 3);
         // Appended after what the buffer holds, as the writer appends a group's records.
         let mut payload = b"before".to_vec();
         write_record_payload(
@@ -73,7 +113,7 @@ mod tests {
             "pro\"ject",
             7,
             t,
-            encoded.iter().map(|e| e.json.as_slice()),
+            encoded.iter().map(|(_, json)| json),
         );
         assert_eq!(payload.drain(..6).as_slice(), b"before");
         let back: LogRecord = serde_json::from_slice(&payload).unwrap();

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::dedup::{DedupIndex, message_hash};
 use crate::metrics::Metrics;
-use crate::stored::{EncodedEvent, LogRecord, day_of, write_record_payload};
+use crate::stored::{EncodedEvents, LogRecord, day_of, write_record_payload};
 use crate::wal::{self, LogWriter};
 
 /// Accepted events of one request, waiting to be made durable.
@@ -27,7 +27,7 @@ pub struct Submission {
     pub project: Arc<str>,
     pub project_id: i64,
     pub received_at: Timestamp,
-    pub events: Vec<EncodedEvent>,
+    pub events: EncodedEvents,
     pub reply: oneshot::Sender<Result<Committed, WriteError>>,
 }
 
@@ -281,9 +281,9 @@ impl WriterState {
         let mut lookup_failed = None;
         for s in &group {
             let mut new = Vec::with_capacity(s.events.len());
-            for e in &s.events {
-                let is_new = match self.index.contains(e.hash) {
-                    Ok(found) => !found && seen_in_group.insert(e.hash),
+            for (hash, _) in s.events.iter() {
+                let is_new = match self.index.contains(hash) {
+                    Ok(found) => !found && seen_in_group.insert(hash),
                     Err(err) => {
                         lookup_failed = Some(err.to_string());
                         false
@@ -291,7 +291,7 @@ impl WriterState {
                 };
                 new.push(is_new);
                 if is_new {
-                    new_ids.push((day_of(s.received_at), e.hash));
+                    new_ids.push((day_of(s.received_at), hash));
                 }
             }
             if new.iter().any(|n| *n) {
@@ -300,7 +300,7 @@ impl WriterState {
                     .iter()
                     .zip(&new)
                     .filter(|(_, n)| **n)
-                    .map(|(e, _)| e.json.as_slice());
+                    .map(|((_, json), _)| json);
                 wal::frame_with(&mut framed, |out| {
                     write_record_payload(out, &s.project, s.project_id, s.received_at, fresh);
                 });
@@ -417,18 +417,16 @@ mod tests {
         let (w, join, _) = start(&cfg, Arc::new(Metrics::default())).unwrap();
         let submit = |ids: &[&str]| {
             let (reply, wait) = oneshot::channel();
-            let events = ids
-                .iter()
-                .map(|id| {
-                    let e = StoredEvent {
-                        message_id: (*id).to_owned(),
-                        install: "i".into(),
-                        timestamp: Timestamp::now(),
-                        message: Message::new(MessageType::Track),
-                    };
-                    EncodedEvent::new(1, &e)
-                })
-                .collect();
+            let mut events = EncodedEvents::with_capacity(ids.len());
+            for id in ids {
+                let e = StoredEvent {
+                    message_id: (*id).to_owned(),
+                    install: "i".into(),
+                    timestamp: Timestamp::now(),
+                    message: Message::new(MessageType::Track),
+                };
+                events.push(1, &e);
+            }
             w.submit(Submission {
                 project: Arc::from("p"),
                 project_id: 1,
