@@ -60,6 +60,9 @@ impl std::fmt::Display for MessageType {
 }
 
 /// One Segment message. Fields that a type does not use stay `None` or empty.
+///
+/// Its JSON is also written by hand, in [`Message::write_json`]: a field added here goes there
+/// too (a property test compares the two writers).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
