@@ -15,6 +15,10 @@ pub struct EncodedEvents {
     ends: Vec<(u128, usize)>,
 }
 
+/// The most [`EncodedEvents::push`] reserves from the first event's size; a request whose events
+/// need more grows its buffer by doubling past this.
+const FIRST_RESERVE_CAP: usize = 1 << 20;
+
 impl EncodedEvents {
     /// Room for `events` events; the buffer is sized once the first one is written.
     pub fn with_capacity(events: usize) -> EncodedEvents {
@@ -29,10 +33,12 @@ impl EncodedEvents {
         event.write_json(&mut self.json);
         if self.ends.is_empty() {
             // The events of a batch are alike: room for the rest at the first one's size and
-            // an eighth more.
+            // an eighth more, up to a cap, so that one large event before many small ones
+            // cannot reserve far more than the request holds.
             let first = self.json.len();
             let rest = self.ends.capacity().saturating_sub(1);
-            self.json.reserve(rest * (first + first / 8));
+            self.json
+                .reserve((rest * (first + first / 8)).min(FIRST_RESERVE_CAP));
         }
         self.ends.push((
             crate::dedup::message_hash(project_id, &event.message_id),
@@ -87,6 +93,36 @@ pub fn write_record_payload<'a>(
 mod tests {
     use super::*;
     use opentally_protocol::Message;
+
+    /// One 32 KB event before 2,499 small ones must not reserve room for 2,499 large ones
+    /// (90 MB, where the request's events take ~0.4 MB).
+    #[test]
+    fn a_large_first_event_does_not_reserve_for_many_like_it() {
+        let stored = |m: Message, i: usize| StoredEvent {
+            message_id: format!("m{i}"),
+            install: "h".into(),
+            timestamp: Timestamp::parse("2026-11-27T10:00:00Z").unwrap(),
+            message: m,
+        };
+        let mut big = Message::new(opentally_protocol::MessageType::Track);
+        big.properties
+            .insert("p".into(), serde_json::Value::String("x".repeat(32_000)));
+        let mut events = EncodedEvents::with_capacity(2500);
+        events.push(1, &stored(big, 0));
+        for i in 1..2500 {
+            events.push(
+                1,
+                &stored(Message::new(opentally_protocol::MessageType::Track), i),
+            );
+        }
+        assert_eq!(events.len(), 2500);
+        assert!(
+            events.json.capacity() < 4 << 20,
+            "{} bytes reserved for {}",
+            events.json.capacity(),
+            events.json.len()
+        );
+    }
 
     #[test]
     fn record_payload_reads_back_as_the_record() {
