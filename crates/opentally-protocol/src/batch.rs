@@ -64,6 +64,16 @@ pub enum BatchError {
     BatchNotArray(&'static str),
     #[error("the batch has {count} messages; the limit is {limit}")]
     TooManyMessages { count: usize, limit: usize },
+    #[error(
+        "the batch's context is {context} bytes: copied into each of its {messages} messages, \
+         the batch would be {size} bytes; the limit is {limit}"
+    )]
+    ContextTooLarge {
+        context: usize,
+        messages: usize,
+        size: usize,
+        limit: usize,
+    },
 }
 
 impl BatchError {
@@ -76,6 +86,7 @@ impl BatchError {
             BatchError::MissingBatch => "missing_batch",
             BatchError::BatchNotArray(_) => "batch_not_array",
             BatchError::TooManyMessages { .. } => "too_many_messages",
+            BatchError::ContextTooLarge { .. } => "context_too_large",
         }
     }
 }
@@ -157,13 +168,40 @@ fn invalid_json(e: &serde_json::Error) -> BatchError {
 pub fn parse_batch(body: &[u8], limits: &Limits) -> Result<ParsedRequest, BatchError> {
     check_body_size(body, limits)?;
     // Checked as UTF-8 once, the body's strings need no check each.
-    match std::str::from_utf8(body)
+    let parsed = match std::str::from_utf8(body)
         .ok()
         .and_then(|text| OnePass::new(text).batch(limits))
     {
-        Some(parsed) => Ok(parsed),
-        None => parse_batch_in_two_passes(body, limits),
+        Some(parsed) => parsed,
+        None => parse_batch_in_two_passes(body, limits)?,
+    };
+    check_context_copies(body.len(), &parsed, limits)?;
+    Ok(parsed)
+}
+
+/// A batch-level `context` is copied into every message that is stored, so a large one with many
+/// small messages would turn a body within the limit into hundreds of times its size. The batch
+/// as stored, context copied, must fit the body limit too.
+fn check_context_copies(
+    body: usize,
+    parsed: &ParsedRequest,
+    limits: &Limits,
+) -> Result<(), BatchError> {
+    if parsed.context.is_empty() {
+        return Ok(());
     }
+    let context = serde_json::to_vec(&parsed.context).map_or(0, |c| c.len());
+    let messages = parsed.items.len();
+    let size = body.saturating_add(context.saturating_mul(messages));
+    if size > limits.max_body_bytes {
+        return Err(BatchError::ContextTooLarge {
+            context,
+            messages,
+            size,
+            limit: limits.max_body_bytes,
+        });
+    }
+    Ok(())
 }
 
 /// The same reading as [`parse_batch`], always in two passes: one to split the body, one per

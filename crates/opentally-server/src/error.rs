@@ -47,7 +47,9 @@ impl IngestError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             IngestError::BodyTooLarge { .. }
-            | IngestError::Batch(BatchError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            | IngestError::Batch(
+                BatchError::BodyTooLarge { .. } | BatchError::ContextTooLarge { .. },
+            ) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::BodyRead(_) | IngestError::BadGzip(_) | IngestError::Batch(_) => {
                 StatusCode::BAD_REQUEST

@@ -496,7 +496,23 @@ fn whole_request_failures() {
         r#"{{"batch":[],"pad":"{}"}}"#,
         "x".repeat(limits.max_body_bytes)
     );
+    // 5,000 bytes of batch context, 200 messages: ~1 MB once the context is in each of them.
+    let copied = serde_json::to_vec(&json!({
+        "batch": vec![base(); 200],
+        "context": {"pad": "x".repeat(4_990)},
+    }))
+    .unwrap();
+    let copied_expected = format!(
+        "context_too_large: the batch's context is 5000 bytes: copied into each of its 200 \
+         messages, the batch would be {} bytes; the limit is 512000",
+        copied.len() + 200 * 5000
+    );
     let cases: Vec<(&str, &[u8], &str)> = vec![
+        (
+            "batch context copied into every message over the limit",
+            &copied,
+            &copied_expected,
+        ),
         (
             "not JSON",
             b"{\"batch\": [",

@@ -257,6 +257,20 @@ async fn whole_request_failures_get_their_status() {
             "body_too_large",
         ),
         (
+            "batch context copied into every message over the limit",
+            with_key(post("/v1/batch"))
+                .body(Body::from(
+                    serde_json::to_vec(&serde_json::json!({
+                        "batch": vec![serde_json::json!({"type": "track"}); 60],
+                        "context": {"pad": "x".repeat(2_000)},
+                    }))
+                    .unwrap(),
+                ))
+                .unwrap(),
+            413,
+            "context_too_large",
+        ),
+        (
             "corrupt gzip",
             with_key(post("/v1/batch"))
                 .header("content-encoding", "gzip")
