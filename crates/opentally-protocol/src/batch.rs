@@ -361,7 +361,8 @@ impl<'a> OnePass<'a> {
     }
 }
 
-/// A batch body read in one pass.
+/// A batch body as the first of the two passes splits it: the items as raw text, the other
+/// fields as values.
 struct Envelope<'a> {
     batch: BatchField<'a>,
     fields: Map,

@@ -181,11 +181,7 @@ impl RequestCtx<'_> {
                 }
             }
         }
-        let install_id = m
-            .install_id()
-            .expect("check_message requires one")
-            .to_owned();
-        let install = self.install_hash(&install_id);
+        let install = self.install_hash(m.install_id().expect("check_message requires one"));
         let limiter_key = xxhash_rust::xxh3::xxh3_128(install.as_bytes());
         if self.n.install_limiter.check_key(&limiter_key).is_err() {
             return Err(Rejection::new(

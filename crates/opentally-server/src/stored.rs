@@ -4,9 +4,8 @@ use opentally_protocol::Timestamp;
 pub use opentally_store::stored::{LogRecord, StoredEvent, day_of};
 
 /// A request's accepted events, serialised on the handler's task so that the writer thread only
-/// filters duplicates and copies bytes. One buffer holds them all: one allocation a request, not
-/// one an event, each grown by doubling as
-/// `serde_json::to_vec` grows it.
+/// filters duplicates and copies bytes. One buffer holds them all, sized from the first event:
+/// one allocation a request, where each event had its own, grown by doubling.
 #[derive(Debug, Clone, Default)]
 pub struct EncodedEvents {
     json: Vec<u8>,
@@ -75,7 +74,7 @@ pub fn write_record_payload<'a>(
 ) {
     out.reserve(events.clone().map(|e| e.len() + 1).sum::<usize>() + project.len() + 96);
     out.extend_from_slice(b"{\"project\":");
-    out.extend_from_slice(&serde_json::to_vec(project).expect("a string serialises"));
+    opentally_protocol::json::write_str(out, project);
     out.extend_from_slice(
         format!(",\"projectId\":{project_id},\"receivedAt\":\"{received_at}\",\"events\":[")
             .as_bytes(),
