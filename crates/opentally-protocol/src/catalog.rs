@@ -34,6 +34,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 use crate::message::{Map, Message, MessageType, json_kind};
+use crate::privacy::ContextAllow;
 use crate::reject::{Reason, Rejection};
 
 /// Properties that OpenTally defines for every event; a catalog cannot redefine them.
@@ -81,6 +82,9 @@ pub struct Catalog {
     /// Dotted context paths kept; everything else in `context` is dropped.
     pub context_keep: Vec<String>,
     pub events: BTreeMap<String, EventSpec>,
+    /// `context_keep` as the tree of scalar leaves it keeps.
+    #[serde(skip)]
+    pub(crate) context_allow: ContextAllow,
 }
 
 /// One event of the catalog.
@@ -228,11 +232,22 @@ impl Catalog {
         self.events.values().map(|e| e.properties.len()).sum()
     }
 
-    /// Checks a message against the catalog and strips what may not be stored.
+    /// Checks a message against the catalog and strips what may not be stored (the catalog's
+    /// checks, then [`crate::privacy::apply`]'s allow-list).
     ///
     /// Returns the dotted paths of the fields that were dropped (unknown context, unknown
     /// properties in lenient mode…), or the rejection.
     pub fn apply(&self, m: &mut Message) -> Result<Vec<String>, Rejection> {
+        crate::privacy::apply(m, Some(self))
+    }
+
+    /// The catalog's own checks: the message type, the event and its properties. Properties
+    /// dropped in lenient mode are added to `dropped`.
+    pub(crate) fn check(
+        &self,
+        m: &mut Message,
+        dropped: &mut Vec<String>,
+    ) -> Result<(), Rejection> {
         if !self.accept.contains(&m.kind) {
             return Err(Rejection::new(
                 Reason::TypeNotAllowed,
@@ -242,23 +257,9 @@ impl Catalog {
                 ),
             ));
         }
-        let mut dropped = Vec::new();
-        filter_context(&mut m.context, &self.context_keep, "context", &mut dropped);
-        // `integrations` is a Segment routing hint with no meaning here; anything else that is
-        // not a Segment field is data the catalog does not name.
-        m.extra.remove("integrations");
-        dropped.extend(std::mem::take(&mut m.extra).into_iter().map(|(k, _)| k));
         if m.kind != MessageType::Track {
-            // Only track events have a catalog entry; traits and page properties carry data
-            // nobody declared, so they are never stored.
-            for (field, map) in [("properties", &mut m.properties), ("traits", &mut m.traits)] {
-                dropped.extend(
-                    std::mem::take(map)
-                        .into_iter()
-                        .map(|(k, _)| format!("{field}.{k}")),
-                );
-            }
-            return Ok(dropped);
+            // Only track events have a catalog entry; the allow-list drops the rest.
+            return Ok(());
         }
         let event = m.event.as_deref().unwrap_or_default();
         let spec = match (self.events.get(event), self.mode) {
@@ -271,8 +272,7 @@ impl Catalog {
             }
             (None, Mode::Lenient) => None,
         };
-        self.check_properties(event, spec, &mut m.properties, &mut dropped)?;
-        Ok(dropped)
+        self.check_properties(event, spec, &mut m.properties, dropped)
     }
 
     fn check_properties(
@@ -330,7 +330,7 @@ fn invalid(name: &str, detail: impl fmt::Display) -> Rejection {
     )
 }
 
-fn check_reserved(name: &str, value: &Value) -> Result<(), Rejection> {
+pub(crate) fn check_reserved(name: &str, value: &Value) -> Result<(), Rejection> {
     match name {
         "duration_ms" => match value.as_f64() {
             Some(d) if d >= 0.0 => Ok(()),
@@ -447,27 +447,6 @@ fn bounds<T: fmt::Display>(min: Option<T>, max: Option<T>) -> String {
     }
 }
 
-/// Keeps the context fields named by `keep` (dotted paths; a path keeps its whole subtree).
-fn filter_context(ctx: &mut Map, keep: &[String], prefix: &str, dropped: &mut Vec<String>) {
-    let keys: Vec<String> = ctx.keys().cloned().collect();
-    for key in keys {
-        let path = format!("{prefix}.{key}");
-        let rel = &path["context.".len()..];
-        if keep.iter().any(|k| k == rel) {
-            continue;
-        }
-        let deeper = format!("{rel}.");
-        if keep.iter().any(|k| k.starts_with(&deeper))
-            && let Some(Value::Object(inner)) = ctx.get_mut(&key)
-        {
-            filter_context(inner, keep, &path, dropped);
-            continue;
-        }
-        ctx.remove(&key);
-        dropped.push(path);
-    }
-}
-
 fn build(raw: RawCatalog, errors: &mut Errors<'_>) -> Catalog {
     if let Some(v) = &raw.version
         && *v.get_ref() != 1
@@ -507,7 +486,7 @@ fn build(raw: RawCatalog, errors: &mut Errors<'_>) -> Catalog {
             })
             .collect(),
     };
-    let context_keep = match raw.context {
+    let context_keep: Vec<String> = match raw.context {
         None => DEFAULT_CONTEXT_KEEP
             .iter()
             .map(|s| (*s).to_owned())
@@ -548,6 +527,7 @@ fn build(raw: RawCatalog, errors: &mut Errors<'_>) -> Catalog {
         description: raw.description,
         mode,
         accept,
+        context_allow: ContextAllow::from_keep(&context_keep),
         context_keep,
         events,
     }
@@ -574,11 +554,16 @@ fn check_context_path(p: &Spanned<String>, errors: &mut Errors<'_>) -> Option<St
         );
         return None;
     }
-    let head = path.split('.').next().unwrap_or_default();
-    if NEVER_KEPT_CONTEXT.contains(&head) {
+    let never = path.split('.').find(|segment| {
+        NEVER_KEPT_CONTEXT
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(segment))
+            || crate::privacy::is_identifying(segment)
+    });
+    if never.is_some() {
         errors.push(
             p.span(),
-            format!("context.{head} can never be kept"),
+            format!("context.{path} can never be kept"),
             Some(
                 "it identifies a person or a machine; OpenTally drops it before anything is stored",
             ),

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod event;
 pub mod json;
 pub mod message;
+pub mod privacy;
 pub mod reject;
 pub mod response;
 pub mod timestamp;

@@ -267,9 +267,13 @@ impl Message {
         o.end();
     }
 
-    /// The id that identifies the sender: `anonymousId` when present, else `userId`.
+    /// The id that identifies the sender: `anonymousId` when present, else `userId`. An empty
+    /// id is absent: this is the one place that says so, for validation and hashing alike.
     pub fn install_id(&self) -> Option<&str> {
-        self.anonymous_id.as_deref().or(self.user_id.as_deref())
+        fn present(id: Option<&String>) -> Option<&str> {
+            id.map(String::as_str).filter(|s| !s.is_empty())
+        }
+        present(self.anonymous_id.as_ref()).or_else(|| present(self.user_id.as_ref()))
     }
 
     /// Fills context keys that the message lacks from a batch-level `context`; the message's own

@@ -14,7 +14,7 @@ pub fn check_message(m: &Message, limits: &Limits) -> Result<(), Rejection> {
     check_len("messageId", message_id, limits.max_message_id_chars)?;
     let user_id = non_empty(m.user_id.as_deref());
     let anonymous_id = non_empty(m.anonymous_id.as_deref());
-    if user_id.is_none() && anonymous_id.is_none() {
+    if m.install_id().is_none() {
         return Err(Rejection::new(
             Reason::MissingField,
             "one of `userId` or `anonymousId` is required",

@@ -28,10 +28,7 @@ pub fn outcomes(body: &[u8], catalog: Option<&Catalog>) -> Result<Vec<String>, S
             let result = item.message.and_then(|mut m| {
                 check_message(&m, &limits)?;
                 effective_timestamp(&m, sent_at, received_at(), &limits)?;
-                match catalog {
-                    Some(c) => c.apply(&mut m),
-                    None => Ok(Vec::new()),
-                }
+                opentally_protocol::privacy::apply(&mut m, catalog)
             });
             match result {
                 Ok(d) if d.is_empty() => "ok".to_owned(),

@@ -1,0 +1,355 @@
+//! What the collector ever stores of a message: an allow-list per message type, applied in every
+//! mode (strict, lenient, or no catalog at all), after the catalog's own checks.
+//!
+//! A field is stored only when this module names it. Everything else (`traits`, `previousId`,
+//! `groupId`, `userId`, `name` (but a page's or a screen's), `category`, top-level `ip` or `host`, unknown
+//! fields, context fields outside the standard blocks) is dropped, whatever its spelling: names
+//! are matched exactly against the allow-list, so `IP`, `Ip` and `ip` all miss it alike.
+//!
+//! | type | kept besides type, message id, install hash and time |
+//! |---|---|
+//! | `track` | `event`, `properties` (the catalog's, or short scalars without one), `context` |
+//! | `page` | `name`, `context` |
+//! | `screen` | `name`, `context` |
+//! | `identify`, `group`, `alias` | `context` |
+//!
+//! `context` keeps only scalar leaves: the standard fields the SDKs send ([`STANDARD_CONTEXT`])
+//! that the catalog keeps (all of them without a catalog), and the leaves a catalog names
+//! explicitly. `error_type` must look like a class name in every mode; without a catalog, one
+//! that does not is replaced by `invalid` (a catalog rejects or drops it).
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+use crate::catalog::{self, Catalog};
+use crate::message::{Map, Message, MessageType};
+use crate::reject::Rejection;
+
+/// The context leaves an OpenTally SDK sends (DESIGN §2), by dotted path.
+pub const STANDARD_CONTEXT: [&str; 20] = [
+    "library.name",
+    "library.version",
+    "app.name",
+    "app.version",
+    "os.name",
+    "os.version",
+    "runtime.name",
+    "runtime.version",
+    "runtime.implementation",
+    "runtime.virtualenv",
+    "runtime.conda",
+    "environment.ci",
+    "environment.docker",
+    "environment.kubernetes",
+    "environment.notebook",
+    "environment.cloud",
+    "hardware.arch",
+    "hardware.cpus",
+    "hardware.memory_gb",
+    "hardware.gpu",
+];
+
+/// Standard context leaves at the top level of `context`.
+pub const STANDARD_CONTEXT_TOP: [&str; 2] = ["session", "ephemeral"];
+
+/// Names that identify a person or a machine. No catalog may keep a context path with one of
+/// them as a segment, and without a catalog no property of that name is stored; compared
+/// case-insensitively, with `-` read as `_`.
+pub const IDENTIFYING_NAMES: [&str; 24] = [
+    "ip",
+    "ip_address",
+    "ipaddress",
+    "host",
+    "hostname",
+    "host_name",
+    "email",
+    "e_mail",
+    "mail",
+    "user",
+    "username",
+    "user_name",
+    "userid",
+    "user_id",
+    "mac",
+    "mac_address",
+    "path",
+    "filepath",
+    "file_path",
+    "filename",
+    "cwd",
+    "home",
+    "useragent",
+    "user_agent",
+];
+
+/// The longest string a context leaf, or a property without a catalog, may hold.
+pub const MAX_SCALAR_CHARS: usize = 200;
+
+/// The longest property name stored without a catalog.
+const MAX_OPEN_PROPERTY_NAME: usize = 100;
+
+/// True when `name` is one of [`IDENTIFYING_NAMES`], in any case.
+pub fn is_identifying(name: &str) -> bool {
+    let folded = name.to_ascii_lowercase().replace('-', "_");
+    IDENTIFYING_NAMES.contains(&folded.as_str())
+}
+
+/// The context paths kept, as a tree of path segments; a node marked `leaf` keeps a scalar.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContextAllow {
+    leaf: bool,
+    children: BTreeMap<String, ContextAllow>,
+}
+
+impl ContextAllow {
+    /// The tree for a catalog's `keep` list: a standard block (`app`) keeps its standard
+    /// leaves, a standard leaf itself, and any other path exactly that leaf.
+    pub fn from_keep(keep: &[String]) -> ContextAllow {
+        let mut tree = ContextAllow::default();
+        for path in keep {
+            let block = format!("{path}.");
+            let standard: Vec<&str> = STANDARD_CONTEXT
+                .iter()
+                .chain(&STANDARD_CONTEXT_TOP)
+                .copied()
+                .filter(|leaf| *leaf == path || leaf.starts_with(&block))
+                .collect();
+            if standard.is_empty() {
+                tree.insert(path);
+            } else {
+                for leaf in standard {
+                    tree.insert(leaf);
+                }
+            }
+        }
+        tree
+    }
+
+    /// Every standard leaf: what is kept without a catalog.
+    pub fn standard() -> &'static ContextAllow {
+        static TREE: LazyLock<ContextAllow> = LazyLock::new(|| {
+            let keep: Vec<String> = STANDARD_CONTEXT
+                .iter()
+                .chain(&STANDARD_CONTEXT_TOP)
+                .map(|s| (*s).to_owned())
+                .collect();
+            ContextAllow::from_keep(&keep)
+        });
+        &TREE
+    }
+
+    fn insert(&mut self, path: &str) {
+        let mut node = self;
+        for segment in path.split('.') {
+            node = node.children.entry(segment.to_owned()).or_default();
+        }
+        node.leaf = true;
+    }
+
+    /// Keeps the allowed scalar leaves of `map`, reporting each other leaf it drops.
+    fn retain(&self, map: &mut Map, parent: &Chain<'_>, dropped: &mut Vec<String>) {
+        map.retain(|key, value| {
+            if value.is_null() {
+                return false;
+            }
+            let here = Chain::Key(parent, key);
+            let kept = match self.children.get(key) {
+                Some(node) if node.leaf => is_short_scalar(value),
+                Some(node) => match value {
+                    Value::Object(inner) => {
+                        node.retain(inner, &here, dropped);
+                        return !inner.is_empty();
+                    }
+                    _ => false,
+                },
+                None => false,
+            };
+            if !kept {
+                dropped.push(here.path());
+            }
+            kept
+        });
+    }
+}
+
+/// A dotted path built only when a field is reported as dropped.
+enum Chain<'a> {
+    Root(&'static str),
+    Key(&'a Chain<'a>, &'a str),
+}
+
+impl Chain<'_> {
+    fn path(&self) -> String {
+        match self {
+            Chain::Root(r) => (*r).to_owned(),
+            Chain::Key(parent, key) => format!("{}.{key}", parent.path()),
+        }
+    }
+}
+
+fn is_short_scalar(v: &Value) -> bool {
+    match v {
+        Value::Bool(_) | Value::Number(_) => true,
+        Value::String(s) => s.len() <= MAX_SCALAR_CHARS || s.chars().count() <= MAX_SCALAR_CHARS,
+        Value::Null | Value::Array(_) | Value::Object(_) => false,
+    }
+}
+
+/// Checks a message against the project's catalog (when it has one) and strips every field
+/// that may not be stored. Returns the dotted paths of what was dropped or replaced, or the
+/// catalog's rejection.
+///
+/// `userId` and `anonymousId` stay for the caller, which replaces them with the keyed install
+/// hash; nothing else that identifies survives this function.
+pub fn apply(m: &mut Message, catalog: Option<&Catalog>) -> Result<Vec<String>, Rejection> {
+    let mut dropped = Vec::new();
+    if let Some(c) = catalog {
+        c.check(m, &mut dropped)?;
+    } else if m.kind == MessageType::Track {
+        retain_open_properties(&mut m.properties, &mut dropped);
+    }
+    retain_fields(m, &mut dropped);
+    let allow: &ContextAllow = match catalog {
+        Some(c) => &c.context_allow,
+        None => ContextAllow::standard(),
+    };
+    allow.retain(&mut m.context, &Chain::Root("context"), &mut dropped);
+    Ok(dropped)
+}
+
+/// The top-level fields of each message type that are stored; the rest are dropped.
+fn retain_fields(m: &mut Message, dropped: &mut Vec<String>) {
+    let kind = m.kind;
+    let mut drop_str = |field: &str, v: &mut Option<String>, keep: bool| {
+        if !keep && v.take().is_some() {
+            dropped.push(field.to_owned());
+        }
+    };
+    drop_str("event", &mut m.event, kind == MessageType::Track);
+    drop_str(
+        "name",
+        &mut m.name,
+        matches!(kind, MessageType::Page | MessageType::Screen),
+    );
+    // A page's category is free text nobody declared; its name is the page's event name.
+    drop_str("category", &mut m.category, false);
+    drop_str("groupId", &mut m.group_id, false);
+    drop_str("previousId", &mut m.previous_id, false);
+    // The effective time is stored in `timestamp`; the client's own clock readings are not.
+    m.original_timestamp = None;
+    m.sent_at = None;
+    let mut drop_map = |field: &str, map: &mut Map| {
+        dropped.extend(
+            std::mem::take(map)
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| format!("{field}.{k}")),
+        );
+    };
+    if kind != MessageType::Track {
+        drop_map("properties", &mut m.properties);
+    }
+    drop_map("traits", &mut m.traits);
+    // `integrations` is a Segment routing hint with no meaning here: dropped silently.
+    m.extra.remove("integrations");
+    dropped.extend(std::mem::take(&mut m.extra).into_iter().map(|(k, _)| k));
+}
+
+/// The longest string property value stored without a catalog.
+pub const MAX_OPEN_STRING_CHARS: usize = 64;
+
+/// True for a value shaped like an enum value or a bucket (`cbpe`, `1.2.0`, `1000-10000`,
+/// `<1`, `io::ErrorKind`): at most [`MAX_OPEN_STRING_CHARS`] ASCII letters, digits and
+/// `_ . - : + < > =`. A path, an e-mail address, a URL or a sentence is not.
+pub fn is_enum_like(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_OPEN_STRING_CHARS
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-:+<>=".contains(&b))
+}
+
+/// Without a catalog, a `track`'s properties are kept when they are booleans, numbers or
+/// enum-like strings ([`is_enum_like`]) under a name that is not identifying; the reserved ones
+/// must have their shape, and an `error_type` that does not look like a class name becomes
+/// `invalid`.
+fn retain_open_properties(props: &mut Map, dropped: &mut Vec<String>) {
+    props.retain(|name, value| {
+        if value.is_null() {
+            return false;
+        }
+        if name == "error_type" && catalog::check_reserved(name, value).is_err() {
+            *value = Value::String(INVALID_ERROR_TYPE.to_owned());
+            dropped.push(format!("properties.{name}"));
+            return true;
+        }
+        let kept = if catalog::RESERVED_PROPERTIES.contains(&name.as_str()) {
+            catalog::check_reserved(name, value).is_ok()
+        } else {
+            name.chars().count() <= MAX_OPEN_PROPERTY_NAME
+                && !is_identifying(name)
+                && match value {
+                    Value::Bool(_) | Value::Number(_) => true,
+                    Value::String(s) => is_enum_like(s),
+                    Value::Null | Value::Array(_) | Value::Object(_) => false,
+                }
+        };
+        if !kept {
+            dropped.push(format!("properties.{name}"));
+        }
+        kept
+    });
+}
+
+/// What an `error_type` that is not a class name is stored as, without a catalog.
+pub const INVALID_ERROR_TYPE: &str = "invalid";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_like_values_are_kept_and_free_text_is_not() {
+        for ok in [
+            "cbpe",
+            "1.2.0",
+            "1000-10000",
+            "<1",
+            ">=1e18",
+            "io::ErrorKind",
+            "a+b",
+            "x_y",
+        ] {
+            assert!(is_enum_like(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/home/alice/secret.csv",
+            "alice@example.com",
+            "https://intranet.example/a",
+            "Alice Liddell",
+            "C:\\Users\\alice",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_enum_like(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identifying_names_match_in_any_case_and_spelling() {
+        for name in [
+            "IP",
+            "Ip",
+            "ip",
+            "Host-Name",
+            "E_Mail",
+            "USER_AGENT",
+            "mac-address",
+        ] {
+            assert!(is_identifying(name), "{name}");
+        }
+        assert!(!is_identifying("method"));
+    }
+}
