@@ -33,10 +33,39 @@ fn as_uuid(bytes: [u8; 16]) -> String {
         .to_string()
 }
 
+/// A random UUID v4. Reached from `track` (a session id after a fork), so it never panics: if
+/// the OS random source fails (a seccomp filter, an exhausted fd table), the bytes come from
+/// the clock, the pid, a counter and the standard library's per-process hash keys instead.
 pub fn random_uuid() -> String {
+    random_uuid_from(getrandom::fill)
+}
+
+fn random_uuid_from<E>(fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> String {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the OS random source is available");
+    if fill(&mut b).is_err() {
+        b = fallback_random_bytes();
+    }
     as_uuid(b)
+}
+
+fn fallback_random_bytes() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut out = [0u8; 16];
+    for (i, half) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.write_u64(n);
+        h.write_usize(i);
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -91,6 +120,16 @@ pub fn rotate(app_state: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// Regression: the random id was taken with `expect`, on a path from `track`, so a failing
+    /// OS random source would have panicked in the host.
+    #[test]
+    fn a_failing_random_source_still_gives_distinct_ids() {
+        let a = super::random_uuid_from(|_: &mut [u8]| Err("no entropy"));
+        let b = super::random_uuid_from(|_: &mut [u8]| Err("no entropy"));
+        assert_ne!(a, b);
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 4);
+    }
+
     use super::*;
 
     fn dir(name: &str) -> std::path::PathBuf {
