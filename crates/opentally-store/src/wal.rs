@@ -289,8 +289,14 @@ impl LogWriter {
         match result {
             Ok(()) => {
                 self.len += framed.len() as u64;
-                if self.len >= self.max_segment_bytes {
-                    self.rotate()?;
+                // The records are durable now, whatever happens to the rotation: a failure to
+                // start the next segment is not the append's (its caller would answer 503 for
+                // records already synced, and their retry would be stored twice). This segment
+                // grows on, and the next append tries the rotation again.
+                if self.len >= self.max_segment_bytes
+                    && let Err(e) = self.rotate()
+                {
+                    tracing::warn!(error = %e, "cannot start the next log segment; will retry");
                 }
                 Ok(())
             }
@@ -355,6 +361,29 @@ mod tests {
             frame(&mut buf, p);
         }
         w.append_durable(&buf).unwrap();
+    }
+
+    /// Regression: a rotation that failed after the sync made the append fail, so the
+    /// collector answered 503 for synced records and stored their retry twice.
+    #[test]
+    fn a_failed_rotation_does_not_fail_a_synced_append() {
+        let dir = temp_dir("rotate");
+        let (mut w, _) = LogWriter::open(&dir, 8, true).unwrap();
+        // The next segment's path is taken by a directory: opening it as a file fails.
+        fs::create_dir_all(segment_path(&dir, 1)).unwrap();
+        append(&mut w, &[b"synced before the rotation failed"]);
+        assert_eq!(w.seq, 0, "the rotation failed, the segment stays");
+        fs::remove_dir(segment_path(&dir, 1)).unwrap();
+        append(&mut w, &[b"the next append rotates"]);
+        assert_eq!(w.seq, 1);
+        assert_eq!(
+            records(&dir),
+            [
+                b"synced before the rotation failed".to_vec(),
+                b"the next append rotates".to_vec()
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
