@@ -111,11 +111,10 @@ pub struct SqlArgs {
     output: OutputArgs,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
+/// The query threads, as the server runs them: deep stacks, so a deep plan is an error, not a
+/// crash.
+fn runner() -> anyhow::Result<opentally_store::guard::QueryRunner> {
+    Ok(opentally_store::guard::QueryRunner::new(2, 1)?)
 }
 
 fn open(data: &DataArgs, project: &str) -> anyhow::Result<(Store, opentally_store::Limits)> {
@@ -172,7 +171,8 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (store, limits) = open(&args.data, &args.project)?;
-    let result = runtime()?.block_on(q.run(&store.snapshot(&args.project), &limits))?;
+    let snapshot = store.snapshot(&args.project);
+    let result = runner()?.block_on(async move { q.run(&snapshot, &limits).await })?;
     let mut out = std::io::stdout().lock();
     if args.output.json {
         serde_json::to_writer_pretty(&mut out, &result)?;
@@ -196,11 +196,11 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
 
 pub fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     let (store, limits) = open(&args.data, &args.project)?;
-    let table = runtime()?.block_on(opentally_store::query::run_sql(
-        &store.snapshot(&args.project),
-        &args.statement,
-        &limits,
-    ))?;
+    let snapshot = store.snapshot(&args.project);
+    let statement = args.statement.clone();
+    let table = runner()?.block_on(async move {
+        opentally_store::query::run_sql(&snapshot, &statement, &limits).await
+    })?;
     let mut out = std::io::stdout().lock();
     if args.output.json {
         serde_json::to_writer_pretty(&mut out, &table)?;

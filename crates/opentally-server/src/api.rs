@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use opentally_protocol::{ErrorResponse, Timestamp};
 use opentally_store::{InsightQuery, QueryError, query};
@@ -22,6 +22,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("the request body is not valid: {0}")]
     BadBody(String),
+    #[error("the query string is not valid: {0}")]
+    BadQueryString(String),
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error("the project database cannot be read: {0}")]
@@ -34,6 +36,7 @@ impl IntoResponse for ApiError {
             ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "missing_admin_token"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "invalid_admin_token"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            ApiError::BadQueryString(_) => (StatusCode::BAD_REQUEST, "bad_query_string"),
             ApiError::Query(e @ QueryError::BadQuery(_)) => (StatusCode::BAD_REQUEST, e.reason()),
             ApiError::Query(e @ QueryError::Timeout(_)) => {
                 (StatusCode::GATEWAY_TIMEOUT, e.reason())
@@ -44,13 +47,23 @@ impl IntoResponse for ApiError {
             ApiError::Query(e @ QueryError::Internal(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, e.reason())
             }
+            ApiError::Query(e @ QueryError::Busy(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, e.reason())
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         let mut body = ErrorResponse::new(code, self.to_string());
         if matches!(self, ApiError::MissingToken | ApiError::Forbidden(_)) {
             body = body.with_hint("`opentally project create` prints a project's admin token");
         }
-        (status, Json(body)).into_response()
+        let retry = matches!(self, ApiError::Query(QueryError::Busy(_)));
+        let mut response = (status, Json(body)).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
+        response
     }
 }
 
@@ -70,49 +83,29 @@ fn authorise(state: &AppState, headers: &HeaderMap, project: &str) -> Result<(),
     }
 }
 
-/// Decodes `a=1&b=x%20y` into pairs, in order.
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                },
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    raw.unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+/// The query string's pairs, in order, decoded by `serde_urlencoded` (through axum's `Query`):
+/// percent escapes that are not UTF-8 become U+FFFD, never a panic.
+fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|Query(pairs)| pairs)
+        .map_err(|e| ApiError::BadQueryString(e.body_text()))
 }
 
 /// `GET /api/v1/projects/{project}/insights/{kind}?event=…&by=…&since=…`
 pub async fn insight(
     State(state): State<Arc<AppState>>,
     Path((project, kind)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorise(&state, &headers, &project)?;
-    let q = InsightQuery::from_params(&kind, &query_pairs(raw.as_deref()), Timestamp::now())?;
+    let q = InsightQuery::from_params(&kind, &query_pairs(&uri)?, Timestamp::now())?;
     let snapshot = state.store.snapshot(&project);
-    let result = q.run(&snapshot, &state.config.query_limits).await?;
+    let limits = state.config.query_limits;
+    let result = state
+        .queries
+        .run(async move { q.run(&snapshot, &limits).await })
+        .await?;
     Ok(Json(result).into_response())
 }
 
@@ -151,7 +144,11 @@ pub async fn sql(
     };
     let started = std::time::Instant::now();
     let snapshot = state.store.snapshot(&project);
-    let table = query::run_sql(&snapshot, &text, &state.config.query_limits).await?;
+    let limits = state.config.query_limits;
+    let table = state
+        .queries
+        .run(async move { query::run_sql(&snapshot, &text, &limits).await })
+        .await?;
     Ok(Json(SqlResult {
         table,
         query_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -163,12 +160,14 @@ pub async fn sql(
 mod tests {
     use super::query_pairs;
 
+    fn pairs(uri: &str) -> Vec<(String, String)> {
+        query_pairs(&uri.parse().unwrap()).unwrap()
+    }
+
     #[test]
     fn query_strings_decode() {
         assert_eq!(
-            query_pairs(Some(
-                "event=fit&by=app.version&where=os.name%3Dlinux%2Cmac&x=a+b&bad=%zz&end=%4"
-            )),
+            pairs("/x?event=fit&by=app.version&where=os.name%3Dlinux%2Cmac&x=a+b&bad=%zz&end=%4"),
             [
                 ("event", "fit"),
                 ("by", "app.version"),
@@ -179,6 +178,15 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
-        assert!(query_pairs(None).is_empty());
+        assert!(pairs("/x").is_empty());
+    }
+
+    /// Regression: the hand-written decoder sliced the text at a `%` escape and panicked when
+    /// a multi-byte character followed it (`?event=%aé`).
+    #[test]
+    fn escapes_beside_utf8_and_invalid_utf8_decode_without_panic() {
+        assert_eq!(pairs("/x?event=%a%C3%A9")[0].1, "%aé");
+        assert_eq!(pairs("/x?event=%aé")[0].1, "%aé");
+        assert_eq!(pairs("/x?event=%ff")[0].1, "\u{fffd}");
     }
 }

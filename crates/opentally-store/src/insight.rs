@@ -88,6 +88,11 @@ impl Dim {
         }
     }
 
+    /// The result column's name, quoted as a SQL identifier (a property may be `a-b`).
+    pub fn quoted_name(&self) -> String {
+        format!("\"{}\"", self.name().replace('"', "\"\""))
+    }
+
     /// The result column's name.
     pub fn name(&self) -> String {
         match self {
@@ -269,6 +274,12 @@ pub fn parse_time(s: &str, now: Timestamp) -> Result<Timestamp, QueryError> {
     })
 }
 
+/// The longest funnel window: a year.
+const MAX_WINDOW_SECS: u64 = 366 * 86_400;
+
+/// The most steps a funnel may have: each is a join, and a plan grows with them.
+pub const MAX_FUNNEL_STEPS: usize = 20;
+
 fn parse_window(s: &str) -> Result<u64, QueryError> {
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
     let mult = match unit {
@@ -281,8 +292,9 @@ fn parse_window(s: &str) -> Result<u64, QueryError> {
     n.parse::<u64>()
         .ok()
         .filter(|_| mult > 0)
-        .map(|n| n * mult)
-        .ok_or_else(|| bad(format!("window `{s}`: expected 30m, 1h, 7d…")))
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|secs| (1..=MAX_WINDOW_SECS).contains(secs))
+        .ok_or_else(|| bad(format!("window `{s}`: expected 30m, 1h, 7d… up to 366d")))
 }
 
 impl InsightQuery {
@@ -370,6 +382,12 @@ impl InsightQuery {
                 if steps.len() < 2 || steps.iter().any(String::is_empty) {
                     return Err(bad("a funnel needs at least two non-empty steps"));
                 }
+                if steps.len() > MAX_FUNNEL_STEPS {
+                    return Err(bad(format!(
+                        "a funnel has at most {MAX_FUNNEL_STEPS} steps, not {}",
+                        steps.len()
+                    )));
+                }
                 Insight::Funnel {
                     steps,
                     window_secs: one.get("window").map_or(Ok(86_400), |w| parse_window(w))?,
@@ -425,8 +443,8 @@ impl InsightQuery {
             by.as_ref()
                 .map(|d| {
                     (
-                        format!(", {} AS {}", d.sql(), d.name()),
-                        format!(", {}", d.name()),
+                        format!(", {} AS {}", d.sql(), d.quoted_name()),
+                        format!(", {}", d.quoted_name()),
                     )
                 })
                 .unwrap_or_default()

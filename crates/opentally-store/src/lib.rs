@@ -12,6 +12,7 @@ pub mod wal;
 pub mod demo;
 pub mod dump;
 mod from_rollups;
+pub mod guard;
 mod hashing;
 pub mod insight;
 pub mod manifest;

@@ -18,6 +18,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -31,6 +32,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Rows returned at most; the result says when it was cut.
     pub max_rows: usize,
+    /// Bytes of values returned at most (strings' lengths, 8 for any other value); the result
+    /// says when it was cut.
+    pub max_result_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,7 +43,16 @@ impl Default for Limits {
             time: Duration::from_secs(30),
             memory_bytes: 512 << 20,
             max_rows: 10_000,
+            max_result_bytes: 32 << 20,
         }
+    }
+}
+
+impl Limits {
+    /// What one call of a growing scalar function may make (`repeat`, `lpad`…): a quarter of
+    /// the query's memory, which the pool does not see.
+    pub fn function_bytes(&self) -> usize {
+        (self.memory_bytes / 4).max(1 << 10)
     }
 }
 
@@ -53,6 +66,8 @@ pub enum QueryError {
     Memory(String),
     #[error("the query failed: {0}")]
     Internal(String),
+    #[error("{0} queries are running already; try again in a moment")]
+    Busy(usize),
 }
 
 impl QueryError {
@@ -63,6 +78,7 @@ impl QueryError {
             QueryError::Timeout(_) => "query_timeout",
             QueryError::Memory(_) => "query_memory",
             QueryError::Internal(_) => "query_failed",
+            QueryError::Busy(_) => "query_busy",
         }
     }
 }
@@ -220,6 +236,7 @@ pub async fn session(snapshot: &Snapshot, limits: &Limits) -> Result<SessionCont
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_udf(json_get_udf());
+    crate::guard::bound_functions(&ctx, limits.function_bytes())?;
     let tail = MemTable::try_new(schema::schema(), vec![snapshot.tail.clone()])?;
     ctx.register_table("tail", Arc::new(tail))?;
     if snapshot.parts.is_empty() {
@@ -253,9 +270,12 @@ pub async fn run_sql(snapshot: &Snapshot, sql: &str, limits: &Limits) -> Result<
         .map_err(|_| QueryError::Timeout(limits.time))?
 }
 
-/// Runs one read-only statement in a session made by [`session`], within `limits.time`.
+/// Runs one read-only statement in a session made by [`session`], within `limits.time`: the
+/// statement's size and depth are checked first, and its rows are streamed and cut at the row
+/// and byte limits, never collected whole.
 pub async fn run_in(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<Table, QueryError> {
     let started = Instant::now();
+    crate::guard::check_statement(sql)?;
     let work = async {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
@@ -268,44 +288,89 @@ pub async fn run_in(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let batches = df.collect().await?;
-        Ok::<_, QueryError>((columns, batches))
+        // One row past the limit says whether there were more.
+        let mut stream = df
+            .limit(0, Some(limits.max_rows + 1))?
+            .execute_stream()
+            .await?;
+        let mut table = TableBuilder::new(columns, limits);
+        while let Some(batch) = stream.next().await {
+            if table.push(&batch?)?.is_break() {
+                break;
+            }
+        }
+        Ok::<_, QueryError>(table.finish())
     };
-    let (columns, batches) = tokio::time::timeout(limits.time, work)
+    let table = tokio::time::timeout(limits.time, work)
         .await
         .map_err(|_| QueryError::Timeout(limits.time))??;
-    let table = to_table(columns, &batches, limits.max_rows)?;
     tracing::debug!(elapsed = ?started.elapsed(), rows = table.rows.len(), "query");
     Ok(table)
 }
 
-/// Record batches as a [`Table`] of at most `max_rows` rows.
-pub fn to_table(
-    columns: Vec<String>,
-    batches: &[RecordBatch],
+/// Rows gathered from a stream of batches, up to the row and byte limits.
+struct TableBuilder {
+    table: Table,
     max_rows: usize,
-) -> Result<Table, QueryError> {
-    let mut rows = Vec::new();
-    let mut truncated = false;
-    'batches: for b in batches {
+    max_bytes: usize,
+    bytes: usize,
+}
+
+impl TableBuilder {
+    fn new(columns: Vec<String>, limits: &Limits) -> TableBuilder {
+        TableBuilder {
+            table: Table {
+                columns,
+                rows: Vec::new(),
+                truncated: false,
+            },
+            max_rows: limits.max_rows,
+            max_bytes: limits.max_result_bytes,
+            bytes: 0,
+        }
+    }
+
+    /// Adds a batch's rows; `Break` once a limit is reached.
+    fn push(&mut self, b: &RecordBatch) -> Result<std::ops::ControlFlow<()>, QueryError> {
+        use std::ops::ControlFlow;
+        let room = self.max_rows.saturating_sub(self.table.rows.len());
+        if b.num_rows() > room {
+            self.table.truncated = true;
+        }
+        // Only the rows that can still be returned are turned into values.
+        let b = b.slice(0, b.num_rows().min(room));
         let cols: Vec<Vec<Value>> = b
             .columns()
             .iter()
             .map(json_values)
             .collect::<Result<_, _>>()?;
         for i in 0..b.num_rows() {
-            if rows.len() == max_rows {
-                truncated = true;
-                break 'batches;
+            let row: Vec<Value> = cols.iter().map(|c| c[i].clone()).collect();
+            self.bytes += row.iter().map(value_size).sum::<usize>();
+            if self.bytes > self.max_bytes {
+                self.table.truncated = true;
+                return Ok(ControlFlow::Break(()));
             }
-            rows.push(cols.iter().map(|c| c[i].clone()).collect());
+            self.table.rows.push(row);
         }
+        Ok(if self.table.truncated {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
     }
-    Ok(Table {
-        columns,
-        rows,
-        truncated,
-    })
+
+    fn finish(self) -> Table {
+        self.table
+    }
+}
+
+/// What a value counts against the byte limit.
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        _ => 8,
+    }
 }
 
 fn json_values(a: &ArrayRef) -> Result<Vec<Value>, QueryError> {
