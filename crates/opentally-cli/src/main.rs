@@ -117,6 +117,9 @@ enum CatalogCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A data dir holds events, hashed keys and the install-hash secret; and a user's own
+    // settings are theirs: whatever this command creates is its owner's alone.
+    opentally_server::perms::restrict_umask();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -65,6 +65,14 @@ settings! {
     writer_queue: usize = 1_024usize;
     /// Longest time a request may take, reading its body included, in seconds.
     request_timeout_secs: u64 = 30u64;
+    /// Longest time a client may take to send a request's headers, in seconds; a connection
+    /// that sends none (an idle or a slowloris socket) is closed after it.
+    header_timeout_secs: u64 = 10u64;
+    /// Most connections open at once; further clients wait in the listen queue. Lowered at
+    /// start to what the process's open-file limit leaves room for.
+    max_connections: usize = 1_024usize;
+    /// Longest time a shutdown waits for connections in flight, in seconds.
+    shutdown_grace_secs: u64 = 10u64;
     /// Size at which a log segment is closed and a new one started, in MiB.
     segment_mb: u64 = 64u64;
     /// Seal the store's in-memory tail into Parquet parts once it holds this many events…
@@ -86,6 +94,8 @@ settings! {
     query_timeout_secs: u64 = 30u64;
     /// Most memory one query may use, in MiB.
     query_memory_mb: usize = 512usize;
+    /// Most insight or SQL queries running at once; more wait a few seconds, then get 503.
+    query_max_concurrent: usize = 4usize;
 }
 
 /// Validated settings.
@@ -102,11 +112,15 @@ pub struct Config {
     pub install_events_burst: u32,
     pub writer_queue: usize,
     pub request_timeout: std::time::Duration,
+    pub header_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: std::time::Duration,
     pub segment_bytes: u64,
     pub store: opentally_store::Options,
     pub store_max_unsealed: usize,
     pub loader_nice: i32,
     pub query_limits: opentally_store::Limits,
+    pub query_max_concurrent: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +227,15 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
             r.install_events_burst.expect("defaulted"),
         )?,
         writer_queue: positive("writer_queue", r.writer_queue.expect("defaulted"))?,
+        header_timeout: std::time::Duration::from_secs(positive(
+            "header_timeout_secs",
+            r.header_timeout_secs.expect("defaulted"),
+        )?),
+        max_connections: positive("max_connections", r.max_connections.expect("defaulted"))?,
+        shutdown_grace: std::time::Duration::from_secs(positive(
+            "shutdown_grace_secs",
+            r.shutdown_grace_secs.expect("defaulted"),
+        )?),
         request_timeout: std::time::Duration::from_secs(positive(
             "request_timeout_secs",
             r.request_timeout_secs.expect("defaulted"),
@@ -249,6 +272,10 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
             memory_bytes: positive("query_memory_mb", r.query_memory_mb.expect("defaulted"))? << 20,
             ..opentally_store::Limits::default()
         },
+        query_max_concurrent: positive(
+            "query_max_concurrent",
+            r.query_max_concurrent.expect("defaulted"),
+        )?,
     })
 }
 

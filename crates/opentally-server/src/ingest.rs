@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use opentally_protocol::catalog::NEVER_KEPT_CONTEXT;
 use opentally_protocol::{
     BatchResponse, ItemRejection, Message, MessageType, ParsedRequest, Reason, Rejection,
     Timestamp, check_message, effective_timestamp, parse_batch, parse_single,
@@ -170,18 +169,15 @@ impl RequestCtx<'_> {
         let limits = self.n.limits;
         check_message(&m, limits)?;
         let timestamp = effective_timestamp(&m, self.envelope_sent_at, self.n.received_at, limits)?;
-        match &self.n.project.catalog {
-            Some(catalog) => {
-                catalog.apply(&mut m)?;
-            }
-            // Open mode keeps everything a catalog could keep, never what none may.
-            None => {
-                for k in NEVER_KEPT_CONTEXT {
-                    m.context.remove(k);
-                }
-            }
-        }
-        let install = self.install_hash(m.install_id().expect("check_message requires one"));
+        // The catalog's checks, then the allow-list of what is ever stored, in every mode.
+        opentally_protocol::privacy::apply(&mut m, self.n.project.catalog.as_deref())?;
+        let Some(install_id) = m.install_id() else {
+            return Err(Rejection::new(
+                Reason::MissingField,
+                "one of `userId` or `anonymousId` is required",
+            ));
+        };
+        let install = self.install_hash(install_id);
         let limiter_key = xxhash_rust::xxh3::xxh3_128(install.as_bytes());
         if self.n.install_limiter.check_key(&limiter_key).is_err() {
             return Err(Rejection::new(
@@ -245,13 +241,14 @@ async fn ingest_inner(
         return Err(IngestError::StoreBehind);
     }
     let limits = &state.config.limits;
-    let raw = read_capped(body, limits.max_body_bytes).await?;
-    // A request whose key is in a header is authenticated and rate-limited before any
-    // decompression or parsing work; a key that can only be in the body waits for the parse.
+    // A request whose key is in a header is authenticated and rate-limited before a byte of
+    // its body is read; a key that can only be in the body waits for the (capped) read and
+    // the parse.
     let mut project = match crate::auth::header_write_key(headers) {
         Some(k) => Some(state.authorise(&k)?),
         None => None,
     };
+    let raw = read_capped(body, limits.max_body_bytes).await?;
     let decoded = decode_body(headers, raw, limits.max_body_bytes)?;
     let parsed = match kind {
         None => parse_batch(&decoded, limits)?,

@@ -10,8 +10,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::{AppState, Collector, app};
 
-/// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight, lets
-/// the writer commit what it holds, checkpoints the dedup index, and returns.
+/// Serves until `shutdown` resolves, then stops accepting, finishes the requests in flight
+/// (waiting at most `shutdown_grace`), lets the writer commit what it holds, checkpoints the
+/// dedup index, and returns.
 pub async fn serve(
     collector: Collector,
     listener: tokio::net::TcpListener,
@@ -24,15 +25,13 @@ pub async fn serve(
         ..
     } = collector;
     let upkeep = tokio::spawn(upkeep(state.clone()));
-    let timeout = state.config.request_timeout;
+    let config = state.config.clone();
     let writer = state.writer.clone();
     let router = app(state).layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
-        timeout,
+        config.request_timeout,
     ));
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    crate::conn::accept_loop(listener, router, &config, shutdown).await;
     upkeep.abort();
     let _ = upkeep.await;
     // Every request in flight has had its answer; the writer commits whatever is still queued,
@@ -47,7 +46,7 @@ pub async fn serve(
     .await
     .map_err(std::io::Error::other)?
     .map_err(|_| std::io::Error::other("the log writer panicked"))?;
-    served
+    Ok(())
 }
 
 /// Once a second: free disk space against the low-water mark, and key changes made by admin
@@ -55,6 +54,7 @@ pub async fn serve(
 async fn upkeep(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
+    let mut deletions = Some(crate::deletion::Deletions::default());
     loop {
         tick.tick().await;
         n += 1;
@@ -78,6 +78,29 @@ async fn upkeep(state: Arc<AppState>) {
         }
         if let Err(e) = state.keys.refresh_if_changed() {
             tracing::warn!(error = %e, "cannot read the project database");
+        }
+        // Deleted projects' events, once their keys are gone from the cache (just above).
+        if let Some(mut d) = deletions.take() {
+            let st = state.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                // Time for a request authorised just before the keys went to be written.
+                let settle = st.config.request_timeout + Duration::from_secs(2);
+                let r = d.step(&st.meta, &st.store, st.writer.durable_pos(), settle);
+                (d, r)
+            })
+            .await;
+            match done {
+                Ok((d, r)) => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "cannot remove a deleted project's events; will retry");
+                    }
+                    deletions = Some(d);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "removing deleted projects' events panicked");
+                    deletions = Some(crate::deletion::Deletions::default());
+                }
+            }
         }
         if n % 60 == 0 {
             state.install_limiter.retain_recent();
