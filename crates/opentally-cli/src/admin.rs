@@ -42,6 +42,24 @@ pub enum ProjectCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Replace a project's admin token; the old token stops working within a second.
+    RotateToken {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Delete a project with every event it holds; its keys stop working within a second.
+    /// Asks for the project's name to confirm, unless --yes.
+    Delete {
+        name: String,
+        /// Do not ask: for scripts.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Set a project's catalog (or remove it with --none: open mode).
     SetCatalog {
         name: String,
@@ -133,6 +151,22 @@ pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
                 writeln!(out, "new write key for {name}: {}", key.expose())?;
             }
         }
+        ProjectCommand::RotateToken { name, json, data } => {
+            let token = open(&data)?.rotate_admin_token(&name)?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"project": name, "admin_token": token.expose()})
+                )?;
+            } else {
+                writeln!(out, "new admin token for {name}: {}", token.expose())?;
+            }
+        }
+        ProjectCommand::Delete { name, yes, data } => {
+            drop(out);
+            return delete(&name, yes, &data);
+        }
         ProjectCommand::SetCatalog {
             name,
             file,
@@ -149,6 +183,71 @@ pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
                 )?,
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `opentally project delete`: confirms, deletes the project's row (its keys stop working),
+/// then removes its events itself when no collector runs on the data dir, or leaves that to the
+/// running collector, which does it within a second (and again once requests in flight are
+/// done).
+fn delete(name: &str, yes: bool, data: &DataArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let cfg = resolve_config(data, RawConfig::default())?;
+    let meta = MetaStore::open(&cfg.data)
+        .with_context(|| format!("cannot open the data dir {}", cfg.data.display()))?;
+    if meta.project_by_name(name)?.is_none() {
+        return Err(MetaError::NotFound(name.to_owned()).into());
+    }
+    if !yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            anyhow::bail!(
+                "deleting project {name} removes every event it holds and cannot be undone: \
+                 pass --yes to confirm without a terminal"
+            );
+        }
+        let mut err = std::io::stderr().lock();
+        write!(
+            err,
+            "Delete project {name} and every event it holds? This cannot be undone.\n\
+             Type the project's name to confirm: "
+        )?;
+        err.flush()?;
+        let mut answer = String::new();
+        stdin.lock().read_line(&mut answer)?;
+        if answer.trim() != name {
+            writeln!(err, "not deleted")?;
+            return Ok(ExitCode::from(1));
+        }
+    }
+    meta.delete_project(name)?;
+    let mut out = std::io::stdout().lock();
+    match opentally_server::lock::DataDirLock::try_acquire(&cfg.data)? {
+        Some(_lock) => {
+            // No collector runs here: the events go now, with anything of an earlier deletion
+            // that a collector stopped before finishing.
+            let store = opentally_store::Store::open_behind(&cfg.data, cfg.store.clone())?;
+            store.prepare_loading()?;
+            let (log, _) = opentally_store::wal::LogWriter::open(
+                &cfg.data.join("log"),
+                cfg.segment_bytes,
+                true,
+            )?;
+            let removed = opentally_server::deletion::remove_now(&meta, &store, log.position())?;
+            let events: u64 = removed
+                .iter()
+                .filter(|(p, _)| p == name)
+                .map(|(_, n)| n)
+                .sum();
+            writeln!(out, "deleted project {name} and its {events} stored events")?;
+        }
+        None => writeln!(
+            out,
+            "deleted project {name}: its keys no longer work; the collector running on {} \
+             removes its events now",
+            cfg.data.display()
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,17 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+mod conn;
 pub mod dedup;
+pub mod deletion;
 pub mod dump;
 pub mod error;
 pub mod ingest;
 pub mod loadgen;
+pub mod lock;
 pub mod meta;
 pub mod metrics;
+pub mod perms;
 pub mod secret;
 pub mod serve;
 pub mod stored;
@@ -54,6 +58,8 @@ pub struct AppState {
     pub store: Arc<opentally_store::Store>,
     /// Events the store had read from the log when the writer started appending.
     pub loaded_at_start: u64,
+    /// Runs insights and SQL on threads of their own, a few at a time.
+    pub queries: opentally_store::guard::QueryRunner,
 }
 
 impl AppState {
@@ -101,6 +107,8 @@ pub struct Collector {
 pub struct Loader {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The data dir's lock: this process loads the store. Released with the loader.
+    _lock: lock::DataDirLock,
 }
 
 impl Loader {
@@ -108,6 +116,7 @@ impl Loader {
         store: Arc<opentally_store::Store>,
         writer: writer::WriterHandle,
         nice: i32,
+        lock: lock::DataDirLock,
     ) -> std::io::Result<Loader> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_thread = stop.clone();
@@ -124,6 +133,7 @@ impl Loader {
         Ok(Loader {
             stop,
             thread: Some(thread),
+            _lock: lock,
         })
     }
 
@@ -162,6 +172,11 @@ impl Drop for Loader {
 pub enum StartError {
     #[error(transparent)]
     Meta(#[from] meta::MetaError),
+    #[error("cannot open the data dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the log in {path}: {source}")]
     Log {
         path: std::path::PathBuf,
@@ -169,7 +184,18 @@ pub enum StartError {
     },
     #[error("cannot open the store: {0}")]
     Store(#[from] opentally_store::StoreError),
+    #[error(
+        "another `opentally serve` runs on the data dir {}; stop it first, or give this one another --data",
+        .0.display()
+    )]
+    Busy(std::path::PathBuf),
+    #[error("cannot start the query threads: {0}")]
+    Queries(std::io::Error),
 }
+
+/// Threads that run queries: as many as the machines this is sized for have cores; the
+/// handlers and the writer keep theirs.
+const QUERY_THREADS: usize = 2;
 
 fn nonzero(n: u32) -> std::num::NonZeroU32 {
     std::num::NonZeroU32::new(n.max(1)).expect("at least one")
@@ -178,6 +204,13 @@ fn nonzero(n: u32) -> std::num::NonZeroU32 {
 impl Collector {
     /// Opens the data dir: project database, durable log (recovering its tail) and dedup index.
     pub fn open(config: Config) -> Result<Collector, StartError> {
+        perms::restrict_umask();
+        let lock = lock::DataDirLock::try_acquire(&config.data)
+            .map_err(|source| StartError::DataDir {
+                path: config.data.clone(),
+                source,
+            })?
+            .ok_or_else(|| StartError::Busy(config.data.clone()))?;
         let meta = Arc::new(MetaStore::open(&config.data)?);
         let install_secret = meta.server_secret()?;
         let metrics = Arc::new(metrics::Metrics::default());
@@ -232,16 +265,18 @@ impl Collector {
                 "loaded the log's unsealed events"
             );
         }
-        let loader =
-            Loader::start(store.clone(), writer.clone(), config.loader_nice).map_err(|source| {
-                StartError::Log {
-                    path: wcfg.log_dir.clone(),
-                    source,
-                }
+        let loader = Loader::start(store.clone(), writer.clone(), config.loader_nice, lock)
+            .map_err(|source| StartError::Log {
+                path: wcfg.log_dir.clone(),
+                source,
             })?;
+        let queries =
+            opentally_store::guard::QueryRunner::new(QUERY_THREADS, config.query_max_concurrent)
+                .map_err(StartError::Queries)?;
         let state = Arc::new(AppState {
             store,
             loaded_at_start,
+            queries,
             keys: auth::KeyCache::new(meta.clone()),
             meta,
             writer,

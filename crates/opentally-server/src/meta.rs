@@ -50,6 +50,8 @@ pub enum MetaError {
     BadName(String),
     #[error("the catalog has {} error(s):\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Catalog(Vec<CatalogError>),
+    #[error("project {0:?} was deleted and its data is still being removed; try again in a minute")]
+    DeletionPending(String),
     #[error("metadata database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("cannot create the data dir: {0}")]
@@ -71,6 +73,10 @@ CREATE TABLE IF NOT EXISTS projects (
     admin_token_hash BLOB NOT NULL UNIQUE,
     catalog TEXT,
     retention_days INTEGER NOT NULL DEFAULT 365
+);
+CREATE TABLE IF NOT EXISTS deletions (
+    name TEXT PRIMARY KEY,
+    requested_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
@@ -102,12 +108,24 @@ fn parse_catalog(src: Option<&str>) -> Result<Option<Arc<Catalog>>, MetaError> {
 impl MetaStore {
     /// Opens (creating when needed) `meta.sqlite3` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<MetaStore, MetaError> {
-        std::fs::create_dir_all(data_dir)?;
-        let conn = Connection::open(data_dir.join("meta.sqlite3"))?;
+        crate::perms::secure_dir(data_dir)?;
+        let path = data_dir.join("meta.sqlite3");
+        // Made 0600 before SQLite writes the secret into it (or opens it, if it exists).
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+        }
+        crate::perms::secure_file(&path)?;
+        let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        for suffix in ["-wal", "-shm"] {
+            crate::perms::secure_file(&data_dir.join(format!("meta.sqlite3{suffix}")))?;
+        }
         Ok(MetaStore {
             conn: Mutex::new(conn),
         })
@@ -140,6 +158,9 @@ impl MetaStore {
             .unwrap_or(false);
         if exists {
             return Err(MetaError::Exists(name.to_owned()));
+        }
+        if Self::deletion_pending(&conn, name)? {
+            return Err(MetaError::DeletionPending(name.to_owned()));
         }
         conn.execute(
             "INSERT INTO projects (name, created_at, write_key_hash, admin_token_hash, catalog)
@@ -206,6 +227,48 @@ impl MetaStore {
             return Err(MetaError::NotFound(name.to_owned()));
         }
         Ok(key)
+    }
+
+    /// Deletes a project: its keys stop working, and a deletion of its data is recorded (in the
+    /// same transaction) for the loading process, which removes its events and then calls
+    /// [`MetaStore::finish_deletion`]. Until then no project of that name can be created.
+    pub fn delete_project(&self, name: &str) -> Result<(), MetaError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM projects WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(MetaError::NotFound(name.to_owned()));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO deletions (name, requested_at) VALUES (?1, ?2)",
+            params![name, opentally_protocol::Timestamp::now().to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Projects deleted whose data has not been removed yet.
+    pub fn pending_deletions(&self) -> Result<Vec<String>, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name FROM deletions ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the data of the deleted project `name` is gone.
+    pub fn finish_deletion(&self, name: &str) -> Result<(), MetaError> {
+        self.conn()
+            .execute("DELETE FROM deletions WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    fn deletion_pending(conn: &Connection, name: &str) -> Result<bool, MetaError> {
+        Ok(conn
+            .query_row("SELECT 1 FROM deletions WHERE name = ?1", [name], |_| {
+                Ok(true)
+            })
+            .optional()?
+            .unwrap_or(false))
     }
 
     /// Sets (or with `None`, removes: open mode) a project's catalog.

@@ -32,12 +32,20 @@ pub const MAX_SQL_BYTES: usize = 64 << 10;
 /// How deep expressions and subqueries may nest in a statement.
 pub const MAX_EXPR_DEPTH: usize = 64;
 
+/// The longest statement a query with `memory_bytes` may run: [`MAX_SQL_BYTES`], or less, so
+/// that its literals, each repeated for every row of a batch of `batch_rows`, fit in its memory.
+pub fn max_statement_bytes(memory_bytes: usize, batch_rows: usize) -> usize {
+    MAX_SQL_BYTES
+        .min(memory_bytes / batch_rows.max(1))
+        .max(1 << 10)
+}
+
 /// Checks a statement's size and nesting before it is planned: a 1,000-term `1+1+…` is a tree
 /// 1,000 deep, which the planner walks recursively.
-pub fn check_statement(sql: &str) -> Result<(), QueryError> {
-    if sql.len() > MAX_SQL_BYTES {
+pub fn check_statement(sql: &str, max_bytes: usize) -> Result<(), QueryError> {
+    if sql.len() > max_bytes {
         return Err(QueryError::BadQuery(format!(
-            "the statement is {} bytes; the limit is {MAX_SQL_BYTES}",
+            "the statement is {} bytes; the limit is {max_bytes}",
             sql.len()
         )));
     }
@@ -147,14 +155,21 @@ const GROWING: [(&str, Growth); 11] = [
 ];
 
 /// Replaces the session's growing functions with ones that refuse, before allocating, to make
-/// more than `cap` bytes in one call, and check every result against `cap` after.
-pub fn bound_functions(ctx: &SessionContext, cap: usize) -> Result<(), QueryError> {
+/// more than `cap` bytes in one call, and check every result against `cap` after. A constant
+/// result counts `batch_rows` times: it is repeated for every row of a batch (and folded into
+/// a literal when the statement is planned, out of reach of any later check).
+pub fn bound_functions(
+    ctx: &SessionContext,
+    cap: usize,
+    batch_rows: usize,
+) -> Result<(), QueryError> {
     for (name, growth) in GROWING {
         let Ok(inner) = ctx.udf(name) else { continue };
         let bounded = Bounded {
             inner: inner.as_ref().clone(),
             growth,
             cap,
+            batch_rows: batch_rows.max(1),
         };
         ctx.register_udf(ScalarUDF::new_from_impl(bounded));
     }
@@ -167,6 +182,8 @@ struct Bounded {
     inner: ScalarUDF,
     growth: Growth,
     cap: usize,
+    /// How many times a constant result is repeated: the rows of a batch.
+    batch_rows: usize,
 }
 
 impl Hash for Bounded {
@@ -174,6 +191,7 @@ impl Hash for Bounded {
         self.inner.hash(state);
         self.growth.hash(state);
         self.cap.hash(state);
+        self.batch_rows.hash(state);
     }
 }
 
@@ -223,26 +241,24 @@ fn lengths(v: &ColumnarValue, rows: usize) -> Vec<i128> {
     }
 }
 
-/// The bytes an array or scalar holds.
-fn value_bytes(v: &ColumnarValue) -> usize {
+/// The bytes an array holds, or a scalar once repeated for each of `batch_rows` rows.
+fn value_bytes(v: &ColumnarValue, batch_rows: usize) -> usize {
     match v {
         ColumnarValue::Array(a) => a.get_array_memory_size(),
-        ColumnarValue::Scalar(s) => s.size(),
+        ColumnarValue::Scalar(s) => s.size().saturating_mul(batch_rows),
     }
 }
 
 impl Bounded {
     /// The most bytes the call could make, from its arguments.
     fn estimate(&self, args: &ScalarFunctionArgs) -> u128 {
-        let rows = if args
+        let constant = args
             .args
             .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-        {
-            1
-        } else {
-            args.number_rows
-        };
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if constant { 1 } else { args.number_rows };
+        // A constant result is repeated for every row of a batch.
+        let repeats = if constant { self.batch_rows as u128 } else { 1 };
         let arg = |i: usize| args.args.get(i);
         let per_row: Vec<i128> = match self.growth {
             Growth::Linear => return 0,
@@ -304,6 +320,7 @@ impl Bounded {
             .into_iter()
             .map(|n| u128::try_from(n).unwrap_or(0))
             .fold(0u128, u128::saturating_add)
+            .saturating_mul(repeats)
     }
 }
 
@@ -341,7 +358,7 @@ impl ScalarUDFImpl for Bounded {
             return Err(too_large(self.name(), estimate, self.cap));
         }
         let out = self.inner.invoke_with_args(args)?;
-        let made = value_bytes(&out);
+        let made = value_bytes(&out, self.batch_rows);
         if made > self.cap {
             return Err(too_large(self.name(), made as u128, self.cap));
         }

@@ -45,6 +45,17 @@ pub struct Manifest {
     /// again skips their events in records before `before`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub erased: Vec<Erasure>,
+    /// Projects deleted while some of their events were still only in the log: reading the
+    /// log again skips their records before `before`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<ProjectDrop>,
+}
+
+/// One deleted project, for the log records not yet sealed when it was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectDrop {
+    pub project: String,
+    pub before: LogPos,
 }
 
 /// One erased install, for the log records not yet sealed when it was erased.

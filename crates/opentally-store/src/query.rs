@@ -236,7 +236,8 @@ pub async fn session(snapshot: &Snapshot, limits: &Limits) -> Result<SessionCont
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_udf(json_get_udf());
-    crate::guard::bound_functions(&ctx, limits.function_bytes())?;
+    let batch_rows = ctx.state().config().batch_size();
+    crate::guard::bound_functions(&ctx, limits.function_bytes(), batch_rows)?;
     let tail = MemTable::try_new(schema::schema(), vec![snapshot.tail.clone()])?;
     ctx.register_table("tail", Arc::new(tail))?;
     if snapshot.parts.is_empty() {
@@ -275,7 +276,11 @@ pub async fn run_sql(snapshot: &Snapshot, sql: &str, limits: &Limits) -> Result<
 /// and byte limits, never collected whole.
 pub async fn run_in(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<Table, QueryError> {
     let started = Instant::now();
-    crate::guard::check_statement(sql)?;
+    let batch_rows = ctx.state().config().batch_size();
+    crate::guard::check_statement(
+        sql,
+        crate::guard::max_statement_bytes(limits.memory_bytes, batch_rows),
+    )?;
     let work = async {
         let options = SQLOptions::new()
             .with_allow_ddl(false)

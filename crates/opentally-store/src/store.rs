@@ -855,9 +855,13 @@ impl Store {
         until: Option<LogPos>,
         most: usize,
     ) -> Result<(usize, bool), StoreError> {
-        let (from, erased) = {
+        let (from, erased, dropped) = {
             let s = self.read();
-            (s.tail_pos, s.manifest.erased.clone())
+            (
+                s.tail_pos,
+                s.manifest.erased.clone(),
+                s.manifest.dropped.clone(),
+            )
         };
         let mut builders: HashMap<String, BatchBuilder> = HashMap::new();
         let mut bad = 0u64;
@@ -865,6 +869,13 @@ impl Store {
         let mut stopped = false;
         let end = wal::read_range_while(&self.log_dir, from, until, |pos, payload| {
             match serde_json::from_slice::<RecordView<'_>>(payload) {
+                Ok(rec)
+                    if dropped
+                        .iter()
+                        .any(|d| pos < d.before && d.project == rec.project) =>
+                {
+                    read += rec.events.len();
+                }
                 Ok(rec) => {
                     if !builders.contains_key(&*rec.project) {
                         builders.insert(rec.project.to_string(), BatchBuilder::new());
@@ -989,6 +1000,7 @@ impl Store {
         manifest.log = pos;
         // No reload reads the records before the sealed position again.
         manifest.erased.retain(|e| e.before > pos);
+        manifest.dropped.retain(|d| d.before > pos);
         manifest.store(&self.dir)?;
         let mut s = self.write();
         s.manifest = manifest;
@@ -1463,6 +1475,43 @@ impl Store {
                 Ordering::Relaxed,
             );
         }
+        Ok(removed)
+    }
+
+    /// Removes every event of `project`: its parts (their files go once no query holds them),
+    /// its tail, and, recorded in the manifest, its log records before `before` that are not
+    /// sealed yet, so that reading the log again does not bring them back. Returns how many
+    /// events were removed from parts and tail. Only the loading process may call this.
+    pub fn drop_project(&self, project: &str, before: LogPos) -> Result<u64, StoreError> {
+        let _one = self.lock_mutations();
+        let mut manifest = self.read().manifest.clone();
+        let gone: HashSet<u64> = manifest
+            .parts
+            .iter()
+            .filter(|p| p.project == project)
+            .map(|p| p.id)
+            .collect();
+        let mut removed: u64 = manifest
+            .parts
+            .iter()
+            .filter(|p| p.project == project)
+            .map(|p| p.rows)
+            .sum();
+        if manifest.log < before {
+            manifest.dropped.retain(|d| d.project != project);
+            manifest.dropped.push(crate::manifest::ProjectDrop {
+                project: project.to_owned(),
+                before,
+            });
+        }
+        let mut s = self.swap_parts(manifest, &gone, Vec::new())?;
+        if let Some(tail) = s.tail.remove(project) {
+            let rows: usize = tail.iter().map(RecordBatch::num_rows).sum();
+            removed += rows as u64;
+            self.tail_rows.fetch_sub(rows, Ordering::Relaxed);
+        }
+        s.tail_rollups.remove(project);
+        s.tail_sequences.remove(project);
         Ok(removed)
     }
 

@@ -116,7 +116,7 @@ async fn below_the_disk_low_water_mark_ingest_answers_503_and_reads_go_on() {
 }
 
 /// Copies the files of `from` into `to`, as a crash would leave them.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -5,6 +5,7 @@
 
 mod ingest;
 mod lifecycle;
+mod privacy;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -385,6 +385,47 @@ fn sql_is_read_only_bounded_and_says_what_is_wrong() {
     let t = run("SELECT message_id FROM events ORDER BY 1", few).unwrap();
     assert_eq!(t.rows.len(), 3);
     assert!(t.truncated);
+    // The byte cap cuts the rows before the row cap does.
+    let small = Limits {
+        max_result_bytes: 1_000,
+        ..Limits::default()
+    };
+    let t = run(
+        "SELECT repeat('x', 90) AS s FROM generate_series(1, 100)",
+        small,
+    )
+    .unwrap();
+    let bytes: usize = t.rows.iter().flatten().map(|v| v.to_string().len()).sum();
+    assert!(
+        t.truncated && !t.rows.is_empty() && bytes <= 1_000,
+        "{} rows, {bytes} bytes, truncated {}",
+        t.rows.len(),
+        t.truncated
+    );
+    // Regression: a deep expression overflowed the stack; now it is refused before planning.
+    let err = run(
+        &format!("SELECT {}", ["1"; 1_000].join("+")),
+        Limits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "bad_query", "{err}");
+    // Regression: `repeat` allocated whatever it was asked for, past the memory limit; a
+    // constant counts once for every row of a batch.
+    let mb64 = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    for sql in [
+        "SELECT length(repeat('x', 300000000))",
+        "SELECT repeat('y', 10000) FROM generate_series(1, 5)",
+        "SELECT repeat(message_id, 100000000) FROM events",
+        "SELECT count(*) FROM (SELECT unnest(range(1, 100000000)))",
+    ] {
+        let err = run(sql, mb64).unwrap_err();
+        assert!(matches!(err, QueryError::Memory(_)), "{sql}: {err}");
+    }
+    let t = run("SELECT repeat('y', 100) AS s", mb64).unwrap();
+    assert_eq!(t.rows[0][0].as_str().map(str::len), Some(100));
     let t = run(
         "SELECT message_id FROM events WHERE false",
         Limits::default(),
