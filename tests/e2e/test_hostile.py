@@ -64,6 +64,30 @@ def test_deep_queries_are_refused_and_the_collector_stays_up(data_dir, shop):
                             token)
         assert (status, body["code"]) == (400, "bad_query"), body
         assert "at most 20 steps" in body["message"], body
+        # Plans that grow without nesting deep: CTEs that each read the one before twice (a
+        # 1 KB statement planned 2^22 scans and took the process down), long chains of CTEs,
+        # unions of thousands of selects, joins of hundreds of tables.
+        doubling = ["a0 AS (SELECT 1 x)"] + [f"a{i} AS (SELECT x FROM a{i - 1} UNION ALL SELECT x FROM a{i - 1})"
+                                            for i in range(1, 22)]
+        chain = ["a0 AS (SELECT 1 x)"] + [f"a{i} AS (SELECT x + 1 x FROM a{i - 1})" for i in range(1, 600)]
+        for statement in [
+            "WITH " + ",".join(doubling) + " SELECT count(*) FROM a21",
+            "WITH " + ",".join(chain) + " SELECT x FROM a599",
+            " UNION ALL ".join(["SELECT 1"] * 2000),
+            "SELECT 1 FROM " + ",".join(f"(SELECT 1) t{i}" for i in range(500)),
+        ]:
+            status, body = sql(server, token, statement)
+            assert (status, body["code"]) == (400, "bad_query"), (statement[:80], body)
+            assert "too large" in body["message"], body
+        # A few CTEs read a few times plan as before.
+        status, body = sql(server, token, "WITH a AS (SELECT 1 x), b AS (SELECT x FROM a UNION ALL SELECT x FROM a) "
+                                          "SELECT count(*) AS n FROM b, a")
+        assert (status, body["rows"]) == (200, [[2]]), body
+        # The longest funnel, with a filter, plans within the caps.
+        steps = ",".join(f"e{i}" for i in range(20))
+        status, body = call(server.url + f"/api/v1/projects/shop/insights/funnel?steps={steps}&where=os.name%3Dlinux",
+                            token)
+        assert status == 200, body
         # A deep statement just under the limits still answers.
         status, body = sql(server, token, "SELECT " + "+".join(["1"] * 60) + " AS n")
         assert (status, body["rows"]) == (200, [[60]]), body
@@ -102,6 +126,27 @@ def test_the_query_memory_limit_holds_and_results_are_cut(data_dir, shop):
         status, body = sql(server, token,
                            "SELECT repeat('y', 100000 + value) AS s FROM generate_series(1, 5000)")
         assert (status, body["code"]) == (422, "query_memory"), body
+        # Growing operations beside the named functions: array_resize, the `||` operator
+        # (evaluated where no function check sees it, until it became one), concat's arguments.
+        status, body = sql(server, token, "SELECT cardinality(array_resize([1], 300000000, 0)) AS n")
+        assert (status, body["code"]) == (422, "query_memory"), body
+        levels = ["a0 AS (SELECT repeat('x', 1000) s)"] + [
+            f"a{i} AS (SELECT {'||'.join(['s'] * 40)} s FROM a{i - 1})" for i in range(1, 5)]
+        status, body = sql(server, token, "WITH " + ",".join(levels) + " SELECT length(s) FROM a4")
+        assert (status, body["code"]) == (422, "query_memory"), body
+        status, body = sql(server, token, "WITH a AS (SELECT repeat(CAST(value AS VARCHAR), 4000000) s "
+                                          "FROM generate_series(1, 1)) SELECT length(concat(" + ",".join(["s"] * 100)
+                                          + ")) FROM a")
+        assert (status, body["code"]) == (422, "query_memory"), body
+        # `||` still means what it means.
+        status, body = sql(server, token, "SELECT 'a' || 'b' AS s, NULL || 'b' AS n, 1 || 2 AS d")
+        assert (status, body["rows"]) == (200, [["ab", None, "12"]]), body
+        # Rows sharing one large buffer: turned into values a row at a time, cut at the byte cap.
+        status, body = sql(server, token, "WITH a AS (SELECT arrow_cast(repeat(CAST(value AS VARCHAR), 200000), "
+                                          "'Utf8View') s FROM generate_series(1, 1)) "
+                                          "SELECT a.s, a.s AS t, a.s AS u FROM a CROSS JOIN generate_series(1, 8192)")
+        assert status == 200, body
+        assert body["truncated"] is True and 0 < len(body["rows"]) < 100, len(body["rows"])
         # A statement longer than its literals may take once repeated for a batch's rows.
         status, body = sql(server, token, "SELECT '" + "z" * 20000 + "' AS s")
         assert (status, body["code"]) == (400, "bad_query"), body

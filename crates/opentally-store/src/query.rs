@@ -277,7 +277,7 @@ pub async fn run_sql(snapshot: &Snapshot, sql: &str, limits: &Limits) -> Result<
 pub async fn run_in(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<Table, QueryError> {
     let started = Instant::now();
     let batch_rows = ctx.state().config().batch_size();
-    crate::guard::check_statement(
+    let statement = crate::guard::check_statement(
         sql,
         crate::guard::max_statement_bytes(limits.memory_bytes, batch_rows),
     )?;
@@ -286,7 +286,9 @@ pub async fn run_in(ctx: &SessionContext, sql: &str, limits: &Limits) -> Result<
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = ctx.sql_with_options(sql, options).await?;
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        options.verify_plan(&plan)?;
+        let df = ctx.execute_logical_plan(plan).await?;
         let columns: Vec<String> = df
             .schema()
             .fields()
@@ -342,15 +344,14 @@ impl TableBuilder {
         if b.num_rows() > room {
             self.table.truncated = true;
         }
-        // Only the rows that can still be returned are turned into values.
-        let b = b.slice(0, b.num_rows().min(room));
-        let cols: Vec<Vec<Value>> = b
-            .columns()
-            .iter()
-            .map(json_values)
-            .collect::<Result<_, _>>()?;
-        for i in 0..b.num_rows() {
-            let row: Vec<Value> = cols.iter().map(|c| c[i].clone()).collect();
+        // Only the rows that can still be returned are turned into values, one row at a time:
+        // the rows of a batch may share one large buffer (a constant, a view), so the batch as
+        // values can be far larger than the batch itself.
+        for i in 0..b.num_rows().min(room) {
+            let mut row: Vec<Value> = Vec::with_capacity(b.num_columns());
+            for c in b.columns() {
+                row.extend(json_values(&c.slice(i, 1))?);
+            }
             self.bytes += row.iter().map(value_size).sum::<usize>();
             if self.bytes > self.max_bytes {
                 self.table.truncated = true;

@@ -1,125 +1,20 @@
-//! What keeps one query from taking the process down: a cap on the statement's size and on how
-//! deep its expressions nest (checked before planning), scalar functions whose output could be
-//! far larger than their input checked before and after they run, and [`QueryRunner`], which
-//! runs every query on threads of its own with deep stacks, a few at a time.
-//!
-//! It must never let a query's failure reach the threads that acknowledge events: a query
-//! that is too deep, too large or too slow gets an error, and the collector goes on.
+//! Scalar functions that can make far more than they read, replaced in each session by ones
+//! that refuse to make more than a cap in one call.
 
-use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, FieldRef, Float64Type, Int64Type};
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParserBuilder, Statement};
-use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 
 use crate::query::QueryError;
-
-/// The longest statement accepted, in bytes.
-pub const MAX_SQL_BYTES: usize = 64 << 10;
-
-/// How deep expressions and subqueries may nest in a statement.
-pub const MAX_EXPR_DEPTH: usize = 64;
-
-/// The longest statement a query with `memory_bytes` may run: [`MAX_SQL_BYTES`], or less, so
-/// that its literals, each repeated for every row of a batch of `batch_rows`, fit in its memory.
-pub fn max_statement_bytes(memory_bytes: usize, batch_rows: usize) -> usize {
-    MAX_SQL_BYTES
-        .min(memory_bytes / batch_rows.max(1))
-        .max(1 << 10)
-}
-
-/// Checks a statement's size and nesting before it is planned: a 1,000-term `1+1+…` is a tree
-/// 1,000 deep, which the planner walks recursively.
-pub fn check_statement(sql: &str, max_bytes: usize) -> Result<(), QueryError> {
-    if sql.len() > max_bytes {
-        return Err(QueryError::BadQuery(format!(
-            "the statement is {} bytes; the limit is {max_bytes}",
-            sql.len()
-        )));
-    }
-    let dialect = GenericDialect {};
-    let statements = DFParserBuilder::new(sql)
-        .with_dialect(&dialect)
-        .build()?
-        .parse_statements()?;
-    if statements.len() != 1 {
-        return Err(QueryError::BadQuery(format!(
-            "expected one statement, found {}",
-            statements.len()
-        )));
-    }
-    let mut depth = Depth::default();
-    for s in &statements {
-        if visit(s, &mut depth).is_break() {
-            return Err(QueryError::BadQuery(format!(
-                "the statement nests expressions or subqueries more than {MAX_EXPR_DEPTH} deep"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn visit(s: &Statement, depth: &mut Depth) -> ControlFlow<()> {
-    match s {
-        Statement::Statement(s) => s.visit(depth),
-        Statement::Explain(e) => visit(&e.statement, depth),
-        // Refused as DDL or statements when planned.
-        _ => ControlFlow::Continue(()),
-    }
-}
-
-#[derive(Default)]
-struct Depth {
-    now: usize,
-}
-
-impl Depth {
-    fn enter(&mut self) -> ControlFlow<()> {
-        self.now += 1;
-        if self.now > MAX_EXPR_DEPTH {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }
-
-    fn leave(&mut self) -> ControlFlow<()> {
-        self.now = self.now.saturating_sub(1);
-        ControlFlow::Continue(())
-    }
-}
-
-impl Visitor for Depth {
-    type Break = ();
-
-    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-        self.enter()
-    }
-
-    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-        self.leave()
-    }
-
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.enter()
-    }
-
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.leave()
-    }
-}
 
 /// How a function's output size follows from its arguments, checked before it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,13 +30,16 @@ enum Growth {
     ArrayRepeat,
     /// `range(start, stop [, step])`, `generate_series`: `(stop − start) / step` elements.
     Range,
-    /// Output no larger than its inputs together (`concat`): checked after it runs only.
+    /// `array_resize(x, n [, fill])`: `n` elements.
+    Resize,
+    /// Output no larger than its inputs together (`concat`, `||`).
     Linear,
 }
 
 /// Functions that can make a value far larger than their arguments, and how.
-const GROWING: [(&str, Growth); 11] = [
+const GROWING: [(&str, Growth); 12] = [
     ("repeat", Growth::Repeat),
+    ("array_resize", Growth::Resize),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
     ("replace", Growth::Replace),
@@ -173,7 +71,88 @@ pub fn bound_functions(
         };
         ctx.register_udf(ScalarUDF::new_from_impl(bounded));
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(ConcatOperator {
+        signature: Signature::user_defined(Volatility::Immutable),
+        cap,
+        batch_rows: batch_rows.max(1),
+    }));
     Ok(())
+}
+
+/// `a || b` on strings as the operator means it (null if either side is null), bounded like
+/// `concat`: [`super::statement`] rewrites every `||` into a call of it, since the operator
+/// itself is evaluated where no check sees it, and a chain of them over a few CTEs made
+/// gigabytes from a statement of a few hundred bytes.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ConcatOperator {
+    signature: Signature,
+    cap: usize,
+    batch_rows: usize,
+}
+
+impl ScalarUDFImpl for ConcatOperator {
+    fn name(&self) -> &str {
+        super::statement::CONCAT_OPERATOR_FUNCTION
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> datafusion::error::Result<Vec<DataType>> {
+        let list = |t: &DataType| {
+            matches!(
+                t,
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+            )
+        };
+        if arg_types.len() != 2 || arg_types.iter().any(list) {
+            return Err(DataFusionError::Plan(
+                "`||` joins two strings here; use array_concat() to join arrays".into(),
+            ));
+        }
+        Ok(vec![DataType::Utf8; 2])
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let [a, b] = args.args.as_slice() else {
+            return Err(DataFusionError::Execution("`||` takes two values".into()));
+        };
+        let constant =
+            matches!(a, ColumnarValue::Scalar(_)) && matches!(b, ColumnarValue::Scalar(_));
+        let rows = if constant { 1 } else { args.number_rows };
+        let bytes = |v: &ColumnarValue| match v {
+            ColumnarValue::Array(a) => a.get_array_memory_size() as u128,
+            ColumnarValue::Scalar(s) => (s.size() as u128).saturating_mul(rows as u128),
+        };
+        let mut estimate = bytes(a).saturating_add(bytes(b));
+        if constant {
+            estimate = estimate.saturating_mul(self.batch_rows as u128);
+        }
+        if estimate > self.cap as u128 {
+            return Err(too_large("||", estimate, self.cap));
+        }
+        let (a, b) = (a.to_array(rows)?, b.to_array(rows)?);
+        let (Some(sa), Some(sb)) = (a.as_string_opt::<i32>(), b.as_string_opt::<i32>()) else {
+            return Err(DataFusionError::Execution("`||` joins two strings".into()));
+        };
+        let out: ArrayRef =
+            Arc::new(arrow::compute::kernels::concat_elements::concat_elements_utf8(sa, sb)?);
+        if constant {
+            Ok(ColumnarValue::Scalar(
+                datafusion::scalar::ScalarValue::try_from_array(&out, 0)?,
+            ))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
 }
 
 /// A scalar function with a cap on what one call may allocate.
@@ -261,7 +240,19 @@ impl Bounded {
         let repeats = if constant { self.batch_rows as u128 } else { 1 };
         let arg = |i: usize| args.args.get(i);
         let per_row: Vec<i128> = match self.growth {
-            Growth::Linear => return 0,
+            Growth::Linear => {
+                // Each argument's bytes; a constant's counts once per output row.
+                let total = args
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        ColumnarValue::Array(a) => a.get_array_memory_size() as u128,
+                        ColumnarValue::Scalar(s) => (s.size() as u128)
+                            .saturating_mul(if constant { 1 } else { rows as u128 }),
+                    })
+                    .fold(0u128, u128::saturating_add);
+                return total.saturating_mul(repeats);
+            }
             Growth::Repeat => match (arg(0), arg(1)) {
                 (Some(s), Some(n)) => lengths(s, rows)
                     .into_iter()
@@ -286,7 +277,7 @@ impl Bounded {
                     .collect(),
                 _ => return 0,
             },
-            Growth::ArrayRepeat => match arg(1) {
+            Growth::ArrayRepeat | Growth::Resize => match arg(1) {
                 Some(n) => ints(n, rows)
                     .into_iter()
                     .map(|n| n.max(0).saturating_mul(8))
@@ -367,93 +358,5 @@ impl ScalarUDFImpl for Bounded {
 
     fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
         self.inner.documentation()
-    }
-}
-
-/// Runs queries on a runtime of their own: threads with deep stacks (a planner's recursion
-/// over a deep plan stays on them, never on the threads serving ingest), at most a few at a
-/// time, each under its time limit, and cancelled when its caller stops waiting.
-#[derive(Debug)]
-pub struct QueryRunner {
-    runtime: Option<tokio::runtime::Runtime>,
-    permits: Arc<tokio::sync::Semaphore>,
-    max_concurrent: usize,
-}
-
-/// The stack each query thread gets: deep plans recurse, and an overflow aborts the process.
-const QUERY_STACK_BYTES: usize = 64 << 20;
-
-/// How long a query waits for one of the running ones to finish before it is refused.
-const QUEUE_WAIT: Duration = Duration::from_secs(5);
-
-impl QueryRunner {
-    /// A runner with `threads` threads that runs at most `max_concurrent` queries at once.
-    pub fn new(threads: usize, max_concurrent: usize) -> std::io::Result<QueryRunner> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("opentally-query")
-            .thread_stack_size(QUERY_STACK_BYTES)
-            .enable_time()
-            .build()?;
-        Ok(QueryRunner {
-            runtime: Some(runtime),
-            permits: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
-            max_concurrent: max_concurrent.max(1),
-        })
-    }
-
-    /// Runs `work` on the query threads. Waits at most a few seconds for a turn
-    /// ([`QueryError::Busy`] after that); dropping the returned future cancels the query.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, QueryError>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, QueryError>> + Send + 'static,
-    {
-        let permit = tokio::time::timeout(QUEUE_WAIT, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| QueryError::Busy(self.max_concurrent))?
-            .map_err(|_| QueryError::Internal("the query runner has stopped".into()))?;
-        let Some(runtime) = &self.runtime else {
-            return Err(QueryError::Internal("the query runner has stopped".into()));
-        };
-        let mut task = AbortOnDrop(runtime.spawn(async move {
-            let _permit = permit;
-            work.await
-        }));
-        match (&mut task.0).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => Err(QueryError::Internal("the query panicked".into())),
-            Err(_) => Err(QueryError::Internal("the query was cancelled".into())),
-        }
-    }
-
-    /// Runs `work` to its end from a thread outside any runtime (the CLI).
-    pub fn block_on<T, F>(&self, work: F) -> Result<T, QueryError>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, QueryError>> + Send + 'static,
-    {
-        let Some(runtime) = &self.runtime else {
-            return Err(QueryError::Internal("the query runner has stopped".into()));
-        };
-        runtime.block_on(self.run(work))
-    }
-}
-
-impl Drop for QueryRunner {
-    fn drop(&mut self) {
-        // Dropped from async code too, where a blocking shutdown would panic.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// Aborts the task when the caller stops waiting for it (a client that hung up).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
