@@ -15,7 +15,9 @@
 //!
 //! `context` keeps only scalar leaves: the standard fields the SDKs send ([`STANDARD_CONTEXT`])
 //! that the catalog keeps (all of them without a catalog), and the leaves a catalog names
-//! explicitly. `error_type` must look like a class name in every mode; without a catalog, one
+//! explicitly; a string there is at most 64 printable ASCII characters, with no `@`, `/` or
+//! `\`, not shaped like an IP address or a host name. A `messageId` not shaped like an id is
+//! stored as its hash. `error_type` must look like a class name in every mode; without a catalog, one
 //! that does not is replaced by `invalid` (a catalog rejects or drops it).
 
 use std::collections::BTreeMap;
@@ -84,9 +86,6 @@ pub const IDENTIFYING_NAMES: [&str; 24] = [
     "user_agent",
 ];
 
-/// The longest string a context leaf, or a property without a catalog, may hold.
-pub const MAX_SCALAR_CHARS: usize = 200;
-
 /// The longest property name stored without a catalog.
 const MAX_OPEN_PROPERTY_NAME: usize = 100;
 
@@ -94,6 +93,107 @@ const MAX_OPEN_PROPERTY_NAME: usize = 100;
 pub fn is_identifying(name: &str) -> bool {
     let folded = name.to_ascii_lowercase().replace('-', "_");
     IDENTIFYING_NAMES.contains(&folded.as_str())
+}
+
+/// Words that make a property name identifying wherever they stand in it (`client_ip`,
+/// `emailAddress`, `user.email`, `remote_addr`, `anonymousId`), compared with each word of the
+/// name split at `_ . -` and at lower-to-upper case changes.
+pub const IDENTIFYING_WORDS: [&str; 33] = [
+    "ip",
+    "ipv4",
+    "ipv6",
+    "ipaddr",
+    "ipaddress",
+    "addr",
+    "address",
+    "email",
+    "mail",
+    "host",
+    "hostname",
+    "user",
+    "username",
+    "login",
+    "uid",
+    "account",
+    "phone",
+    "ssn",
+    "machine",
+    "mac",
+    "path",
+    "filepath",
+    "file",
+    "filename",
+    "dir",
+    "directory",
+    "cwd",
+    "home",
+    "url",
+    "uri",
+    "referrer",
+    "agent",
+    "id",
+];
+
+/// The words of a property name, lowercase: split at anything but letters and digits, and
+/// where a lowercase letter or digit is followed by an uppercase one.
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphanumeric() {
+            out.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        word.push(c.to_ascii_lowercase());
+    }
+    out.extend((!word.is_empty()).then_some(word));
+    out
+}
+
+/// True when a property name may be stored without a catalog: an ASCII identifier (a letter or
+/// `_`, then letters, digits, `_ . -`, at most 100 characters) none of whose words identify.
+pub fn is_open_property_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let starts = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    starts
+        && name.len() <= MAX_OPEN_PROPERTY_NAME
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && !is_identifying(name)
+        && !words(name)
+            .iter()
+            .any(|w| IDENTIFYING_WORDS.contains(&w.as_str()))
+}
+
+/// True for a value shaped like an IP address (`10.77.1.9`, `10.77.1.x`, `fe80::1`) or a host
+/// name (`alice-laptop.corp.example.com`: three or more lowercase labels of letters, digits and
+/// `-`, the last alphabetic).
+pub fn looks_like_address(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    let ipv4 = labels.len() == 4
+        && labels[..3]
+            .iter()
+            .all(|l| !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()));
+    let ipv6 = s.matches(':').count() >= 2
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    let host = labels.len() >= 3
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|l| l.len() >= 2 && l.bytes().all(|b| b.is_ascii_lowercase()));
+    ipv4 || ipv6 || host
 }
 
 /// The context paths kept, as a tree of path segments; a node marked `leaf` keeps a scalar.
@@ -189,13 +289,24 @@ impl Chain<'_> {
     }
 }
 
+/// A context value that may be stored: a boolean, a number, or a short string of printable
+/// ASCII with no `@`, `/` or `\\` (so no e-mail address or path) that does not look like an
+/// address (`"Ubuntu 22.04"`, `"CPython"`, `"github-actions"`).
 fn is_short_scalar(v: &Value) -> bool {
     match v {
         Value::Bool(_) | Value::Number(_) => true,
-        Value::String(s) => s.len() <= MAX_SCALAR_CHARS || s.chars().count() <= MAX_SCALAR_CHARS,
+        Value::String(s) => {
+            s.len() <= MAX_CONTEXT_CHARS
+                && s.bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && !b"@/\\".contains(&b))
+                && !looks_like_address(s)
+        }
         Value::Null | Value::Array(_) | Value::Object(_) => false,
     }
 }
+
+/// The longest string a context leaf may hold.
+pub const MAX_CONTEXT_CHARS: usize = 64;
 
 /// Checks a message against the project's catalog (when it has one) and strips every field
 /// that may not be stored. Returns the dotted paths of what was dropped or replaced, or the
@@ -211,12 +322,30 @@ pub fn apply(m: &mut Message, catalog: Option<&Catalog>) -> Result<Vec<String>, 
         retain_open_properties(&mut m.properties, &mut dropped);
     }
     retain_fields(m, &mut dropped);
+    hash_odd_message_id(m, &mut dropped);
     let allow: &ContextAllow = match catalog {
         Some(c) => &c.context_allow,
         None => ContextAllow::standard(),
     };
     allow.retain(&mut m.context, &Chain::Root("context"), &mut dropped);
     Ok(dropped)
+}
+
+/// A message id shaped like one (letters, digits, `_ . : + -`, as UUIDs and every client's
+/// ids are) is stored as sent. Any other (an e-mail address, a path, a sentence) is stored as a
+/// hash of itself, `h-` and 32 hex digits: the same id always gives the same hash, so repeats
+/// are still found, and the text never reaches disk.
+fn hash_odd_message_id(m: &mut Message, dropped: &mut Vec<String>) {
+    let Some(id) = &m.message_id else { return };
+    let shaped = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:+-".contains(&b));
+    if !shaped {
+        let hash = xxhash_rust::xxh3::xxh3_128(id.as_bytes());
+        m.message_id = Some(format!("h-{hash:032x}"));
+        dropped.push("messageId".to_owned());
+    }
 }
 
 /// The top-level fields of each message type that are stored; the rest are dropped.
@@ -271,7 +400,8 @@ pub fn is_enum_like(s: &str) -> bool {
 }
 
 /// Without a catalog, a `track`'s properties are kept when they are booleans, numbers or
-/// enum-like strings ([`is_enum_like`]) under a name that is not identifying; the reserved ones
+/// enum-like strings ([`is_enum_like`]) that do not look like an address, under a name that
+/// is an identifier with no identifying word ([`is_open_property_name`]); the reserved ones
 /// must have their shape, and an `error_type` that does not look like a class name becomes
 /// `invalid`.
 fn retain_open_properties(props: &mut Map, dropped: &mut Vec<String>) {
@@ -287,11 +417,10 @@ fn retain_open_properties(props: &mut Map, dropped: &mut Vec<String>) {
         let kept = if catalog::RESERVED_PROPERTIES.contains(&name.as_str()) {
             catalog::check_reserved(name, value).is_ok()
         } else {
-            name.chars().count() <= MAX_OPEN_PROPERTY_NAME
-                && !is_identifying(name)
+            is_open_property_name(name)
                 && match value {
                     Value::Bool(_) | Value::Number(_) => true,
-                    Value::String(s) => is_enum_like(s),
+                    Value::String(s) => is_enum_like(s) && !looks_like_address(s),
                     Value::Null | Value::Array(_) | Value::Object(_) => false,
                 }
         };
@@ -351,5 +480,73 @@ mod tests {
             assert!(is_identifying(name), "{name}");
         }
         assert!(!is_identifying("method"));
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn property_names_with_an_identifying_word_or_odd_characters_are_refused() {
+        for bad in [
+            "emailAddress",
+            "user.email",
+            "client_ip",
+            "remote_addr",
+            "ipv4",
+            "anonymousId",
+            "login",
+            "uid",
+            "account",
+            "machine",
+            "phone",
+            "ssn",
+            "host name",
+            "ip ",
+            "_ip",
+            "ip\u{200b}",
+            "\u{399}p",
+            "CNRY_alice@example.com",
+            "/home/x/secret.csv",
+            "Alice Liddell",
+            "",
+            "9lives",
+        ] {
+            assert!(!is_open_property_name(bad), "{bad:?}");
+        }
+        for ok in [
+            "method",
+            "chunk_size",
+            "n_rows",
+            "format",
+            "model.kind",
+            "dry-run",
+            "_private",
+        ] {
+            assert!(is_open_property_name(ok), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_recognised_and_versions_are_not() {
+        for addr in [
+            "10.77.1.9",
+            "10.77.1.x",
+            "fe80::1",
+            "::1",
+            "alice-laptop.corp.example.com",
+        ] {
+            assert!(looks_like_address(addr), "{addr}");
+        }
+        for not in [
+            "1.2.0",
+            "io::ErrorKind",
+            "cbpe",
+            "sklearn.linear_model.Ridge",
+            "3.11.7",
+        ] {
+            assert!(!looks_like_address(not), "{not}");
+        }
     }
 }

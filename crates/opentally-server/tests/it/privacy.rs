@@ -221,3 +221,56 @@ async fn a_deeply_nested_message_reads_back_after_a_crash_and_its_retry_is_a_dup
     assert_eq!(stored["properties"], json!({"ok": true}));
     assert_eq!(stored["context"], json!({"app": {"name": "x"}}));
 }
+
+/// Regression: property names were stored as sent (`"alice@example.com": true`), names with an
+/// identifying word in another spelling passed (`emailAddress`, `client_ip`, `anonymousId`),
+/// addresses passed as enum-like values, the standard context fields took any text, and the
+/// messageId was stored as sent.
+#[tokio::test]
+async fn open_mode_stores_no_identifier_in_names_context_text_or_message_ids() {
+    let h = Harness::new("privacy-shapes", None, RawConfig::default());
+    let m = json!({
+        "type": "track", "event": "fit", "anonymousId": "a",
+        "messageId": "alice@example.com /home/alice 1",
+        "properties": {
+            "alice@example.com": true, "/home/alice/secret.csv": 1, "Alice Liddell": true,
+            "emailAddress": "x", "user.email": "x", "client_ip": "x", "remote_addr": "x",
+            "anonymousId": "canary-anon", "machine": "alice-laptop.corp.example.com",
+            "server": "10.77.1.9", "peer": "fe80::1", "method": "cbpe", "n_rows": "1000-10000"
+        },
+        "context": {
+            "app": {"name": "demo alice@example.com", "version": "1.0"},
+            "os": {"name": "linux", "version": "/home/alice"},
+            "runtime": {"virtualenv": "/home/alice/.venv", "name": "python"},
+            "environment": {"cloud": "alice-laptop.corp.example.com", "ci": true},
+            "hardware": {"gpu": "NVIDIA GeForce RTX 3090"}
+        }
+    });
+    let (status, _, resp) = h.send(h.batch(&json!({ "batch": [m.clone()] }))).await;
+    assert_eq!(
+        (status, resp["accepted"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{resp}"
+    );
+    let stored = h.dump();
+    assert_no_canary("the dump", &serde_json::to_string(&stored).unwrap());
+    assert_no_canary("the log", &log_text(&h));
+    for canary in ["10.77.1.9", "fe80::1", "corp.example.com"] {
+        assert!(!log_text(&h).contains(canary), "the log holds {canary}");
+    }
+    let e = &stored[0];
+    assert_eq!(
+        e["properties"],
+        json!({"method": "cbpe", "n_rows": "1000-10000"})
+    );
+    assert_eq!(
+        e["context"],
+        json!({"app": {"version": "1.0"}, "os": {"name": "linux"}, "runtime": {"name": "python"},
+               "environment": {"ci": true}, "hardware": {"gpu": "NVIDIA GeForce RTX 3090"}})
+    );
+    let id = e["messageId"].as_str().unwrap();
+    assert!(id.starts_with("h-") && id.len() == 34, "{id}");
+    // The same odd id again is still a duplicate.
+    let (_, _, resp) = h.send(h.batch(&json!({ "batch": [m] }))).await;
+    assert_eq!(resp["duplicates"], 1, "{resp}");
+}
