@@ -13,5 +13,6 @@ mod statement;
 pub use functions::bound_functions;
 pub use runner::QueryRunner;
 pub use statement::{
-    MAX_EXPR_DEPTH, MAX_SQL_BYTES, MAX_WEIGHT, check_statement, max_statement_bytes,
+    MAX_CTES, MAX_EXPR_DEPTH, MAX_SELECTS, MAX_SQL_BYTES, MAX_TABLES_PER_SELECT, MAX_WEIGHT,
+    check_statement, max_statement_bytes,
 };

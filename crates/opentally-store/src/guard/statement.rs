@@ -34,7 +34,13 @@ pub fn max_statement_bytes(memory_bytes: usize, batch_rows: usize) -> usize {
 /// (planning inlines it). A 1 KB statement whose CTEs each read the one before twice would plan
 /// 2^n scans; a chain of 2,000 CTEs, or a union of 3,000 selects, takes minutes to plan, and
 /// planning cannot be interrupted.
-pub const MAX_WEIGHT: u64 = 512;
+pub const MAX_WEIGHT: u64 = 2048;
+
+/// The most `SELECT`s a statement may write (a union of 3,000 took minutes to plan).
+pub const MAX_SELECTS: usize = 256;
+
+/// The most common table expressions a statement may define (a chain of 2,000 took minutes).
+pub const MAX_CTES: usize = 64;
 
 /// The most tables one `SELECT` may join (a 500-way join took half a minute to plan).
 pub const MAX_TABLES_PER_SELECT: usize = 64;
@@ -73,19 +79,23 @@ pub fn check_statement(sql: &str, max_bytes: usize) -> Result<Statement, QueryEr
     let mut weight = Weight::default();
     if visit(&statement, &mut weight).is_break() {
         return Err(QueryError::BadQuery(format!(
-            "the statement's plan would be too large: its selects and the tables they read, \
-             with each common table expression counted every time it is used, pass \
-             {MAX_WEIGHT}, or one select joins more than {MAX_TABLES_PER_SELECT} tables"
+            "the statement's plan would be too large: it may have at most {MAX_SELECTS} \
+             selects, {MAX_CTES} common table expressions and {MAX_TABLES_PER_SELECT} tables in \
+             one select, and at most {MAX_WEIGHT} selects and tables once each common table \
+             expression is counted every time it is used"
         )));
     }
     rewrite_concat(&mut statement)?;
     Ok(statement)
 }
 
-/// The weight of a statement and of each common table expression, by name.
+/// The weight of a statement and of each common table expression, by name, and the selects
+/// and CTEs it writes.
 #[derive(Default)]
 struct Weight {
     ctes: HashMap<String, u64>,
+    selects: usize,
+    defined: usize,
 }
 
 /// A relation's name as a CTE would be named: its last part, lowercase, unquoted.
@@ -131,12 +141,13 @@ impl Weigh<'_> {
 }
 
 impl Weight {
+    /// A query's weight: its body's (its own CTEs are weighed apart, before it).
     fn weigh(&self, q: &Query) -> ControlFlow<(), u64> {
         let mut w = Weigh {
             ctes: &self.ctes,
             total: 0,
         };
-        match q.visit(&mut w) {
+        match q.body.visit(&mut w) {
             ControlFlow::Break(()) => ControlFlow::Break(()),
             ControlFlow::Continue(()) => ControlFlow::Continue(w.total),
         }
@@ -149,8 +160,21 @@ impl Visitor for Weight {
     /// Every query: its CTEs weighed in order (each may read the ones before it), then the
     /// query itself. A query inside a CTE is visited after the CTE is weighed, so a CTE of its
     /// own is weighed then, and checked, even if the outer one counted it as one relation.
+    fn pre_visit_select(&mut self, _: &Select) -> ControlFlow<()> {
+        self.selects += 1;
+        if self.selects > MAX_SELECTS {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
         if let Some(with) = &q.with {
+            self.defined += with.cte_tables.len();
+            if self.defined > MAX_CTES {
+                return ControlFlow::Break(());
+            }
             for cte in &with.cte_tables {
                 let ControlFlow::Continue(w) = self.weigh(&cte.query) else {
                     return ControlFlow::Break(());
