@@ -257,6 +257,51 @@ def test_slowloris_sockets_are_closed_and_others_are_served(data_dir, shop):
         server.stop()
 
 
+def test_slow_bodies_and_busy_slots_do_not_lock_out_clients(data_dir, shop):
+    """Regression: bodies trickled in before any key was checked held their connections as
+    busy, so 40 of them locked out every client at a cap of 20; and with 19 of 20 slots busy
+    the accept loop closed each new client to make room for the next."""
+    server = Server(data_dir)
+    env = {"OPENTALLY_MAX_CONNECTIONS": "20", "OPENTALLY_REQUEST_TIMEOUT_SECS": "60"}
+    os.environ.update(env)
+    try:
+        server.start()
+    finally:
+        for k in env:
+            del os.environ[k]
+    key = shop["write_key"]
+    sockets = []
+    try:
+        # No key in a header: the body must be read to find one.
+        sockets = held_sockets(server.port, 40, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n"
+                                                b"Content-Type: application/json\r\nContent-Length: 400000\r\n\r\n{")
+        for _ in range(5):
+            with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
+                assert r.status == 200
+        for s in sockets:
+            s.close()
+        # A valid key, then a body that never comes: these clients keep their slots.
+        sockets = held_sockets(server.port, 19, b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nX-Write-Key: "
+                               + key.encode() + b"\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 400000\r\n\r\n{")
+        time.sleep(1.5)
+        for _ in range(20):
+            with urllib.request.urlopen(server.url + "/healthz", timeout=5) as r:
+                assert r.status == 200
+        # And the SQL route reads no body before its token is checked.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"POST /api/v1/projects/shop/sql HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+            s.settimeout(5)
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 401"), reply
+        assert server.proc.poll() is None
+    finally:
+        for s in sockets:
+            s.close()
+        server.stop()
+
+
 def test_a_bad_key_is_refused_before_the_body_is_read(server):
     """The key in a header is checked before a byte of the body is read: a client that
     announces 400 kB and sends none is answered 401 at once."""

@@ -77,7 +77,10 @@ fn authorise(state: &AppState, headers: &HeaderMap, project: &str) -> Result<(),
         .filter(|t| !t.is_empty())
         .ok_or(ApiError::MissingToken)?;
     match state.meta.project_by_admin_token(token) {
-        Ok(Some(p)) if p.name == project => Ok(()),
+        Ok(Some(p)) if p.name == project => {
+            crate::conn::checked();
+            Ok(())
+        }
         Ok(_) => Err(ApiError::Forbidden(project.to_owned())),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
@@ -127,9 +130,14 @@ pub async fn sql(
     State(state): State<Arc<AppState>>,
     Path(project): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // The token first: no byte of the body is read for a client without one.
     authorise(&state, &headers, &project)?;
+    let limit = opentally_store::guard::MAX_SQL_BYTES + 4096;
+    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ApiError::BadBody(format!("cannot read the body (at most {limit} bytes): {e}"))
+    })?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

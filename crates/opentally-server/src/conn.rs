@@ -1,15 +1,17 @@
 //! Connections: at most `max_connections` open at once, each closed if it takes longer than
-//! `header_timeout` to send a request's headers, and, when all are taken, the longest-idle one
-//! (waiting for headers, a slowloris socket or a quiet keep-alive) closed to make room, so that
-//! held sockets delay a new client by one accept, not by a header timeout. A shutdown stops
+//! `header_timeout` to send a request's headers, and, when all are taken, the one idle the
+//! longest (waiting for headers: a slowloris socket or a quiet keep-alive), or busy the longest
+//! with a request that has shown no valid key yet (a body trickled in before its `writeKey`),
+//! closed to make room once it has been so for a second, so that held sockets delay a new
+//! client by a second at most, not by a header timeout. A shutdown stops
 //! accepting, closes the idle connections and waits at most `shutdown_grace` for requests in
 //! flight.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -41,13 +43,58 @@ fn connection_cap(configured: usize) -> usize {
     configured
 }
 
+/// How long a connection must have been idle, or busy with a request whose credentials are not
+/// checked yet, before it may be closed to make room: a client just accepted gets this long to
+/// send its request.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Waiting for a request's headers.
+const IDLE: u8 = 0;
+/// Serving a request whose key or token has not been checked yet (a body being read before
+/// its `writeKey` can be found, say).
+const UNCHECKED: u8 = 1;
+/// Serving a request from a client that showed a valid key or token.
+const CHECKED: u8 = 2;
+
+/// Milliseconds since the process's first connection, for the connections' timestamps.
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One open connection, as the accept loop sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Conn {
-    /// No request in progress: waiting for a request's headers.
-    idle: AtomicBool,
-    /// Told to close (it is idle and its slot is needed).
+    /// [`IDLE`], [`UNCHECKED`] or [`CHECKED`].
+    state: AtomicU8,
+    /// When it entered that state ([`now_ms`]).
+    since: AtomicU64,
+    /// Told to close (its slot is needed).
     close: tokio::sync::Notify,
+}
+
+impl Conn {
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Relaxed);
+        self.since.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When it became closable to make room, if it is: idle, or serving a request with
+    /// no valid credentials yet.
+    fn evictable_since(&self) -> Option<u64> {
+        (self.state.load(Ordering::Relaxed) != CHECKED).then(|| self.since.load(Ordering::Relaxed))
+    }
+}
+
+tokio::task_local! {
+    /// The connection whose request is being served, for [`checked`].
+    static CURRENT: Arc<Conn>;
+}
+
+/// Marks the connection serving the current request as a client with valid credentials: it is
+/// no longer closed to make room for others. Called by the handlers once a key or token checks.
+pub fn checked() {
+    let _ = CURRENT.try_with(|c| c.set(CHECKED));
 }
 
 /// The open connections, oldest first.
@@ -62,20 +109,26 @@ impl Open {
         let id = self.next;
         self.next += 1;
         let conn = Arc::new(Conn {
-            idle: AtomicBool::new(true),
+            state: AtomicU8::new(IDLE),
+            since: AtomicU64::new(now_ms()),
             close: tokio::sync::Notify::new(),
         });
         self.conns.insert(id, conn.clone());
         (id, conn)
     }
 
-    /// Tells the oldest idle connection to close; false if every one is busy.
+    /// Tells the connection that has been idle (or busy without credentials) the longest, and
+    /// at least [`EVICTABLE_AFTER`], to close; false if there is none.
     fn evict_oldest_idle(&mut self) -> bool {
+        let limit =
+            now_ms().saturating_sub(u64::try_from(EVICTABLE_AFTER.as_millis()).unwrap_or(u64::MAX));
         let oldest = self
             .conns
             .iter()
-            .find(|(_, c)| c.idle.load(Ordering::Relaxed))
-            .map(|(id, _)| *id);
+            .filter_map(|(id, c)| c.evictable_since().map(|since| (since, *id)))
+            .filter(|(since, _)| *since <= limit)
+            .min()
+            .map(|(_, id)| id);
         match oldest.and_then(|id| self.conns.remove(&id)) {
             Some(conn) => {
                 conn.close.notify_one();
@@ -90,7 +143,7 @@ impl Open {
     /// Tells every idle connection to close.
     fn close_idle(&mut self) {
         self.conns.retain(|_, c| {
-            let idle = c.idle.load(Ordering::Relaxed);
+            let idle = c.state.load(Ordering::Relaxed) == IDLE;
             if idle {
                 c.close.notify_one();
             }
@@ -118,20 +171,20 @@ pub async fn accept_loop(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let slot = if let Ok(s) = slots.clone().try_acquire_owned() {
-            s
-        } else {
-            // Full: make room by closing the longest-idle connection, if any is idle;
-            // otherwise wait for one to finish.
+        let slot = loop {
+            if let Ok(s) = slots.clone().try_acquire_owned() {
+                break Some(s);
+            }
+            // Full: make room by closing the longest-idle connection; if none has been idle
+            // long enough, wait a moment (or for one to finish) and look again.
             lock(&open).evict_oldest_idle();
             tokio::select! {
-                s = slots.clone().acquire_owned() => match s {
-                    Ok(s) => s,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
+                s = slots.clone().acquire_owned() => break s.ok(),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = &mut shutdown => break None,
             }
         };
+        let Some(slot) = slot else { break };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _peer)) => stream,
@@ -197,12 +250,12 @@ where
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn call(&self, req: hyper::Request<B>) -> Self::Future {
-        self.conn.idle.store(false, Ordering::Relaxed);
+        self.conn.set(UNCHECKED);
         let conn = self.conn.clone();
-        let answer = self.inner.call(req);
+        let answer = CURRENT.scope(conn.clone(), self.inner.call(req));
         Box::pin(async move {
             let r = answer.await;
-            conn.idle.store(true, Ordering::Relaxed);
+            conn.set(IDLE);
             r
         })
     }

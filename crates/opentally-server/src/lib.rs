@@ -8,7 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-mod conn;
+pub mod conn;
 pub mod dedup;
 pub mod deletion;
 pub mod dump;
@@ -87,6 +87,7 @@ impl AppState {
         if self.key_limiter.check_key(&project.id).is_err() {
             return Err(IngestError::RateLimited);
         }
+        conn::checked();
         Ok(project)
     }
 }
