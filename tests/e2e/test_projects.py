@@ -21,8 +21,9 @@ def call(url, token):
         return e.code, json.loads(e.read())
 
 
-def send(server, key, n, event="e"):
-    batch = [{"type": "track", "event": event, "anonymousId": f"i{i % 3}", "messageId": str(uuid.uuid4())}
+def send(server, key, n, event="e", ids=None):
+    ids = ids or [str(uuid.uuid4()) for _ in range(n)]
+    batch = [{"type": "track", "event": event, "anonymousId": f"i{i % 3}", "messageId": ids[i]}
              for i in range(n)]
     req = urllib.request.Request(server.url + "/v1/batch", data=json.dumps({"batch": batch}).encode(),
                                  headers={"Content-Type": "application/json", "X-Write-Key": key})
@@ -68,10 +69,13 @@ def test_a_rotated_admin_token_stops_working(data_dir):
 
 
 def test_deleting_a_project_without_a_collector_removes_its_events_at_once(data_dir):
-    shop, other = create(data_dir, "shop"), create(data_dir, "other")
+    # shop is the newest project: its id is the one a careless successor would get again.
+    other = create(data_dir, "other")
+    shop = create(data_dir, "shop")
     server = Server(data_dir).start()
+    ids = [f"shop-{i}" for i in range(30)]
     try:
-        assert send(server, shop["write_key"], 30) == 200
+        assert send(server, shop["write_key"], 30, ids=ids) == 200
         assert send(server, other["write_key"], 7) == 200
     finally:
         server.stop()
@@ -92,7 +96,8 @@ def test_deleting_a_project_without_a_collector_removes_its_events_at_once(data_
     server = Server(data_dir).start()
     try:
         assert send(server, shop["write_key"], 1) == 401, "the old write key is gone"
-        assert send(server, again["write_key"], 2) == 200
+        # The old project's message ids are no duplicates of the new one's: ids are not reused.
+        assert send(server, again["write_key"], 2, ids=ids[:2]) == 200
     finally:
         server.stop()
     assert len(dump(data_dir, "shop")) == 2

@@ -149,7 +149,8 @@ impl MetaStore {
         let parsed = parse_catalog(catalog)?;
         let write_key = Secret::generate(SecretKind::WriteKey);
         let admin_token = Secret::generate(SecretKind::AdminToken);
-        let conn = self.conn();
+        let mut guard = self.conn();
+        let conn = guard.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let exists: bool = conn
             .query_row("SELECT 1 FROM projects WHERE name = ?1", [name], |_| {
                 Ok(true)
@@ -162,10 +163,20 @@ impl MetaStore {
         if Self::deletion_pending(&conn, name)? {
             return Err(MetaError::DeletionPending(name.to_owned()));
         }
+        // Ids are never reused: a deleted project's id would hand its successor the dedup
+        // entries (keyed by project id and message id) of the events it deleted.
+        let id: i64 = conn.query_row(
+            "SELECT max(coalesce((SELECT max(id) FROM projects), 0),
+                        coalesce((SELECT CAST(value AS INTEGER) FROM settings
+                                  WHERE key = 'last_project_id'), 0)) + 1",
+            [],
+            |r| r.get(0),
+        )?;
         conn.execute(
-            "INSERT INTO projects (name, created_at, write_key_hash, admin_token_hash, catalog)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO projects (id, name, created_at, write_key_hash, admin_token_hash, catalog)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
+                id,
                 name,
                 opentally_protocol::Timestamp::now().to_string(),
                 hash_secret(write_key.expose()).as_slice(),
@@ -173,8 +184,13 @@ impl MetaStore {
                 catalog
             ],
         )?;
+        conn.execute(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES ('last_project_id', ?1)",
+            [id],
+        )?;
+        conn.commit()?;
         let project = Project {
-            id: conn.last_insert_rowid(),
+            id,
             name: name.to_owned(),
             catalog: parsed,
             retention_days: 365,
