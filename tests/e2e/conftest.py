@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -25,6 +26,20 @@ def opentally(*args, data, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"opentally {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc.stdout
+
+
+def call(url, token=None, data=None, content_type="text/plain", timeout=60):
+    """A request to the API with an admin token; returns the status and the JSON body."""
+    req = urllib.request.Request(url, data=data)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 class Server:

@@ -10,12 +10,11 @@ import socket
 import stat
 import subprocess
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import BIN, Server, opentally
+from conftest import BIN, Server, call, opentally
 
 
 @pytest.fixture
@@ -23,21 +22,9 @@ def shop(data_dir):
     return json.loads(opentally("project", "create", "shop", "--json", data=data_dir))
 
 
-def call(url, token=None, data=None):
-    req = urllib.request.Request(url, data=data)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def sql(server, token, statement):
-    return call(server.url + "/api/v1/projects/shop/sql", token, json.dumps({"sql": statement}).encode())
+    return call(server.url + "/api/v1/projects/shop/sql", token, json.dumps({"sql": statement}).encode(),
+                "application/json")
 
 
 def healthy(server):

@@ -9,16 +9,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from conftest import BIN, Server, dump, opentally
-
-
-def call(url, token):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+from conftest import BIN, Server, call, dump, opentally
 
 
 def send(server, key, n, event="e", ids=None):

@@ -5,13 +5,12 @@ import json
 import re
 import subprocess
 import time
-import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 
-from conftest import BIN, Server, opentally
+from conftest import BIN, Server, call, opentally
 
 
 @pytest.fixture
@@ -19,19 +18,6 @@ def admin(data_dir):
     out = json.loads(opentally("project", "create", "shop", "--json", data=data_dir))
     other = json.loads(opentally("project", "create", "other", "--json", data=data_dir))
     return out, other
-
-
-def call(url, token=None, data=None, content_type="text/plain"):
-    req = urllib.request.Request(url, data=data)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def send(server, key, events):

@@ -141,27 +141,25 @@ pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         }
         ProjectCommand::RotateKey { name, json, data } => {
             let key = open(&data)?.rotate_write_key(&name)?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"project": name, "write_key": key.expose()})
-                )?;
-            } else {
-                writeln!(out, "new write key for {name}: {}", key.expose())?;
-            }
+            print_new_secret(
+                &mut out,
+                json,
+                &name,
+                "write_key",
+                "write key",
+                key.expose(),
+            )?;
         }
         ProjectCommand::RotateToken { name, json, data } => {
             let token = open(&data)?.rotate_admin_token(&name)?;
-            if json {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"project": name, "admin_token": token.expose()})
-                )?;
-            } else {
-                writeln!(out, "new admin token for {name}: {}", token.expose())?;
-            }
+            print_new_secret(
+                &mut out,
+                json,
+                &name,
+                "admin_token",
+                "admin token",
+                token.expose(),
+            )?;
         }
         ProjectCommand::Delete { name, yes, data } => {
             drop(out);
@@ -185,6 +183,24 @@ pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a rotated secret: `{"project", FIELD}` as JSON, or a line naming it.
+fn print_new_secret(
+    out: &mut impl Write,
+    json: bool,
+    project: &str,
+    field: &str,
+    label: &str,
+    secret: &str,
+) -> std::io::Result<()> {
+    if json {
+        let mut v = serde_json::json!({ "project": project });
+        v[field] = secret.into();
+        writeln!(out, "{v}")
+    } else {
+        writeln!(out, "new {label} for {project}: {secret}")
+    }
 }
 
 /// `opentally project delete`: confirms, deletes the project's row (its keys stop working),
