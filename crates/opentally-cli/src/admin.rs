@@ -245,12 +245,15 @@ fn delete(name: &str, yes: bool, data: &DataArgs) -> anyhow::Result<ExitCode> {
             // that a collector stopped before finishing.
             let store = opentally_store::Store::open_behind(&cfg.data, cfg.store.clone())?;
             store.prepare_loading()?;
-            let (log, _) = opentally_store::wal::LogWriter::open(
+            let (mut log, _) = opentally_store::wal::LogWriter::open(
                 &cfg.data.join("log"),
                 cfg.segment_bytes,
                 true,
             )?;
             let removed = opentally_server::deletion::remove_now(&meta, &store, log.position())?;
+            // The records still in the log are never loaded again; closing the segment lets
+            // the next collector remove it once it has sealed past it.
+            log.start_new_segment()?;
             let events: u64 = removed
                 .iter()
                 .filter(|(p, _)| p == name)

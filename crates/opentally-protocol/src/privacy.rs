@@ -89,10 +89,18 @@ pub const IDENTIFYING_NAMES: [&str; 24] = [
 /// The longest property name stored without a catalog.
 const MAX_OPEN_PROPERTY_NAME: usize = 100;
 
-/// True when `name` is one of [`IDENTIFYING_NAMES`], in any case.
+/// True when `name` is one of [`IDENTIFYING_NAMES`], in any case, `-` read as `_`.
 pub fn is_identifying(name: &str) -> bool {
-    let folded = name.to_ascii_lowercase().replace('-', "_");
-    IDENTIFYING_NAMES.contains(&folded.as_str())
+    let folded = |b: u8| {
+        if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    IDENTIFYING_NAMES
+        .iter()
+        .any(|n| n.len() == name.len() && n.bytes().zip(name.bytes()).all(|(a, b)| a == folded(b)))
 }
 
 /// Words that make a property name identifying wherever they stand in it (`client_ip`,
@@ -134,26 +142,36 @@ pub const IDENTIFYING_WORDS: [&str; 33] = [
     "id",
 ];
 
-/// The words of a property name, lowercase: split at anything but letters and digits, and
-/// where a lowercase letter or digit is followed by an uppercase one.
-fn words(name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() {
-            out.extend((!word.is_empty()).then(|| std::mem::take(&mut word)));
-            prev_lower = false;
-            continue;
+/// True when any word of an ASCII property name is in [`IDENTIFYING_WORDS`] (in any case): the
+/// name split at anything but letters and digits, and where a lowercase letter or a digit is
+/// followed by an uppercase one. Allocates nothing: it runs for every property of every event.
+fn has_identifying_word(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let identifying = |w: &[u8]| {
+        !w.is_empty()
+            && IDENTIFYING_WORDS
+                .iter()
+                .any(|i| i.as_bytes().eq_ignore_ascii_case(w))
+    };
+    let mut start = 0;
+    for i in 0..bytes.len() {
+        let b = bytes[i];
+        if !b.is_ascii_alphanumeric() {
+            if identifying(&bytes[start..i]) {
+                return true;
+            }
+            start = i + 1;
+        } else if b.is_ascii_uppercase()
+            && i > start
+            && (bytes[i - 1].is_ascii_lowercase() || bytes[i - 1].is_ascii_digit())
+        {
+            if identifying(&bytes[start..i]) {
+                return true;
+            }
+            start = i;
         }
-        if c.is_ascii_uppercase() && prev_lower {
-            out.push(std::mem::take(&mut word));
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        word.push(c.to_ascii_lowercase());
     }
-    out.extend((!word.is_empty()).then_some(word));
-    out
+    identifying(&bytes[start..])
 }
 
 /// True when a property name may be stored without a catalog: an ASCII identifier (a letter or
@@ -167,9 +185,7 @@ pub fn is_open_property_name(name: &str) -> bool {
         && name.len() <= MAX_OPEN_PROPERTY_NAME
         && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
         && !is_identifying(name)
-        && !words(name)
-            .iter()
-            .any(|w| IDENTIFYING_WORDS.contains(&w.as_str()))
+        && !has_identifying_word(name)
 }
 
 /// True for a value shaped like an IP address (`10.77.1.9`, `10.77.1.x`, `fe80::1`) or a host

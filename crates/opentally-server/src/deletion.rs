@@ -3,8 +3,10 @@
 //! the tail and the log records not yet sealed, and the deletion is then marked done.
 //!
 //! A running collector removes them twice: at once, and again once the longest request has had
-//! time to finish, for a request authorised just before its keys went. With no collector
-//! running, the command removes them itself, holding the data dir's lock.
+//! time to finish, for a request authorised just before its keys went; then it closes the log's
+//! current segment, so that the records still in it are removed with it once it is loaded and
+//! sealed. With no collector running, the command removes them itself, holding the data dir's
+//! lock, and closes the segment for the next collector to remove.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +28,8 @@ pub enum DeletionError {
 #[derive(Debug, Default)]
 pub struct Deletions {
     first_pass: HashMap<String, Instant>,
+    /// A deletion finished since [`Deletions::take_finished`] last asked.
+    finished: bool,
 }
 
 impl Deletions {
@@ -57,6 +61,7 @@ impl Deletions {
                 Some(first) if first.elapsed() >= settle => {
                     let n = store.drop_project(&name, durable)?;
                     meta.finish_deletion(&name)?;
+                    self.finished = true;
                     self.first_pass.remove(&name);
                     tracing::info!(project = name, events = n, "deleted project: done");
                     removed.push((name, n));
@@ -65,6 +70,14 @@ impl Deletions {
             }
         }
         Ok(removed)
+    }
+}
+
+impl Deletions {
+    /// True once if a deletion finished since the last call: the log's current segment, which
+    /// may still hold the project's records, should be closed so that it can go.
+    pub fn take_finished(&mut self) -> bool {
+        std::mem::take(&mut self.finished)
     }
 }
 

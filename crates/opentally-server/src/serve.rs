@@ -90,9 +90,12 @@ async fn upkeep(state: Arc<AppState>) {
             })
             .await;
             match done {
-                Ok((d, r)) => {
+                Ok((mut d, r)) => {
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "cannot remove a deleted project's events; will retry");
+                    }
+                    if d.take_finished() {
+                        state.writer.start_new_segment();
                     }
                     deletions = Some(d);
                 }

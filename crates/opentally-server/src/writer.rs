@@ -80,9 +80,17 @@ pub struct WriterHandle {
     durable: Arc<std::sync::Mutex<wal::LogPos>>,
     checkpointed: Arc<std::sync::Mutex<wal::LogPos>>,
     appended: Arc<AtomicU64>,
+    new_segment: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
+    /// Asks the writer to close the log's current segment and checkpoint the dedup index, so
+    /// that the segment is removed once the store has loaded it: after a project's deletion,
+    /// its records leave the disk within a seal instead of when the segment fills.
+    pub fn start_new_segment(&self) {
+        self.new_segment.store(true, Ordering::Relaxed);
+    }
+
     /// Events made durable since the writer started (new ones; duplicates are not written).
     /// Counted before [`WriterHandle::durable_pos`] moves past them.
     pub fn appended_events(&self) -> u64 {
@@ -184,7 +192,9 @@ pub fn start(
     let durable = Arc::new(std::sync::Mutex::new(log.position()));
     let checkpointed = Arc::new(std::sync::Mutex::new(index.checkpoint()));
     let appended = Arc::new(AtomicU64::new(0));
+    let new_segment = Arc::new(AtomicBool::new(false));
     let mut state = WriterState {
+        new_segment: new_segment.clone(),
         appended: appended.clone(),
         durable: durable.clone(),
         checkpointed: checkpointed.clone(),
@@ -213,6 +223,7 @@ pub fn start(
             durable,
             checkpointed,
             appended,
+            new_segment,
         },
         join,
         report,
@@ -221,6 +232,8 @@ pub fn start(
 
 struct WriterState {
     log: LogWriter,
+    /// Set by [`WriterHandle::start_new_segment`].
+    new_segment: Arc<AtomicBool>,
     appended: Arc<AtomicU64>,
     durable: Arc<std::sync::Mutex<wal::LogPos>>,
     checkpointed: Arc<std::sync::Mutex<wal::LogPos>>,
@@ -361,7 +374,21 @@ impl WriterState {
     /// wait for it (and at the end).
     fn housekeeping(&mut self, finishing: bool) {
         let today = day_of(Timestamp::now());
-        let due = finishing
+        let rotated = self.new_segment.swap(false, Ordering::Relaxed);
+        if rotated {
+            match self.log.start_new_segment() {
+                Ok(()) => {
+                    // Nothing is pending: the new segment's start is durable.
+                    *self
+                        .durable
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = self.log.position();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot start a new log segment"),
+            }
+        }
+        let due = rotated
+            || finishing
             || today != self.today
             || self.last_checkpoint.elapsed() >= self.checkpoint_every
             || self.index.ids_since_checkpoint() >= self.checkpoint_ids;

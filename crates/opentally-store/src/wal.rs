@@ -323,6 +323,16 @@ impl LogWriter {
         }
     }
 
+    /// Closes the current segment and starts the next one, unless it is still empty: the
+    /// closed one can then be removed once it is loaded (after a project's deletion, say, so that
+    /// its records do not wait on disk for the segment to fill).
+    pub fn start_new_segment(&mut self) -> io::Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        self.rotate()
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         let next = self.seq + 1;
         let file = OpenOptions::new()
