@@ -245,8 +245,8 @@ fn delete(name: &str, yes: bool, data: &DataArgs) -> anyhow::Result<ExitCode> {
             // that a collector stopped before finishing.
             let store = opentally_store::Store::open_behind(&cfg.data, cfg.store.clone())?;
             store.prepare_loading()?;
-            let (mut log, _) = opentally_store::wal::LogWriter::open(
-                &cfg.data.join("log"),
+            let (mut log, _) = opentally_log::LogWriter::open(
+                &opentally_log::DataDir::new(&cfg.data).log(),
                 cfg.segment_bytes,
                 true,
             )?;

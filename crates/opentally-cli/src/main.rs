@@ -217,7 +217,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         dedup_ids_in_memory = r.ids_in_memory,
         "log recovered"
     );
-    collector.state.keys.clear();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use opentally_protocol::{ErrorResponse, Timestamp};
-use opentally_store::{InsightQuery, QueryError, query};
+use opentally_store::{InsightQuery, QueryError};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -103,12 +103,10 @@ pub async fn insight(
 ) -> Result<Response, ApiError> {
     authorise(&state, &headers, &project)?;
     let q = InsightQuery::from_params(&kind, &query_pairs(&uri)?, Timestamp::now())?;
-    let snapshot = state.store.snapshot(&project);
-    let limits = state.config.query_limits;
-    let result = state
-        .queries
-        .run(async move { q.run(&snapshot, &limits).await })
-        .await?;
+    let answer = state
+        .backend
+        .insight(&project, q, state.config.query_limits);
+    let result = state.queries.run(answer).await?;
     Ok(Json(result).into_response())
 }
 
@@ -151,12 +149,8 @@ pub async fn sql(
             .map_err(|_| ApiError::BadBody("the statement is not UTF-8".into()))?
     };
     let started = std::time::Instant::now();
-    let snapshot = state.store.snapshot(&project);
-    let limits = state.config.query_limits;
-    let table = state
-        .queries
-        .run(async move { query::run_sql(&snapshot, &text, &limits).await })
-        .await?;
+    let answer = state.backend.sql(&project, text, state.config.query_limits);
+    let table = state.queries.run(answer).await?;
     Ok(Json(SqlResult {
         table,
         query_ms: started.elapsed().as_secs_f64() * 1000.0,

@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::wal::LogPos;
+use opentally_log::LogPos;
 
 /// The dedup key of a message.
 pub fn message_hash(project_id: i64, message_id: &str) -> u128 {

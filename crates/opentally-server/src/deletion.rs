@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use opentally_log::LogPos;
 use opentally_store::Store;
-use opentally_store::wal::LogPos;
 
 use crate::meta::{MetaError, MetaStore};
 

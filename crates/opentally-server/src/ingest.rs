@@ -17,11 +17,12 @@ use opentally_protocol::{
 use tokio::sync::oneshot;
 
 use crate::AppState;
+use crate::encoded::EncodedEvents;
 use crate::error::IngestError;
 use crate::meta::Project;
 use crate::metrics::ReasonLabels;
-use crate::stored::{EncodedEvents, StoredEvent};
 use crate::writer::{Submission, SubmitError, WriteError};
+use opentally_log::StoredEvent;
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
 async fn read_capped(body: Body, limit: usize) -> Result<Bytes, IngestError> {

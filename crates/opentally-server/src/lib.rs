@@ -12,6 +12,7 @@ pub mod conn;
 pub mod dedup;
 pub mod deletion;
 pub mod dump;
+pub mod encoded;
 pub mod error;
 pub mod ingest;
 pub mod loadgen;
@@ -21,8 +22,7 @@ pub mod metrics;
 pub mod perms;
 pub mod secret;
 pub mod serve;
-pub mod stored;
-pub use opentally_store::wal;
+pub mod state;
 pub mod writer;
 
 use std::sync::Arc;
@@ -33,64 +33,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
 use opentally_protocol::MessageType;
 
 pub use config::Config;
-use error::IngestError;
-use meta::{MetaStore, Project};
-
-/// Everything the handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: Config,
-    pub meta: Arc<MetaStore>,
-    pub keys: auth::KeyCache,
-    pub writer: writer::WriterHandle,
-    pub metrics: Arc<metrics::Metrics>,
-    /// HMAC-SHA256 keyed with the server's install secret (kept in the project database).
-    pub install_mac: ring::hmac::Key,
-    /// Set by the disk watcher while free space is below the low-water mark.
-    pub disk_low: AtomicBool,
-    pub key_limiter: DefaultKeyedRateLimiter<i64>,
-    pub install_limiter: DefaultKeyedRateLimiter<u128>,
-    /// The embedded store, loaded from the log by the loader thread.
-    pub store: Arc<opentally_store::Store>,
-    /// Events the store had read from the log when the writer started appending.
-    pub loaded_at_start: u64,
-    /// Runs insights and SQL on threads of their own, a few at a time.
-    pub queries: opentally_store::guard::QueryRunner,
-}
-
-impl AppState {
-    /// Events acknowledged that the store's loader has not read from the log yet.
-    pub fn unloaded_events(&self) -> u64 {
-        let loaded = self
-            .store
-            .loaded_events()
-            .saturating_sub(self.loaded_at_start);
-        self.writer.appended_events().saturating_sub(loaded)
-    }
-
-    /// Events acknowledged but not yet sealed into parts, read or not: the store's lag.
-    pub fn store_lag(&self) -> u64 {
-        self.unloaded_events() + self.store.tail_rows() as u64
-    }
-
-    /// The project of a write key, once the key's request rate allows another request.
-    fn authorise(&self, key: &str) -> Result<Arc<Project>, IngestError> {
-        let project = match self.keys.project_for_write_key(key) {
-            Ok(Some(p)) => p,
-            Ok(None) => return Err(IngestError::BadKey),
-            Err(e) => return Err(IngestError::Unavailable(e.to_string())),
-        };
-        if self.key_limiter.check_key(&project.id).is_err() {
-            return Err(IngestError::RateLimited);
-        }
-        conn::checked();
-        Ok(project)
-    }
-}
+use meta::MetaStore;
+pub use state::AppState;
 
 /// A collector over an open data dir; dropping it (after the server stops) lets the writer
 /// finish and checkpoint.
@@ -215,9 +163,10 @@ impl Collector {
         let meta = Arc::new(MetaStore::open(&config.data)?);
         let install_secret = meta.server_secret()?;
         let metrics = Arc::new(metrics::Metrics::default());
+        let layout = opentally_log::DataDir::new(&config.data);
         let wcfg = writer::WriterConfig {
-            log_dir: config.data.join("log"),
-            dedup_dir: config.data.join("dedup"),
+            log_dir: layout.log(),
+            dedup_dir: layout.dedup(),
             dedup_window_days: config.dedup_window_days,
             max_segment_bytes: config.segment_bytes,
             fsync: config.fsync,
@@ -275,6 +224,7 @@ impl Collector {
             opentally_store::guard::QueryRunner::new(QUERY_THREADS, config.query_max_concurrent)
                 .map_err(StartError::Queries)?;
         let state = Arc::new(AppState {
+            backend: store.clone(),
             store,
             loaded_at_start,
             queries,

@@ -6,9 +6,6 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-/// The lock file, in the data dir.
-const FILE: &str = "serve.lock";
-
 /// An exclusive lock on a data dir, released when dropped (or when the process ends, however
 /// it ends).
 #[derive(Debug)]
@@ -24,7 +21,7 @@ impl DataDirLock {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(data.join(FILE))?;
+            .open(opentally_log::DataDir::new(data).lock_file())?;
         // Named in full: `File` has an inherent `try_lock` from Rust 1.89 on.
         match fs4::FileExt::try_lock(&file) {
             Ok(()) => Ok(Some(DataDirLock { _file: file })),

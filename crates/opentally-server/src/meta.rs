@@ -109,7 +109,8 @@ impl MetaStore {
     /// Opens (creating when needed) `meta.sqlite3` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<MetaStore, MetaError> {
         crate::perms::secure_dir(data_dir)?;
-        let path = data_dir.join("meta.sqlite3");
+        let layout = opentally_log::DataDir::new(data_dir);
+        let path = layout.meta_db();
         // Made 0600 before SQLite writes the secret into it (or opens it, if it exists).
         if !path.exists() {
             std::fs::OpenOptions::new()
@@ -124,7 +125,7 @@ impl MetaStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
         for suffix in ["-wal", "-shm"] {
-            crate::perms::secure_file(&data_dir.join(format!("meta.sqlite3{suffix}")))?;
+            crate::perms::secure_file(&layout.meta_db_sidecar(suffix))?;
         }
         Ok(MetaStore {
             conn: Mutex::new(conn),

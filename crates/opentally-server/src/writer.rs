@@ -17,9 +17,10 @@ use opentally_protocol::Timestamp;
 use tokio::sync::oneshot;
 
 use crate::dedup::{DedupIndex, message_hash};
+use crate::encoded::{EncodedEvents, write_record_payload};
 use crate::metrics::Metrics;
-use crate::stored::{EncodedEvents, LogRecord, day_of, write_record_payload};
-use crate::wal::{self, LogWriter};
+use opentally_log::segment::{self as wal, LogWriter};
+use opentally_log::{RecordView, day_of};
 
 /// Accepted events of one request, waiting to be made durable.
 #[derive(Debug)]
@@ -163,7 +164,7 @@ pub fn start(
     wal::read_from(
         &cfg.log_dir,
         index.checkpoint(),
-        |_, payload| match serde_json::from_slice::<LogRecord>(payload) {
+        |_, payload| match serde_json::from_slice::<RecordView<'_>>(payload) {
             Ok(rec) => {
                 replayed_records += 1;
                 let day = day_of(rec.received_at);
@@ -422,7 +423,7 @@ impl WriterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stored::StoredEvent;
+    use opentally_log::StoredEvent;
     use opentally_protocol::{Message, MessageType};
 
     /// The dedup index checkpoints once `checkpoint_ids` ids came since the last one, however long

@@ -1,15 +1,16 @@
 //! Sealed-load rate: events per second from the durable log into Parquet parts with rollups
 //! (`Store::open` reads the log into the tail, `seal` writes the parts), against a baseline
-//! measured in the same run: only reading and parsing the same log records.
+//! measured in the same run: only reading the same log records and parsing them in place, as
+//! loading does ([`opentally_log::RecordView`]).
 //!
 //! `cargo bench -p opentally-store --bench load` (EVENTS=500000 by default). Run without
 //! `--bench` (as `cargo test --all-targets` does), it loads 2,000 events as a smoke test.
 
 use std::time::Instant;
 
+use opentally_log::LogRecord;
+use opentally_log::segment::{self as wal, LogPos, LogWriter};
 use opentally_protocol::Timestamp;
-use opentally_store::stored::LogRecord;
-use opentally_store::wal::{self, LogPos, LogWriter};
 use opentally_store::{Options, Store};
 
 #[allow(clippy::print_stdout, clippy::cast_precision_loss)]
@@ -34,7 +35,7 @@ fn main() {
                 events: chunk.to_vec(),
             };
             let mut framed = Vec::new();
-            wal::frame(&mut framed, &serde_json::to_vec(&rec).unwrap());
+            wal::frame_with(&mut framed, |out| rec.write(out));
             log.append_durable(&framed).unwrap();
             written += chunk.len() as u64;
         }
@@ -48,7 +49,10 @@ fn main() {
     let t = Instant::now();
     let mut parsed = 0u64;
     wal::read_from(&dir.join("log"), LogPos::default(), |_, p| {
-        parsed += serde_json::from_slice::<LogRecord>(p).unwrap().events.len() as u64;
+        parsed += serde_json::from_slice::<opentally_log::RecordView<'_>>(p)
+            .unwrap()
+            .events
+            .len() as u64;
     })
     .unwrap();
     let parse_s = t.elapsed().as_secs_f64();

@@ -5,7 +5,7 @@
 use opentally_protocol::{Message, MessageType, Timestamp};
 use serde_json::{Map, Value, json};
 
-use crate::stored::StoredEvent;
+use opentally_log::StoredEvent;
 
 /// SplitMix64: small, fast and good enough to draw demo data from.
 #[derive(Debug, Clone)]

@@ -6,9 +6,7 @@
 //! rebuilds the tail from that position, so nothing is loaded twice. Queries run on Apache
 //! DataFusion over a project's parts and its share of the tail.
 
-pub mod stored;
-pub mod wal;
-
+pub mod backend;
 pub mod demo;
 pub mod dump;
 mod from_rollups;
@@ -22,6 +20,7 @@ pub mod schema;
 pub mod sequence;
 pub mod store;
 
+pub use backend::Backend;
 pub use insight::{Dim, Filters, Insight, InsightQuery, InsightResult, Interval};
 pub use query::{Limits, QueryError, Table};
 pub use store::{Options, Snapshot, Store, StoreError};

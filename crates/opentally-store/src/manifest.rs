@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wal::LogPos;
+use opentally_log::LogPos;
 
 pub const FILE: &str = "MANIFEST.json";
 const TEMP: &str = "MANIFEST.json.tmp";

@@ -18,7 +18,8 @@ use serde::de::DeserializeSeed as _;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::stored::{EventView, StoredEvent};
+use opentally_log::StoredEvent;
+use opentally_log::record::EventView;
 use opentally_protocol::message::CowStr;
 
 /// Time zone of every timestamp column.

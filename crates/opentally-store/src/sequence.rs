@@ -1535,7 +1535,7 @@ impl Walker for Paths {
 mod tests {
     use super::*;
     use crate::schema;
-    use crate::stored::StoredEvent;
+    use opentally_log::StoredEvent;
     use opentally_protocol::{Message, MessageType, Timestamp};
 
     fn batch(rows: &[(&str, Option<&str>, Option<&str>, &str)]) -> RecordBatch {

@@ -24,8 +24,8 @@ use crate::manifest::{Manifest, PartMeta, sync_dir};
 use crate::rollup::{self, Blocks, RollupRow, RollupSet, Succeeded};
 use crate::schema::{self, BatchBuilder};
 use crate::sequence::{self, SeqFile, SeqStream, Sequences};
-use crate::stored::{RecordView, StoredEvent};
-use crate::wal::{self, LogPos};
+use opentally_log::segment::{self as wal, LogPos};
+use opentally_log::{RecordView, StoredEvent};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -759,7 +759,8 @@ impl Store {
     /// a time and seals each piece: however much of the log is unsealed (after a crash, say),
     /// memory holds one piece, and a crash while catching up keeps the pieces already sealed.
     pub fn open_behind(data: &Path, options: Options) -> Result<Store, StoreError> {
-        let dir = data.join("store");
+        let layout = opentally_log::DataDir::new(data);
+        let dir = layout.store();
         let manifest = Manifest::load(&dir)?;
         let sequence_cache = Arc::new(SequenceCache {
             used: std::sync::atomic::AtomicUsize::new(0),
@@ -778,7 +779,7 @@ impl Store {
         };
         Ok(Store {
             dir,
-            log_dir: data.join("log"),
+            log_dir: layout.log(),
             options,
             state: RwLock::new(state),
             mutations: std::sync::Mutex::new(()),

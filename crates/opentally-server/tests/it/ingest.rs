@@ -203,7 +203,7 @@ async fn every_rejection_reason_is_reported_per_item() {
     for reason in Reason::ALL {
         assert!(covered.contains(&reason), "no test case for {reason}");
     }
-    let metrics = h.state.metrics.encode();
+    let metrics = h.state.metrics().encode();
     assert!(
         metrics.contains("opentally_events_rejected_total{reason=\"unknown_event\"} 1"),
         "{metrics}"
@@ -336,7 +336,7 @@ async fn a_store_behind_on_sealing_gets_429_with_retry_after() {
         .await;
     assert_eq!(got, StatusCode::OK, "{resp}");
     // Once the loader holds the three unsealed events, ingest pushes back.
-    wait_until(|| h.state.store.tail_rows() == 3).await;
+    wait_until(|| h.state.store().tail_rows() == 3).await;
     let (got, retry, resp) = h.send(h.batch(&json!({"batch": [event("l4")]}))).await;
     assert_eq!(
         (got.as_u16(), resp["code"].as_str()),
@@ -345,7 +345,7 @@ async fn a_store_behind_on_sealing_gets_429_with_retry_after() {
     );
     assert_eq!(retry.as_deref(), Some("1"));
     // Sealing catches up; ingest resumes.
-    h.state.store.seal().unwrap();
+    h.state.store().seal().unwrap();
     let (got, _, resp) = h.send(h.batch(&json!({"batch": [event("l4")]}))).await;
     assert_eq!(got, StatusCode::OK, "{resp}");
 }
@@ -362,13 +362,13 @@ async fn a_log_the_loader_has_not_read_counts_as_lag() {
         c.store.poll = std::time::Duration::from_secs(3_600);
     });
     // One round before serving (the log is empty), one by the loader thread.
-    wait_until(|| h.state.store.stats().load_rounds >= 2).await;
-    assert_eq!(h.state.store.stats().load_rounds, 2);
+    wait_until(|| h.state.store().stats().load_rounds >= 2).await;
+    assert_eq!(h.state.store().stats().load_rounds, 2);
     let (got, _, resp) = h
         .send(h.batch(&json!({"batch": [event("u1"), event("u2"), event("u3")]})))
         .await;
     assert_eq!(got, StatusCode::OK, "{resp}");
-    assert_eq!(h.state.store.tail_rows(), 0, "the loader is asleep");
+    assert_eq!(h.state.store().tail_rows(), 0, "the loader is asleep");
     assert_eq!(h.state.unloaded_events(), 3);
     let (got, retry, resp) = h.send(h.batch(&json!({"batch": [event("u4")]}))).await;
     assert_eq!(
@@ -381,9 +381,9 @@ async fn a_log_the_loader_has_not_read_counts_as_lag() {
     let text = text.as_str().unwrap();
     assert!(text.contains("opentally_store_unloaded_events 3"), "{text}");
     // Reading and sealing the log clears the lag; ingest resumes.
-    h.state.store.catch_up(None).unwrap();
+    h.state.store().catch_up(None).unwrap();
     assert_eq!(h.state.unloaded_events(), 0);
-    h.state.store.seal().unwrap();
+    h.state.store().seal().unwrap();
     let (got, _, resp) = h.send(h.batch(&json!({"batch": [event("u4")]}))).await;
     assert_eq!(got, StatusCode::OK, "{resp}");
 }
@@ -422,7 +422,7 @@ async fn the_loader_runs_at_its_configured_nice_value() {
         let h = Harness::new(name, Some(CATALOG), overrides);
         // The thread sets its own priority as it starts, before its first round (the second:
         // the first is the one before serving).
-        wait_until(|| h.state.store.stats().load_rounds >= 2).await;
+        wait_until(|| h.state.store().stats().load_rounds >= 2).await;
         let nices = thread_nices("opentally-loade");
         assert!(nices.contains(&i64::from(nice)), "{nices:?}");
         drop(h);
@@ -548,7 +548,7 @@ async fn health_readiness_and_metrics() {
     assert_eq!(h.send(get("/readyz")).await.0, StatusCode::OK);
     h.send(h.batch(&json!({"batch": [event("m1")]}))).await;
     // The loader picks the event up from the log within its poll interval.
-    wait_until(|| h.state.store.stats().tail_rows == 1).await;
+    wait_until(|| h.state.store().stats().tail_rows == 1).await;
     let (status, _, text) = h.send(get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap().to_owned();

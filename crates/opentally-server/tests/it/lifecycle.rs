@@ -54,7 +54,7 @@ async fn dedup_and_data_survive_a_restart() {
     let collector = Collector::open(config(&dir, &RawConfig::default())).unwrap();
     let key = collector
         .state
-        .meta
+        .meta()
         .create_project("p", Some(CATALOG))
         .unwrap()
         .write_key
@@ -141,7 +141,7 @@ async fn a_restart_seals_the_unsealed_log_a_piece_at_a_time_before_it_serves() {
         c.store.poll = Duration::from_secs(3_600);
     });
     // One round before serving, one by the loader thread; then it sleeps.
-    wait_until(|| h.state.store.stats().load_rounds >= 2).await;
+    wait_until(|| h.state.store().stats().load_rounds >= 2).await;
     for i in 0..7 {
         let body = json!({"batch": [event(&format!("b{i}-1")), event(&format!("b{i}-2"))]});
         let (got, _, resp) = h.send(h.batch(&body)).await;
@@ -156,7 +156,7 @@ async fn a_restart_seals_the_unsealed_log_a_piece_at_a_time_before_it_serves() {
     // sealed as a part of its own (of each day), 6 + 6 + 2. Reading the whole backlog into
     // memory first would seal it as one part (per day).
     let collector = Collector::open(config(&crashed, &overrides)).unwrap();
-    let stats = collector.state.store.stats();
+    let stats = collector.state.store().stats();
     assert_eq!((stats.part_rows, stats.tail_rows), (14, 0), "{stats:?}");
     assert!(stats.parts >= 3, "{stats:?}");
     assert_eq!(collector.state.store_lag(), 0);
@@ -175,12 +175,12 @@ async fn a_restart_seals_the_unsealed_log_a_piece_at_a_time_before_it_serves() {
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"").unwrap();
     let collector = Collector::open(config(&stuck, &overrides)).unwrap();
-    assert_eq!(collector.state.store.stats().part_rows, 0);
+    assert_eq!(collector.state.store().stats().part_rows, 0);
     assert!(collector.state.store_lag() > 0);
     std::fs::remove_file(&blocker).unwrap();
     // Two pieces of 6 are sealed; the last 2 events wait in the tail for the seal timer.
-    wait_until(|| collector.state.store.stats().part_rows == 12).await;
-    let stats = collector.state.store.stats();
+    wait_until(|| collector.state.store().stats().part_rows == 12).await;
+    let stats = collector.state.store().stats();
     assert_eq!((stats.part_rows, stats.tail_rows), (12, 2), "{stats:?}");
     assert_eq!(collector.state.store_lag(), 2);
 }

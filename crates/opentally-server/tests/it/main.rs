@@ -71,7 +71,7 @@ impl Harness {
         let mut config = config(&dir, &overrides);
         tweak(&mut config);
         let collector = Collector::open(config).unwrap();
-        let created = collector.state.meta.create_project("p", catalog).unwrap();
+        let created = collector.state.meta().create_project("p", catalog).unwrap();
         Harness {
             state: collector.state.clone(),
             collector: Some(collector),

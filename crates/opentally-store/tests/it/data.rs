@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use opentally_log::segment::{self as wal, LogWriter};
+use opentally_log::{LogRecord, StoredEvent};
 use opentally_protocol::{Message, MessageType, Timestamp};
-use opentally_store::stored::{LogRecord, StoredEvent};
-use opentally_store::wal::{self, LogWriter};
 use opentally_store::{Options, Store};
 use serde_json::json;
 
@@ -220,7 +220,7 @@ pub fn write_log_in_segments(
             events: chunk.iter().map(|(_, e)| e.clone()).collect(),
         };
         let mut framed = Vec::new();
-        wal::frame(&mut framed, &serde_json::to_vec(&rec).unwrap());
+        wal::frame_with(&mut framed, |out| rec.write(out));
         log.append_durable(&framed).unwrap();
     }
     log.position()

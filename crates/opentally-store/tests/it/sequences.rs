@@ -3,8 +3,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use opentally_log::StoredEvent;
 use opentally_protocol::{Message, MessageType, Timestamp};
-use opentally_store::stored::StoredEvent;
 use opentally_store::{InsightQuery, Limits, Options, Store};
 use proptest::prelude::*;
 

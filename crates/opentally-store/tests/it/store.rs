@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use opentally_log::segment::{self as wal, LogPos};
 use opentally_store::query::run_sql;
-use opentally_store::wal::{self, LogPos};
 use opentally_store::{Limits, Options, QueryError, Store};
 use serde_json::{Value, json};
 
@@ -14,7 +14,7 @@ use crate::data;
 fn load_and_seal(
     s: &Store,
     dir: &std::path::Path,
-    rows: &[(usize, opentally_store::stored::StoredEvent)],
+    rows: &[(usize, opentally_log::StoredEvent)],
     per_record: usize,
 ) {
     data::write_log(dir, "demo", rows, per_record);
@@ -563,7 +563,7 @@ fn the_retention_job_drops_whole_days_past_retention() {
 fn interleaved_parts(dir: &std::path::Path, opts: Options) -> Store {
     let template = data::event(0, &data::ROWS[0]);
     let names = ["fit", "plot", "estimate"];
-    let rows: Vec<(usize, opentally_store::stored::StoredEvent)> = (0..900_usize)
+    let rows: Vec<(usize, opentally_log::StoredEvent)> = (0..900_usize)
         .map(|i| {
             let mut e = template.clone();
             e.message_id = format!("m{i:04}");

@@ -1,4 +1,8 @@
 //! What the log holds: one record per request, with the events accepted from it, normalised.
+//!
+//! The record's one definition: [`LogRecord`] and [`StoredEvent`] are what is written,
+//! [`RecordWriter`] the one writer (the collector's, the demo's, the tests'), [`RecordView`] the
+//! one reader (loading, and the collector's dedup replay).
 
 use opentally_protocol::message::{CowStr, KNOWN_FIELDS};
 use opentally_protocol::{Message, Timestamp};
@@ -6,13 +10,77 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// One log record: the events of one request that were new.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Its payload is compact JSON: `{"project":…,"projectId":…,"receivedAt":…,"events":[…]}`, each
+/// event as [`StoredEvent::write_json`] writes it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogRecord {
     pub project: String,
     pub project_id: i64,
     pub received_at: Timestamp,
     pub events: Vec<StoredEvent>,
+}
+
+impl LogRecord {
+    /// Appends the record's payload to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let mut w = RecordWriter::begin(out, &self.project, self.project_id, self.received_at);
+        for e in &self.events {
+            w.event(e);
+        }
+        w.end();
+    }
+}
+
+/// Writes one record's payload in place, its events one at a time: from [`StoredEvent`]s, or
+/// from their JSON already written (the collector serialises events on the request's task and
+/// copies them into the record on the writer's thread).
+#[derive(Debug)]
+pub struct RecordWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> RecordWriter<'a> {
+    /// Starts a record at the end of `out`.
+    pub fn begin(
+        out: &'a mut Vec<u8>,
+        project: &str,
+        project_id: i64,
+        received_at: Timestamp,
+    ) -> RecordWriter<'a> {
+        out.extend_from_slice(b"{\"project\":");
+        opentally_protocol::json::write_str(out, project);
+        out.extend_from_slice(
+            format!(",\"projectId\":{project_id},\"receivedAt\":\"{received_at}\",\"events\":[")
+                .as_bytes(),
+        );
+        RecordWriter { out, first: true }
+    }
+
+    fn separate(&mut self) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+    }
+
+    /// Appends an event.
+    pub fn event(&mut self, e: &StoredEvent) {
+        self.separate();
+        e.write_json(self.out);
+    }
+
+    /// Appends an event from its JSON, as [`StoredEvent::write_json`] wrote it.
+    pub fn event_json(&mut self, json: &[u8]) {
+        self.separate();
+        self.out.extend_from_slice(json);
+    }
+
+    /// Ends the record.
+    pub fn end(self) {
+        self.out.extend_from_slice(b"]}");
+    }
 }
 
 /// An event as stored: the message with its ids replaced by the keyed install hash, its
@@ -46,7 +114,7 @@ pub fn day_of(t: Timestamp) -> i64 {
     t.unix_secs().div_euclid(86_400)
 }
 
-/// A log record read in place: what loading needs, borrowed from the record's bytes.
+/// A log record read in place, borrowed from the record's bytes: the log's one reader.
 ///
 /// Loading reads every event once, so it skips building a [`Message`]: the properties, the
 /// context and the fields without a column stay as their JSON text from the log, which is already
@@ -56,6 +124,7 @@ pub fn day_of(t: Timestamp) -> i64 {
 pub struct RecordView<'a> {
     #[serde(borrow)]
     pub project: std::borrow::Cow<'a, str>,
+    pub project_id: i64,
     pub received_at: Timestamp,
     #[serde(borrow)]
     pub events: Vec<EventView<'a>>,
@@ -161,6 +230,47 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageView<'a> {
 mod tests {
     use super::*;
     use opentally_protocol::MessageType;
+
+    #[test]
+    fn a_written_record_reads_back() {
+        let mut m = Message::new(MessageType::Track);
+        m.event = Some("fit \"quoted\"".into());
+        m.properties.insert("n".into(), serde_json::json!(1));
+        let t = Timestamp::parse("2026-11-22T10:00:00.5Z").unwrap();
+        let rec = LogRecord {
+            project: "pro\"ject".into(),
+            project_id: 7,
+            received_at: t,
+            events: (0..3)
+                .map(|i| StoredEvent {
+                    message_id: format!("m{i}"),
+                    install: "h".into(),
+                    timestamp: t,
+                    message: m.clone(),
+                })
+                .collect(),
+        };
+        let mut out = b"before".to_vec();
+        rec.write(&mut out);
+        assert_eq!(&out[..6], b"before");
+        let back: RecordView<'_> = serde_json::from_slice(&out[6..]).unwrap();
+        assert_eq!(back.project, "pro\"ject");
+        assert_eq!(back.project_id, 7);
+        assert_eq!(back.received_at, t);
+        let ids: Vec<&str> = back.events.iter().map(|e| &*e.message_id).collect();
+        assert_eq!(ids, ["m0", "m1", "m2"]);
+        for e in &back.events {
+            assert_eq!(e.install, "h");
+            assert_eq!(e.timestamp, t);
+            assert_eq!(e.message.event.as_deref(), Some("fit \"quoted\""));
+            assert_eq!(e.message.properties.unwrap().get(), r#"{"n":1}"#);
+        }
+        // An empty record is a record too.
+        let mut empty = Vec::new();
+        RecordWriter::begin(&mut empty, "p", 1, t).end();
+        let back: RecordView<'_> = serde_json::from_slice(&empty).unwrap();
+        assert!(back.events.is_empty());
+    }
 
     #[test]
     fn written_json_is_serde_json() {

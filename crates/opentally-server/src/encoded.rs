@@ -1,7 +1,7 @@
 //! Events on their way into the log: serialised once, on the handler's task.
 
+use opentally_log::{RecordWriter, StoredEvent};
 use opentally_protocol::Timestamp;
-pub use opentally_store::stored::{LogRecord, StoredEvent, day_of};
 
 /// A request's accepted events, serialised on the handler's task so that the writer thread only
 /// filters duplicates and copies bytes. One buffer holds them all, sized from the first event:
@@ -63,8 +63,8 @@ impl EncodedEvents {
     }
 }
 
-/// Appends the payload of one log record to `out`, byte for byte what serialising a [`LogRecord`]
-/// of these events gives, without parsing them again.
+/// Appends the payload of one log record of these events (each as [`EncodedEvents`] holds it)
+/// to `out`, without parsing them again.
 pub fn write_record_payload<'a>(
     out: &mut Vec<u8>,
     project: &str,
@@ -73,19 +73,11 @@ pub fn write_record_payload<'a>(
     events: impl Iterator<Item = &'a [u8]> + Clone,
 ) {
     out.reserve(events.clone().map(|e| e.len() + 1).sum::<usize>() + project.len() + 96);
-    out.extend_from_slice(b"{\"project\":");
-    opentally_protocol::json::write_str(out, project);
-    out.extend_from_slice(
-        format!(",\"projectId\":{project_id},\"receivedAt\":\"{received_at}\",\"events\":[")
-            .as_bytes(),
-    );
-    for (i, e) in events.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(e);
+    let mut record = RecordWriter::begin(out, project, project_id, received_at);
+    for e in events {
+        record.event_json(e);
     }
-    out.extend_from_slice(b"]}");
+    record.end();
 }
 
 #[cfg(test)]
@@ -151,14 +143,14 @@ mod tests {
             encoded.iter().map(|(_, json)| json),
         );
         assert_eq!(payload.drain(..6).as_slice(), b"before");
-        let back: LogRecord = serde_json::from_slice(&payload).unwrap();
-        let expected = LogRecord {
+        let mut expected = Vec::new();
+        opentally_log::LogRecord {
             project: "pro\"ject".into(),
             project_id: 7,
             received_at: t,
             events,
-        };
-        assert_eq!(back, expected);
-        assert_eq!(payload, serde_json::to_vec(&expected).unwrap());
+        }
+        .write(&mut expected);
+        assert_eq!(payload, expected);
     }
 }
