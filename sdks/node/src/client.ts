@@ -213,6 +213,8 @@ export class Client {
   /** The JSON array of the batch being sent, for the exit to spool if the process leaves first. */
   private inFlight: string | undefined;
   private spoolChecked = false;
+  /** Whether the last run of the send loop delivered every batch it took. */
+  private lastOk = true;
   private install: InstallId | undefined;
   private contextJson: string | undefined;
   private readonly session = randomUuid();
@@ -320,6 +322,7 @@ export class Client {
   }
 
   private async sendAll(deadline: number | undefined): Promise<void> {
+    this.lastOk = true;
     while (this.queue.length > 0 && this.mode !== OFF) {
       const events = this.queue.splice(0, this.batchSize);
       const array = this.messagesJson(events);
@@ -329,6 +332,7 @@ export class Client {
       const stillOurs = this.inFlight === array;
       this.inFlight = undefined;
       if (!delivered) {
+        this.lastOk = false;
         if (stillOurs) this.spoolWrite(array, events.length);
         // Resend it from here too once the collector answers again, not only from a later process.
         this.spoolChecked = false;
@@ -495,20 +499,16 @@ export class Client {
       while (this.queue.length > 0 || this.running !== undefined) {
         await this.pump(deadline);
         if (Date.now() >= deadline) break;
-        if (this.queue.length > 0 && this.running === undefined && this.lastRunFailed()) break;
+        if (!this.lastOk) break;
       }
       return true;
     })();
     const finished = await Promise.race([work, timedOut]);
     clearTimeout(hold);
-    const done = finished && this.queue.length === 0 && this.inFlight === undefined;
+    const done = finished && this.lastOk && this.queue.length === 0 && this.inFlight === undefined;
     if (done) return true;
     if (budget > 0) this.spoolLeftovers();
     return false;
-  }
-
-  private lastRunFailed(): boolean {
-    return !this.spoolChecked;
   }
 
   /** What is queued and what is in flight, to the spool: at exit, or when a flush ran out of time. */
