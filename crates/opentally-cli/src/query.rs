@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use opentally_protocol::Timestamp;
 use opentally_server::config::RawConfig;
-use opentally_store::{InsightQuery, Options, Store, Table};
+use opentally_store::{Backend, InsightQuery, Options, Store, Table};
 
 use crate::{DataArgs, resolve_config};
 
@@ -117,7 +117,11 @@ fn runner() -> anyhow::Result<opentally_store::guard::QueryRunner> {
     Ok(opentally_store::guard::QueryRunner::new(2, 1)?)
 }
 
-fn open(data: &DataArgs, project: &str) -> anyhow::Result<(Store, opentally_store::Limits)> {
+/// The project's backend (the embedded store) and the query limits the data dir's config sets.
+fn open(
+    data: &DataArgs,
+    project: &str,
+) -> anyhow::Result<(Box<dyn Backend>, opentally_store::Limits)> {
     let cfg = resolve_config(data, RawConfig::default())?;
     let meta = opentally_server::meta::MetaStore::open(&cfg.data)
         .with_context(|| format!("cannot open the data dir {}", cfg.data.display()))?;
@@ -129,7 +133,7 @@ fn open(data: &DataArgs, project: &str) -> anyhow::Result<(Store, opentally_stor
     }
     let store = Store::open(&cfg.data, Options::default())
         .with_context(|| format!("cannot open the store in {}", cfg.data.display()))?;
-    Ok((store, cfg.query_limits))
+    Ok((Box::new(store), cfg.query_limits))
 }
 
 fn print_table(out: &mut dyn Write, output: &OutputArgs, table: &Table) -> std::io::Result<()> {
@@ -170,9 +174,8 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (store, limits) = open(&args.data, &args.project)?;
-    let snapshot = store.snapshot(&args.project);
-    let result = runner()?.block_on(async move { q.run(&snapshot, &limits).await })?;
+    let (backend, limits) = open(&args.data, &args.project)?;
+    let result = runner()?.block_on(backend.insight(&args.project, q, limits))?;
     let mut out = std::io::stdout().lock();
     if args.output.json {
         serde_json::to_writer_pretty(&mut out, &result)?;
@@ -195,12 +198,8 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn sql(args: &SqlArgs) -> anyhow::Result<ExitCode> {
-    let (store, limits) = open(&args.data, &args.project)?;
-    let snapshot = store.snapshot(&args.project);
-    let statement = args.statement.clone();
-    let table = runner()?.block_on(async move {
-        opentally_store::query::run_sql(&snapshot, &statement, &limits).await
-    })?;
+    let (backend, limits) = open(&args.data, &args.project)?;
+    let table = runner()?.block_on(backend.sql(&args.project, args.statement.clone(), limits))?;
     let mut out = std::io::stdout().lock();
     if args.output.json {
         serde_json::to_writer_pretty(&mut out, &table)?;

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use toml::Spanned;
 
+use crate::context::ContextAllow;
 use crate::message::{Map, Message, MessageType, json_kind};
-use crate::privacy::ContextAllow;
 use crate::reject::{Reason, Rejection};
 
 /// Properties that OpenTally defines for every event; a catalog cannot redefine them.
@@ -230,15 +230,6 @@ impl Catalog {
     /// The number of properties over all events.
     pub fn property_count(&self) -> usize {
         self.events.values().map(|e| e.properties.len()).sum()
-    }
-
-    /// Checks a message against the catalog and strips what may not be stored (the catalog's
-    /// checks, then [`crate::privacy::apply`]'s allow-list).
-    ///
-    /// Returns the dotted paths of the fields that were dropped (unknown context, unknown
-    /// properties in lenient mode…), or the rejection.
-    pub fn apply(&self, m: &mut Message) -> Result<Vec<String>, Rejection> {
-        crate::privacy::apply(m, Some(self))
     }
 
     /// The catalog's own checks: the message type, the event and its properties. Properties
@@ -558,7 +549,7 @@ fn check_context_path(p: &Spanned<String>, errors: &mut Errors<'_>) -> Option<St
         NEVER_KEPT_CONTEXT
             .iter()
             .any(|n| n.eq_ignore_ascii_case(segment))
-            || crate::privacy::is_identifying(segment)
+            || crate::names::is_identifying(segment)
     });
     if never.is_some() {
         errors.push(

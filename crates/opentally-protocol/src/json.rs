@@ -10,7 +10,8 @@
 
 use serde_json::Value;
 
-use crate::message::Map;
+/// A JSON object, as `serde_json` holds it.
+type Map = serde_json::Map<String, serde_json::Value>;
 
 /// Does any of these 8 bytes need escaping: below 0x20, `"` or `\`?
 fn needs_escape(chunk: u64) -> bool {

@@ -8,9 +8,11 @@
 
 pub mod batch;
 pub mod catalog;
+pub mod context;
 pub mod event;
 pub mod json;
 pub mod message;
+pub mod names;
 pub mod privacy;
 pub mod reject;
 pub mod response;

@@ -9,11 +9,14 @@
 pub mod backend;
 pub mod demo;
 pub mod dump;
+mod error;
 mod from_rollups;
 pub mod guard;
 mod hashing;
 pub mod insight;
 pub mod manifest;
+mod options;
+mod parquet_io;
 pub mod query;
 pub mod rollup;
 pub mod schema;

@@ -30,7 +30,8 @@ use datasketches::theta::{
 };
 use parquet::arrow::ArrowWriter;
 
-use crate::store::{StoreError, read_part};
+use crate::error::StoreError;
+use crate::parquet_io::read_part;
 
 /// log2 of the rollup rows' theta sketches' nominal size: exact up to 16,384 installs per group
 /// (a sketch holds only as many hashes as installs it saw, up to that size).

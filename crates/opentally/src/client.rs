@@ -8,8 +8,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +23,7 @@ use crate::consent::{self, Decision, Mode};
 use crate::identity::{self, InstallId};
 use crate::paths::Paths;
 use crate::transport::{HttpTransport, LocalFile, Outcome, Transport};
-use crate::{environment, fork};
+use crate::{environment, fork, spool, wire};
 
 /// A property value. Numbers that could identify (row counts, sizes) should be bucketed into
 /// strings before they get here.
@@ -615,7 +615,7 @@ impl Client {
     /// Everything a user may want to know: every consent source, the decision, the install id,
     /// the counters, the spool and the paths.
     pub fn status(&self) -> crate::Status {
-        let (spool_files, spool_bytes) = spool_size(&self.core.spool_dir);
+        let (spool_files, spool_bytes) = spool::size(&self.core.spool_dir);
         // When telemetry is on, the id shown is the one events carry (settled now if need be).
         // When it is off, looking is not using: nothing is written, and an id that would only
         // be invented for this look (a container with none stored) is not shown at all.
@@ -755,92 +755,15 @@ fn messages_json(core: &Core, shared: &Shared, events: &[Event]) -> Vec<u8> {
     out
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(bytes).expect("writing to memory");
-    enc.finish().expect("writing to memory")
-}
-
-/// Decompresses a gzip body; `None` if it is not gzip.
-pub fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .ok()?;
-    Some(out)
-}
-
-/// The request body: the messages with a fresh `sentAt` (so the collector's clock-skew correction
-/// measures this attempt, not the first one), gzip-compressed.
-fn batch_body(array: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(array.len() + 64);
-    body.extend_from_slice(format!("{{\"sentAt\":\"{}\",\"batch\":", Timestamp::now()).as_bytes());
-    body.extend_from_slice(array);
-    body.push(b'}');
-    gzip(&body)
-}
-
-fn count_messages(array: &[u8]) -> u64 {
-    serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(array).map_or(0, |v| v.len() as u64)
-}
-
-/// Writes a batch to the spool and keeps the spool under its size bound (oldest files first).
+/// Writes a batch to the spool and counts its events as spooled.
 fn spool_write(core: &Core, array: &[u8], events: usize) {
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&core.spool_dir)?;
-        let name = format!(
-            "{:020}-{}.json.gz",
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-            &identity::random_uuid()[..8]
-        );
-        let tmp = core.spool_dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, gzip(array))?;
-        std::fs::rename(&tmp, core.spool_dir.join(name))
-    };
-    if write().is_ok() {
+    if spool::write(&core.spool_dir, array, core.spool_max_bytes).is_ok() {
         let n = if events == 0 {
-            count_messages(array)
+            wire::count_messages(array)
         } else {
             events as u64
         };
         core.counters.spooled.fetch_add(n, Ordering::Relaxed);
-        trim_spool(&core.spool_dir, core.spool_max_bytes);
-    }
-}
-
-fn spool_files(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json.gz"))
-        .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
-        .collect();
-    files.sort();
-    files
-}
-
-fn spool_size(dir: &Path) -> (usize, u64) {
-    let files = spool_files(dir);
-    (files.len(), files.iter().map(|(_, n)| n).sum())
-}
-
-fn trim_spool(dir: &Path, max: u64) {
-    let files = spool_files(dir);
-    let mut total: u64 = files.iter().map(|(_, n)| n).sum();
-    for (path, n) in files {
-        if total <= max {
-            break;
-        }
-        if std::fs::remove_file(&path).is_ok() {
-            total -= n;
-        }
     }
 }
 
@@ -930,7 +853,7 @@ impl Worker {
                 },
                 None => self.core.request_timeout,
             };
-            match self.core.transport.send(&batch_body(array), timeout) {
+            match self.core.transport.send(&wire::batch_body(array), timeout) {
                 Outcome::Delivered => {
                     self.core.counters.sent.fetch_add(n, Ordering::Relaxed);
                     return true;
@@ -961,13 +884,13 @@ impl Worker {
     /// Sends spooled batches, oldest first; stops at the first that fails. Returns whether the
     /// spool is empty now.
     fn resend_spool(&self, deadline: Option<Instant>) -> bool {
-        for (path, _) in spool_files(&self.core.spool_dir) {
-            let Some(array) = std::fs::read(&path).ok().and_then(|b| gunzip(&b)) else {
+        for (path, _) in spool::files(&self.core.spool_dir) {
+            let Some(array) = std::fs::read(&path).ok().and_then(|b| wire::gunzip(&b)) else {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
             // A spooled batch is counted once, here; a fresh one's count is known.
-            if !self.deliver(&array, count_messages(&array), deadline) {
+            if !self.deliver(&array, wire::count_messages(&array), deadline) {
                 return false;
             }
             let _ = std::fs::remove_file(&path);

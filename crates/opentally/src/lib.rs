@@ -24,8 +24,10 @@ mod fork;
 pub mod identity;
 mod notice;
 pub mod paths;
+mod spool;
 pub mod transport;
 pub mod user;
+mod wire;
 
 use std::fmt;
 use std::sync::OnceLock;

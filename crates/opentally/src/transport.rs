@@ -107,7 +107,7 @@ pub struct LocalFile {
 
 impl Transport for LocalFile {
     fn send(&self, body: &[u8], _timeout: Duration) -> Outcome {
-        let Some(batch) = crate::client::gunzip(body)
+        let Some(batch) = crate::wire::gunzip(body)
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         else {
             return Outcome::Rejected { status: 0 };
@@ -164,8 +164,7 @@ impl Transport for RecordingTransport {
             }
         };
         if outcome == Outcome::Delivered
-            && let Some(v) =
-                crate::client::gunzip(body).and_then(|b| serde_json::from_slice(&b).ok())
+            && let Some(v) = crate::wire::gunzip(body).and_then(|b| serde_json::from_slice(&b).ok())
         {
             self.batches.lock().expect("not poisoned").push(v);
         }

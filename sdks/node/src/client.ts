@@ -107,11 +107,15 @@ export interface Status {
   appState: string;
 }
 
-interface Event {
-  name: string;
-  props: Props | undefined;
-  at: number;
+/** One tracked event, as small as it can be on the caller's stack. */
+class QueuedEvent {
+  constructor(
+    readonly name: string,
+    readonly props: Props | undefined,
+    readonly at: number,
+  ) {}
 }
+type Event = QueuedEvent;
 
 const OFF = 0;
 const LOCAL = 1;
@@ -273,22 +277,27 @@ export class Client {
   track(event: string, props?: Props): void {
     if (this.mode === OFF) return;
     if (suppressionUsed.value && suppression.getStore() === true) return;
-    this.enqueue(event, props === undefined || props === null ? undefined : { ...props });
+    // A shallow copy: a caller that reuses its object after the call does not change the event.
+    this.push(typeof event === "string" ? event : String(event), props == null ? undefined : { ...props });
   }
 
   /** Queues a prepared event (spans build their own properties). */
   enqueue(name: string, props: Props | undefined): void {
     if (this.mode === OFF) return;
     if (suppressionUsed.value && suppression.getStore() === true) return;
+    this.push(String(name), props);
+  }
+
+  private push(name: string, props: Props | undefined): void {
     const q = this.queue;
     if (q.length >= this.queueCapacity) {
       this.counters.dropped++;
       return;
     }
-    q.push({ name: String(name), props, at: Date.now() });
+    q.push(new QueuedEvent(name, props, Date.now()));
     this.counters.queued++;
-    if (q.length >= this.batchSize) this.schedule(0);
-    else if (this.timer === undefined) this.schedule(this.sentOnce ? this.batchInterval : 0);
+    if (this.timer === undefined) this.schedule(this.sentOnce ? this.batchInterval : 0);
+    else if (q.length >= this.batchSize) this.schedule(0);
   }
 
   /**

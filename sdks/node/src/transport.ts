@@ -110,6 +110,14 @@ export function unrefTimer(fn: () => void, ms: number): NodeJS.Timeout {
 }
 
 export class HttpTransport implements Transport {
+  /**
+   * One connection kept between batches of a long-running host. Node unrefs an idle kept-alive
+   * socket itself, and every socket in use is unref'd below, so the pool never holds the process.
+   */
+  private readonly agents = {
+    http: new http.Agent({ keepAlive: true, maxSockets: 1, timeout: 30_000 }),
+    https: new https.Agent({ keepAlive: true, maxSockets: 1, timeout: 30_000 }),
+  };
   private readonly url: URL;
   private readonly authorization: string;
   private readonly proxy: URL | undefined;
@@ -130,23 +138,28 @@ export class HttpTransport implements Transport {
       let settled = false;
       const sockets: net.Socket[] = [];
       let req: http.ClientRequest | undefined;
-      const finish = (o: Outcome): void => {
+      const onSocketError = (): void => finish(RETRY, false);
+      /** `clean`: the answer was read whole, so its connection may serve the next batch. */
+      const finish = (o: Outcome, clean: boolean): void => {
         if (settled) return;
         settled = true;
         clearTimeout(overall);
         clearTimeout(connect);
-        req?.destroy();
-        for (const s of sockets) s.destroy();
+        for (const s of sockets) s.removeListener("error", onSocketError);
+        if (!clean) {
+          req?.destroy();
+          for (const s of sockets) s.destroy();
+        }
         resolve(o);
       };
       // Both bounds cover DNS, the proxy, TCP and TLS as well as the answer.
-      const overall = unrefTimer(() => finish(RETRY), Math.max(0, timeoutMs));
-      const connect = unrefTimer(() => finish(RETRY), Math.max(0, Math.min(this.connectTimeoutMs, timeoutMs)));
+      const overall = unrefTimer(() => finish(RETRY, false), Math.max(0, timeoutMs));
+      const connect = unrefTimer(() => finish(RETRY, false), Math.max(0, Math.min(this.connectTimeoutMs, timeoutMs)));
       const connected = (): void => clearTimeout(connect);
       const track = (s: net.Socket): void => {
         s.unref();
         sockets.push(s);
-        s.on("error", () => finish(RETRY));
+        s.on("error", onSocketError);
       };
       const headers: http.OutgoingHttpHeaders = {
         "Content-Type": "application/json",
@@ -154,13 +167,12 @@ export class HttpTransport implements Transport {
         "Content-Length": body.length,
         Authorization: this.authorization,
         "User-Agent": `opentally-node/${VERSION}`,
-        Connection: "close",
       };
       const onResponse = (res: http.IncomingMessage): void => {
         connected();
         const outcome = classify(res.statusCode ?? 0, res.headers["retry-after"]);
-        res.on("error", () => finish(outcome));
-        res.on("end", () => finish(outcome));
+        res.on("error", () => finish(outcome, false));
+        res.on("end", () => finish(outcome, true));
         res.resume();
       };
       try {
@@ -182,18 +194,20 @@ export class HttpTransport implements Transport {
           path: viaProxy !== undefined ? this.url.href : this.url.pathname + this.url.search,
           method: "POST",
           headers,
-          agent: false,
+          agent: target.protocol === "https:" ? this.agents.https : this.agents.http,
           servername: target.protocol === "https:" ? target.hostname : undefined,
         });
         req.on("socket", (s) => {
           track(s);
-          s.once(target.protocol === "https:" ? "secureConnect" : "connect", connected);
+          // A reused connection is connected already.
+          if (s.connecting) s.once(target.protocol === "https:" ? "secureConnect" : "connect", connected);
+          else connected();
         });
         req.on("response", onResponse);
-        req.on("error", () => finish(RETRY));
+        req.on("error", () => finish(RETRY, false));
         req.end(body);
       } catch {
-        finish(RETRY);
+        finish(RETRY, false);
       }
     });
   }
@@ -205,7 +219,7 @@ export class HttpTransport implements Transport {
     track: (s: net.Socket) => void,
     connected: () => void,
     onResponse: (res: http.IncomingMessage) => void,
-    finish: (o: Outcome) => void,
+    finish: (o: Outcome, clean: boolean) => void,
     setReq: (r: http.ClientRequest) => void,
   ): void {
     const proxy = this.proxy!;
@@ -227,16 +241,16 @@ export class HttpTransport implements Transport {
     });
     setReq(connectReq);
     connectReq.on("socket", track);
-    connectReq.on("error", () => finish(RETRY));
+    connectReq.on("error", () => finish(RETRY, false));
     connectReq.on("response", (res) => {
       // A proxy that answers CONNECT with anything but a tunnel refused it: try again later.
       res.resume();
-      finish(RETRY);
+      finish(RETRY, false);
     });
     connectReq.on("connect", (res: http.IncomingMessage, socket: net.Socket) => {
       if (res.statusCode !== 200) {
         socket.destroy();
-        finish(RETRY);
+        finish(RETRY, false);
         return;
       }
       track(socket);
@@ -254,7 +268,7 @@ export class HttpTransport implements Transport {
       });
       setReq(req);
       req.on("response", onResponse);
-      req.on("error", () => finish(RETRY));
+      req.on("error", () => finish(RETRY, false));
       req.end(body);
     });
     connectReq.end();

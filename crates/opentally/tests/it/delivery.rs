@@ -102,8 +102,7 @@ fn spans_record_duration_outcome_and_error_type() {
     for m in t.messages() {
         let mut msg = opentally_protocol::Message::from_value(m, None).unwrap();
         assert!(
-            catalog
-                .apply(&mut msg)
+            opentally_protocol::privacy::apply(&mut msg, Some(&catalog))
                 .unwrap()
                 .iter()
                 .all(|d| !d.contains("duration_ms")

@@ -1,0 +1,183 @@
+//! Erasure and retention: parts rewritten without an install, a project or old days.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+
+use crate::manifest::PartMeta;
+use crate::parquet_io::read_part;
+use crate::rollup::{self, RollupSet};
+use crate::schema;
+use crate::store::order::today;
+use crate::store::part::LivePart;
+use crate::store::tail::TailSequences;
+use crate::{Store, StoreError};
+use opentally_log::segment::LogPos;
+
+impl Store {
+    /// Removes every event of `install` in `project`: rewrites the parts that hold it (the old
+    /// files go once no query holds them), drops it from the tail, and records the erasure in
+    /// the manifest so that reading the log again after a crash does not bring it back.
+    /// Returns how many events were removed. Only the loading process may call this.
+    pub fn erase(&self, project: &str, install: &str) -> Result<u64, StoreError> {
+        let _one = self.lock_mutations();
+        let (parts, mut manifest, tail_pos) = {
+            let s = self.read();
+            let parts: Vec<Arc<LivePart>> = s
+                .parts
+                .iter()
+                .filter(|p| p.meta.project == project)
+                .cloned()
+                .collect();
+            (parts, s.manifest.clone(), s.tail_pos)
+        };
+        let mut removed = 0u64;
+        let mut replaced: HashSet<u64> = HashSet::new();
+        let mut added = Vec::new();
+        for p in &parts {
+            let batch = concat_batches(&schema::schema(), &read_part(&p.path)?)?;
+            let (kept, n) = without_install(&batch, install)?;
+            if n == 0 {
+                continue;
+            }
+            removed += n;
+            replaced.insert(p.meta.id);
+            if kept.num_rows() > 0 {
+                added.push(self.write_part(&mut manifest, project, p.meta.day, &kept)?);
+            }
+        }
+        // The tail: filtered in memory; the log keeps the events, so the erasure is recorded.
+        let tail: Vec<RecordBatch> = self.read().tail.get(project).cloned().unwrap_or_default();
+        let mut new_tail = Vec::with_capacity(tail.len());
+        let mut tail_removed = 0u64;
+        for b in &tail {
+            let (kept, n) = without_install(b, install)?;
+            tail_removed += n;
+            new_tail.push(kept);
+        }
+        removed += tail_removed;
+        if tail_removed > 0 || manifest.log < tail_pos {
+            manifest.erased.push(crate::manifest::Erasure {
+                project: project.to_owned(),
+                install: install.to_owned(),
+                before: tail_pos,
+            });
+        }
+        let mut s = self.swap_parts(manifest, &replaced, added)?;
+        if tail_removed > 0 {
+            let rollups = new_tail
+                .iter()
+                .map(|b| Arc::new(RollupSet::new(rollup::of_batch(b), true)))
+                .collect();
+            s.tail_sequences.insert(
+                project.to_owned(),
+                new_tail.iter().map(|_| TailSequences::default()).collect(),
+            );
+            s.tail.insert(project.to_owned(), new_tail);
+            s.tail_rollups.insert(project.to_owned(), rollups);
+            self.tail_rows.fetch_sub(
+                usize::try_from(tail_removed).expect("a tail fits in memory"),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Removes every event of `project`: its parts (their files go once no query holds them),
+    /// its tail, and, recorded in the manifest, its log records before `before` that are not
+    /// sealed yet, so that reading the log again does not bring them back. Returns how many
+    /// events were removed from parts and tail. Only the loading process may call this.
+    pub fn drop_project(&self, project: &str, before: LogPos) -> Result<u64, StoreError> {
+        let _one = self.lock_mutations();
+        let mut manifest = self.read().manifest.clone();
+        let gone: HashSet<u64> = manifest
+            .parts
+            .iter()
+            .filter(|p| p.project == project)
+            .map(|p| p.id)
+            .collect();
+        let mut removed: u64 = manifest
+            .parts
+            .iter()
+            .filter(|p| p.project == project)
+            .map(|p| p.rows)
+            .sum();
+        if manifest.log < before {
+            manifest.dropped.retain(|d| d.project != project);
+            manifest.dropped.push(crate::manifest::ProjectDrop {
+                project: project.to_owned(),
+                before,
+            });
+        }
+        let mut s = self.swap_parts(manifest, &gone, Vec::new())?;
+        if let Some(tail) = s.tail.remove(project) {
+            let rows: usize = tail.iter().map(RecordBatch::num_rows).sum();
+            removed += rows as u64;
+            self.tail_rows.fetch_sub(rows, Ordering::Relaxed);
+        }
+        s.tail_rollups.remove(project);
+        s.tail_sequences.remove(project);
+        Ok(removed)
+    }
+
+    /// Drops the parts of `project` holding days before `keep_from_day` (days since the epoch):
+    /// the retention job. Returns the parts and events dropped.
+    pub fn drop_days_before(
+        &self,
+        project: &str,
+        keep_from_day: i64,
+    ) -> Result<(usize, u64), StoreError> {
+        let _one = self.lock_mutations();
+        let manifest = self.read().manifest.clone();
+        let gone: Vec<&PartMeta> = manifest
+            .parts
+            .iter()
+            .filter(|p| p.project == project && p.day < keep_from_day)
+            .collect();
+        if gone.is_empty() {
+            return Ok((0, 0));
+        }
+        let dropped = (gone.len(), gone.iter().map(|p| p.rows).sum());
+        let ids: HashSet<u64> = gone.iter().map(|p| p.id).collect();
+        drop(self.swap_parts(manifest, &ids, Vec::new())?);
+        Ok(dropped)
+    }
+
+    /// Drops every project's days older than `days` (counted back from today, UTC).
+    pub fn apply_retention(&self, days: u32) -> Result<u64, StoreError> {
+        let today = today();
+        let mut dropped = 0;
+        for project in self.projects() {
+            let (parts, rows) = self.drop_days_before(&project, today - i64::from(days) + 1)?;
+            if parts > 0 {
+                tracing::info!(
+                    project,
+                    parts,
+                    events = rows,
+                    days,
+                    "retention: dropped old days"
+                );
+            }
+            dropped += rows;
+        }
+        Ok(dropped)
+    }
+}
+
+/// The rows of `batch` whose install is not `install`, and how many were left out.
+pub(super) fn without_install(
+    batch: &RecordBatch,
+    install: &str,
+) -> Result<(RecordBatch, u64), StoreError> {
+    let col = batch
+        .column_by_name("install")
+        .expect("an install column")
+        .as_string::<i32>();
+    let keep: arrow::array::BooleanArray = col.iter().map(|v| Some(v != Some(install))).collect();
+    let kept = arrow::compute::filter_record_batch(batch, &keep)?;
+    let removed = (batch.num_rows() - kept.num_rows()) as u64;
+    Ok((kept, removed))
+}
