@@ -10,7 +10,6 @@ pub mod backend;
 pub mod demo;
 pub mod dump;
 mod error;
-mod from_rollups;
 pub mod guard;
 mod hashing;
 pub mod insight;

@@ -211,6 +211,8 @@ export class Client {
   private readonly counters: Counters = { queued: 0, sent: 0, dropped: 0, retried: 0, spooled: 0, rejected: 0 };
   private queue: Event[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** Whether the timer fires on the next turn of the event loop (not after the batch interval). */
+  private timerSoon = false;
   private sentOnce = false;
   /** The send loop in progress, if any. */
   private running: Promise<void> | undefined;
@@ -277,8 +279,10 @@ export class Client {
   track(event: string, props?: Props): void {
     if (this.mode === OFF) return;
     if (suppressionUsed.value && suppression.getStore() === true) return;
-    // A shallow copy: a caller that reuses its object after the call does not change the event.
-    this.push(typeof event === "string" ? event : String(event), props == null ? undefined : { ...props });
+    // The properties object is kept as it is, not copied (copying would double the cost of this
+    // call): its values are read when the batch is built, on the next turn of the event loop or
+    // within the batch interval. Pass a fresh object, as `track("x", { a: 1 })` does.
+    this.push(typeof event === "string" ? event : String(event), props == null ? undefined : props);
   }
 
   /** Queues a prepared event (spans build their own properties). */
@@ -296,8 +300,8 @@ export class Client {
     }
     q.push(new QueuedEvent(name, props, Date.now()));
     this.counters.queued++;
-    if (this.timer === undefined) this.schedule(this.sentOnce ? this.batchInterval : 0);
-    else if (q.length >= this.batchSize) this.schedule(0);
+    if (this.timer === undefined) this.schedule(this.sentOnce && q.length < this.batchSize ? this.batchInterval : 0);
+    else if (q.length >= this.batchSize && !this.timerSoon) this.schedule(0);
   }
 
   /**
@@ -306,9 +310,11 @@ export class Client {
    */
   private schedule(delay: number): void {
     if (this.timer !== undefined) {
-      if (delay > 0) return;
+      // Already due at once, or asked for later than it is due: nothing to change.
+      if (delay > 0 || this.timerSoon) return;
       clearTimeout(this.timer);
     }
+    this.timerSoon = delay === 0;
     this.timer = unrefTimer(() => {
       this.timer = undefined;
       void this.pump(undefined);

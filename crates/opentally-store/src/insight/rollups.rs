@@ -15,325 +15,20 @@ use datasketches::theta::CompactThetaSketch;
 use serde_json::{Value, json};
 
 use crate::hashing::HashKeyed;
-use crate::insight::{Dim, Filters, Insight, InsightQuery, Interval};
+use crate::insight::answer::{round, table};
+use crate::insight::sketches::{DayHashes, RowFilter, dim_index, scale, union_count};
+use crate::insight::types::{
+    Dim, Insight, InsightQuery, Interval, date_text, period, period_start,
+};
 use crate::query::Table;
-use crate::rollup::{self, Blocks, DIMS, RollupRow, RollupSet, common_theta};
+use crate::rollup::{self, Blocks, RollupSet, common_theta};
 
-/// Days since the epoch → `(year, month, day)` (proleptic Gregorian).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn date_text(days: i64) -> String {
-    let (y, m, d) = civil(days);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The first day of the period holding `day`, as text (weeks start on Monday).
-fn period(day: i32, interval: Interval) -> String {
-    date_text(i64::from(period_start(day, interval)))
-}
-
-/// Days since the epoch of `(year, month, day)` (proleptic Gregorian).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The first day of the period holding `day`, in days since the epoch (weeks start on Monday).
-fn period_start(day: i32, interval: Interval) -> i32 {
-    match interval {
-        Interval::Day => day,
-        Interval::Week => day - (day + 3).rem_euclid(7),
-        Interval::Month => {
-            let (y, m, _) = civil(i64::from(day));
-            #[allow(clippy::cast_possible_truncation)]
-            let start = days_from_civil(y, m, 1) as i32;
-            start
-        }
-    }
-}
-
-/// Sketches [`union_count`] merges at most. Past a few dozen, the same install is in many of
-/// them (one rollup row per event, version, OS… and day), so the merge reads it many times while
-/// a union skips most of each sketch once its bound has shrunk. Measured on the 10M benchmark:
-/// versions per week (hundreds of rows per group) took 86–88 ms merged against 68–70 with
-/// unions; active installs (windows of up to 30 days) 74–77 ms merged against 101–106.
-const MERGED: usize = 32;
-
-/// The count of installs [`rollup::union`] of `sketches` gives, and whether it estimates,
-/// without building the union: its result is the 4,096 smallest distinct hashes below the
-/// smallest theta of the non-empty inputs, and the hash after them as its theta when there are
-/// more. Ordered sketches give those hashes by merging from the smallest; a union's hash table
-/// takes every hash below its shrinking bound (perf put 59 % of active installs there). `None`
-/// when a sketch is unordered, or when there are more than [`MERGED`] (the union is then
-/// cheaper).
-fn union_count(sketches: &[&CompactThetaSketch]) -> Option<(u64, bool)> {
-    const MAX_THETA: u64 = i64::MAX as u64;
-    let keep = 1usize << rollup::COUNT_LG_K;
-    let inputs: Vec<&CompactThetaSketch> =
-        sketches.iter().copied().filter(|s| !s.is_empty()).collect();
-    if inputs.len() > MERGED || inputs.iter().any(|s| !s.is_ordered()) {
-        return None;
-    }
-    let Some(bound) = inputs.iter().map(|s| s.theta64()).min() else {
-        return Some((0, false));
-    };
-    let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> =
-        std::collections::BinaryHeap::with_capacity(inputs.len());
-    let mut iters: Vec<_> = inputs.iter().map(|s| s.iter().map(|e| e.hash())).collect();
-    for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(h) = it.next() {
-            heads.push(std::cmp::Reverse((h, i)));
-        }
-    }
-    let (mut distinct, mut last, mut theta) = (0usize, None, bound);
-    while let Some(std::cmp::Reverse((h, i))) = heads.pop() {
-        if h >= bound {
-            break;
-        }
-        if last != Some(h) {
-            if distinct == keep {
-                theta = h;
-                break;
-            }
-            distinct += 1;
-            last = Some(h);
-        }
-        if let Some(next) = iters[i].next() {
-            heads.push(std::cmp::Reverse((next, i)));
-        }
-    }
-    #[allow(clippy::cast_precision_loss)]
-    let fraction = theta as f64 / MAX_THETA as f64;
-    Some((scale(distinct, fraction), theta < MAX_THETA))
-}
-
-/// Installs as sketch hashes, per day, at the smallest theta of all the sketches involved: each
-/// day's hashes sorted, so that the work goes through the hash space a slice at a time with a
-/// table that stays in the CPU cache (one table for millions of installs would miss it on every
-/// lookup).
-struct DayHashes {
-    /// `(day, sorted distinct hashes below theta)`, by day.
-    days: Vec<(i32, Vec<u64>)>,
-    theta: u64,
-    /// `theta` as a fraction of the hash space.
-    fraction: f64,
-}
-
-/// Installs a slice of the hash space holds, for the table to stay in cache.
-const SLICE: usize = 32_768;
-
-/// A count of hashes compared at a theta that is `fraction` of the hash space, scaled back to
-/// installs.
-fn scale(n: usize, fraction: f64) -> u64 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let scaled = (n as f64 / fraction).round() as u64;
-    scaled
-}
-
-impl DayHashes {
-    fn new(days: BTreeMap<i32, Vec<&CompactThetaSketch>>) -> DayHashes {
-        let (theta, fraction) = common_theta(days.values().flatten().copied());
-        let days = days
-            .into_iter()
-            .map(|(day, sketches)| (day, rollup::hashes_below(&sketches, theta)))
-            .collect();
-        DayHashes {
-            days,
-            theta,
-            fraction,
-        }
-    }
-
-    fn estimated(&self) -> bool {
-        self.theta != u64::MAX
-    }
-
-    /// The starts of the periods that hold a day, ascending.
-    fn periods(&self, interval: Interval) -> Vec<i32> {
-        let mut p: Vec<i32> = self
-            .days
-            .iter()
-            .map(|(d, _)| period_start(*d, interval))
-            .collect();
-        p.dedup();
-        p
-    }
-
-    /// Calls `visit(first, period)` once for each install and each period it was active in on
-    /// a day `keep` accepts, with `first` the install's first period over all the days; both
-    /// are indexes into `periods`, which [`DayHashes::periods`] gave for `interval`.
-    fn each_active_period(
-        &self,
-        periods: &[i32],
-        interval: Interval,
-        keep: impl Fn(i32) -> bool,
-        mut visit: impl FnMut(usize, usize),
-    ) {
-        let day_period: Vec<(usize, bool)> = self
-            .days
-            .iter()
-            .map(|(d, _)| {
-                let start = period_start(*d, interval);
-                (periods.partition_point(|p| *p < start), keep(*d))
-            })
-            .collect();
-        let total: usize = self.days.iter().map(|(_, h)| h.len()).sum();
-        let slices = (total / SLICE).max(1) as u64;
-        // Theta hashes are below 2^63.
-        let bound = self.theta.min(i64::MAX as u64);
-        let step = bound / slices + 1;
-        let mut cursors = vec![0usize; self.days.len()];
-        // Per install: its first period and the last period it was counted in.
-        let mut seen: HashMap<u64, (usize, usize), HashKeyed> =
-            HashMap::with_capacity_and_hasher(2 * SLICE, HashKeyed::default());
-        for slice in 1..=slices {
-            let end = if slice == slices {
-                u64::MAX
-            } else {
-                slice * step
-            };
-            seen.clear();
-            for (i, (_, hashes)) in self.days.iter().enumerate() {
-                let (p, kept) = day_period[i];
-                let from = cursors[i];
-                let to = from + hashes[from..].partition_point(|h| *h < end);
-                cursors[i] = to;
-                for h in &hashes[from..to] {
-                    let e = seen.entry(*h).or_insert((p, usize::MAX));
-                    if kept && e.1 != p {
-                        e.1 = p;
-                        visit(e.0, p);
-                    }
-                }
-            }
-        }
-    }
-
-    /// A count of comparable hashes, scaled back to installs.
-    fn scale(&self, n: usize) -> u64 {
-        scale(n, self.fraction)
-    }
-}
-
-fn dim_index(dim: &Dim) -> Option<usize> {
-    match dim {
-        Dim::Column(c) => DIMS.iter().position(|d| d == c),
-        _ => None,
-    }
-}
-
-/// A filter on rollup rows: the day range and a set of allowed values per dimension.
-struct RowFilter {
-    from_day: Option<i32>,
-    until_day: Option<i32>,
-    dims: Vec<(usize, Vec<String>)>,
-}
-
-impl RowFilter {
-    fn new(f: &Filters, with_event: bool) -> Option<RowFilter> {
-        let mut dims = Vec::new();
-        if let Some(e) = f.event.as_ref().filter(|_| with_event) {
-            dims.push((0, vec![e.clone()]));
-        }
-        for (dim, values) in &f.wheres {
-            dims.push((dim_index(dim)?, values.clone()));
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        let day = |t: opentally_protocol::Timestamp| t.unix_secs().div_euclid(86_400) as i32;
-        Some(RowFilter {
-            from_day: f.since.map(day),
-            until_day: f.until.map(day),
-            dims,
-        })
-    }
-
-    /// The same filter over all of history.
-    fn all_days(&self) -> RowFilter {
-        RowFilter {
-            from_day: None,
-            until_day: None,
-            dims: self.dims.clone(),
-        }
-    }
-
-    /// The install sketches of each day this filter keeps, from the per-day totals when no
-    /// dimension is filtered.
-    fn day_sketches<'a>(
-        &self,
-        parts: &'a [Arc<RollupSet>],
-    ) -> BTreeMap<i32, Vec<&'a CompactThetaSketch>> {
-        let mut days: BTreeMap<i32, Vec<&CompactThetaSketch>> = BTreeMap::new();
-        if self.dims.is_empty() {
-            for (day, (_, sketch)) in parts.iter().flat_map(|p| p.days.iter()) {
-                if self.day_in_range(*day) {
-                    days.entry(*day).or_default().push(sketch);
-                }
-            }
-        } else {
-            for r in parts
-                .iter()
-                .flat_map(|p| p.rows.iter())
-                .filter(|r| self.keeps(r))
-            {
-                days.entry(r.day).or_default().push(&r.installs);
-            }
-        }
-        days
-    }
-
-    fn day_in_range(&self, day: i32) -> bool {
-        self.from_day.is_none_or(|d| day >= d) && self.until_day.is_none_or(|d| day < d)
-    }
-
-    fn keeps(&self, r: &RollupRow) -> bool {
-        self.day_in_range(r.day)
-            && self
-                .dims
-                .iter()
-                .all(|(i, vals)| r.dim(*i).is_some_and(|v| vals.iter().any(|x| x == v)))
-    }
-}
-
-fn text(v: Option<&str>) -> Value {
+pub(super) fn text(v: Option<&str>) -> Value {
     v.map_or(Value::Null, |s| Value::String(s.to_owned()))
 }
 
-pub(crate) fn round(x: f64, digits: i32) -> Value {
-    let p = 10f64.powi(digits);
-    serde_json::Number::from_f64((x * p).round() / p).map_or(Value::Null, Value::Number)
-}
-
-pub(crate) fn table(columns: &[&str], rows: Vec<Vec<Value>>) -> Table {
-    Table {
-        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
-        rows,
-        truncated: false,
-    }
-}
-
 /// Orders optional texts as SQL does by default: values ascending, nulls last.
-fn nulls_last(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+pub(super) fn nulls_last(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
     match (a, b) {
         (Some(x), Some(y)) => x.cmp(y),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -343,7 +38,7 @@ fn nulls_last(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
 }
 
 /// A group of an event and an optional second dimension.
-type Pair<'a> = (Option<&'a str>, Option<&'a str>);
+pub(super) type Pair<'a> = (Option<&'a str>, Option<&'a str>);
 
 /// Answers from rollups, or `None` when the query needs the events.
 #[derive(Debug)]
@@ -850,7 +545,11 @@ impl InsightQuery {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::insight::sketches::union_count;
+    use crate::rollup::RollupRow;
     use datasketches::theta::ThetaSketchBuilder;
 
     /// A rollup row of `fit` on `day` whose installs are `ids`.
