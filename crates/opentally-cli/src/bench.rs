@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use opentally_server::loadgen::{self, LoadConfig};
+use opentally_loadgen::{self as loadgen, LoadConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {

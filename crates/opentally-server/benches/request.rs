@@ -14,9 +14,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
 use governor::{Quota, RateLimiter};
+use opentally_loadgen::{Spread, sample_batch};
 use opentally_protocol::{Limits, Timestamp, parse_batch};
 use opentally_server::ingest::{Normaliser, install_mac};
-use opentally_server::loadgen::{Spread, sample_batch};
 use opentally_server::meta::Project;
 
 const EVENTS: u64 = 100;

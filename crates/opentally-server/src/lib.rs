@@ -15,7 +15,6 @@ pub mod dump;
 pub mod encoded;
 pub mod error;
 pub mod ingest;
-pub mod loadgen;
 pub mod lock;
 pub mod meta;
 pub mod metrics;
