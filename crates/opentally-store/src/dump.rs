@@ -84,7 +84,7 @@ pub fn dump(snapshot: &Snapshot, out: &mut dyn Write) -> Result<u64, StoreError>
             n += write_batch(&b, out)?;
         }
     }
-    for b in &snapshot.tail {
+    for b in snapshot.tail.iter().map(|b| &b.rows) {
         n += write_batch(b, out)?;
     }
     Ok(n)

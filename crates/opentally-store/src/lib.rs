@@ -1,10 +1,11 @@
 //! OpenTally's embedded analytics store.
 //!
-//! The collector's durable log ([`wal`]) is the one write path. A loader tails it into an
-//! in-memory Arrow tail and seals the tail into immutable Parquet parts, one per project and day,
-//! recording in an atomically replaced manifest how far into the log the parts reach; a restart
-//! rebuilds the tail from that position, so nothing is loaded twice. Queries run on Apache
-//! DataFusion over a project's parts and its share of the tail.
+//! The collector's durable log (the `opentally-log` crate) is the one write path. A loader tails
+//! it into an in-memory Arrow tail and seals the tail into immutable Parquet parts, one per project
+//! and day, recording in an atomically replaced manifest how far into the log the parts reach; a
+//! restart rebuilds the tail from that position, so nothing is loaded twice. Queries run on Apache
+//! DataFusion over a project's parts and its share of the tail; the insights API reaches them
+//! through the [`Backend`] trait.
 
 pub mod backend;
 pub mod demo;

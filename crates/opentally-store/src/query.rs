@@ -238,7 +238,10 @@ pub async fn session(snapshot: &Snapshot, limits: &Limits) -> Result<SessionCont
     ctx.register_udf(json_get_udf());
     let batch_rows = ctx.state().config().batch_size();
     crate::guard::bound_functions(&ctx, limits.function_bytes(), batch_rows)?;
-    let tail = MemTable::try_new(schema::schema(), vec![snapshot.tail.clone()])?;
+    let tail = MemTable::try_new(
+        schema::schema(),
+        vec![snapshot.tail.iter().map(|b| b.rows.clone()).collect()],
+    )?;
     ctx.register_table("tail", Arc::new(tail))?;
     if snapshot.parts.is_empty() {
         ctx.sql("CREATE VIEW events AS SELECT * FROM tail").await?;

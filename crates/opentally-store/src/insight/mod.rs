@@ -11,6 +11,8 @@ mod rollups;
 mod sequences;
 mod sketches;
 mod sql;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use std::collections::BTreeMap;

@@ -185,6 +185,7 @@ pub(super) fn dim_index(dim: &Dim) -> Option<usize> {
 }
 
 /// A filter on rollup rows: the day range and a set of allowed values per dimension.
+#[derive(Clone)]
 pub(super) struct RowFilter {
     pub(super) from_day: Option<i32>,
     pub(super) until_day: Option<i32>,

@@ -9,11 +9,10 @@ use arrow::compute::concat_batches;
 
 use crate::manifest::PartMeta;
 use crate::parquet_io::read_part;
-use crate::rollup::{self, RollupSet};
 use crate::schema;
 use crate::store::order::today;
 use crate::store::part::LivePart;
-use crate::store::tail::TailSequences;
+use crate::store::tail::TailBatch;
 use crate::{Store, StoreError};
 use opentally_log::segment::LogPos;
 
@@ -50,13 +49,18 @@ impl Store {
             }
         }
         // The tail: filtered in memory; the log keeps the events, so the erasure is recorded.
-        let tail: Vec<RecordBatch> = self.read().tail.get(project).cloned().unwrap_or_default();
+        let tail: Vec<TailBatch> = self.read().tail.get(project).cloned().unwrap_or_default();
         let mut new_tail = Vec::with_capacity(tail.len());
         let mut tail_removed = 0u64;
         for b in &tail {
-            let (kept, n) = without_install(b, install)?;
+            let (kept, n) = without_install(&b.rows, install)?;
             tail_removed += n;
-            new_tail.push(kept);
+            // A batch left as it was keeps its rollup and sequences.
+            new_tail.push(if n == 0 {
+                b.clone()
+            } else {
+                TailBatch::new(kept)
+            });
         }
         removed += tail_removed;
         if tail_removed > 0 || manifest.log < tail_pos {
@@ -68,16 +72,7 @@ impl Store {
         }
         let mut s = self.swap_parts(manifest, &replaced, added)?;
         if tail_removed > 0 {
-            let rollups = new_tail
-                .iter()
-                .map(|b| Arc::new(RollupSet::new(rollup::of_batch(b), true)))
-                .collect();
-            s.tail_sequences.insert(
-                project.to_owned(),
-                new_tail.iter().map(|_| TailSequences::default()).collect(),
-            );
             s.tail.insert(project.to_owned(), new_tail);
-            s.tail_rollups.insert(project.to_owned(), rollups);
             self.tail_rows.fetch_sub(
                 usize::try_from(tail_removed).expect("a tail fits in memory"),
                 Ordering::Relaxed,
@@ -114,12 +109,10 @@ impl Store {
         }
         let mut s = self.swap_parts(manifest, &gone, Vec::new())?;
         if let Some(tail) = s.tail.remove(project) {
-            let rows: usize = tail.iter().map(RecordBatch::num_rows).sum();
+            let rows: usize = tail.iter().map(|b| b.rows.num_rows()).sum();
             removed += rows as u64;
             self.tail_rows.fetch_sub(rows, Ordering::Relaxed);
         }
-        s.tail_rollups.remove(project);
-        s.tail_sequences.remove(project);
         Ok(removed)
     }
 

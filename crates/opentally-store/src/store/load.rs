@@ -2,15 +2,11 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
-
-use crate::rollup::{self, RollupRow, RollupSet};
 use crate::schema::BatchBuilder;
-use crate::store::tail::TailSequences;
+use crate::store::tail::TailBatch;
 use crate::{Store, StoreError};
 use opentally_log::segment::{self as wal, LogPos};
 use opentally_log::{RecordView, StoredEvent};
@@ -82,30 +78,17 @@ impl Store {
                 "log records with a valid checksum but unreadable content"
             );
         }
-        let batches: Vec<(String, RecordBatch, Vec<RollupRow>)> = builders
+        // Rollups are made before the state is locked.
+        let batches: Vec<(String, TailBatch)> = builders
             .into_iter()
             .filter(|(_, b)| !b.is_empty())
-            .map(|(project, mut b)| {
-                let batch = b.finish();
-                let rollup = rollup::of_batch(&batch);
-                (project, batch, rollup)
-            })
+            .map(|(project, mut b)| (project, TailBatch::new(b.finish())))
             .collect();
         let mut added = 0;
         let mut state = self.write();
-        for (project, batch, rollup) in batches {
-            added += batch.num_rows();
-            state.tail.entry(project.clone()).or_default().push(batch);
-            state
-                .tail_rollups
-                .entry(project.clone())
-                .or_default()
-                .push(Arc::new(RollupSet::new(rollup, true)));
-            state
-                .tail_sequences
-                .entry(project)
-                .or_default()
-                .push(TailSequences::default());
+        for (project, batch) in batches {
+            added += batch.rows.num_rows();
+            state.tail.entry(project).or_default().push(batch);
         }
         if added > 0 && state.tail_since.is_none() {
             state.tail_since = Some(Instant::now());
@@ -130,7 +113,7 @@ impl Store {
             s.tail
                 .entry(project.to_owned())
                 .or_default()
-                .push(b.finish());
+                .push(TailBatch::new(b.finish()));
             self.tail_rows.fetch_add(events.len(), Ordering::Relaxed);
         }
         self.seal_locked()

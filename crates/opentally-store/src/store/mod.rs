@@ -23,10 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
-
 use crate::manifest::Manifest;
-use crate::rollup::RollupSet;
 use opentally_log::segment::LogPos;
 
 pub use crate::error::StoreError;
@@ -34,7 +31,7 @@ pub use crate::options::Options;
 pub use crate::parquet_io::read_part;
 use crate::store::cache::SpanCache;
 use crate::store::part::SequenceCache;
-use crate::store::tail::TailSequences;
+pub use crate::store::tail::TailBatch;
 pub use part::LivePart;
 pub use snapshot::Snapshot;
 
@@ -43,11 +40,7 @@ struct State {
     manifest: Manifest,
     parts: Vec<Arc<LivePart>>,
     /// Events read from the log after `manifest.log`, per project.
-    tail: HashMap<String, Vec<RecordBatch>>,
-    /// The rollup of each tail batch, per project.
-    tail_rollups: HashMap<String, Vec<Arc<RollupSet>>>,
-    /// The sequences of each tail batch, per project, made by the first query that needs them.
-    tail_sequences: HashMap<String, Vec<TailSequences>>,
+    tail: HashMap<String, Vec<TailBatch>>,
     /// The log position the tail reaches.
     tail_pos: LogPos,
     tail_since: Option<Instant>,
@@ -216,8 +209,6 @@ impl Store {
                 .cloned()
                 .collect(),
             tail: s.tail.get(project).cloned().unwrap_or_default(),
-            tail_rollups: s.tail_rollups.get(project).cloned().unwrap_or_default(),
-            tail_sequences: s.tail_sequences.get(project).cloned().unwrap_or_default(),
         }
     }
 

@@ -46,8 +46,9 @@ impl Store {
         let mut new_parts = Vec::new();
         let mut rows = 0;
         for (project, batches) in &tail {
+            let batches: Vec<RecordBatch> = batches.iter().map(|b| b.rows.clone()).collect();
             let sources: Vec<&RecordBatch> = batches.iter().collect();
-            for (day, order) in day_orders(batches) {
+            for (day, order) in day_orders(&batches) {
                 rows += order.len();
                 let meta = self.write_day(&mut manifest, project, day, &sources, &order)?;
                 new_parts.push(meta);
@@ -73,8 +74,6 @@ impl Store {
         }
         // Only the loader adds to the tail, and it is busy here: the tail is what was sealed.
         s.tail.clear();
-        s.tail_rollups.clear();
-        s.tail_sequences.clear();
         self.tail_rows.store(0, Ordering::Relaxed);
         s.tail_since = None;
         Ok(rows)

@@ -3,8 +3,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-
 use crate::StoreError;
 use crate::rollup::{Blocks, RollupSet};
 use crate::sequence::Sequences;
@@ -12,16 +10,14 @@ use crate::store::cache::SpanCache;
 use crate::store::order::MICROS_PER_DAY;
 use crate::store::order::today;
 use crate::store::part::LivePart;
-use crate::store::tail::{TailSequences, tail_sequences};
+use crate::store::tail::TailBatch;
 
 /// What a query reads: a project's parts and its share of the tail, fixed when taken.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub project: String,
     pub parts: Vec<Arc<LivePart>>,
-    pub tail: Vec<RecordBatch>,
-    pub tail_rollups: Vec<Arc<RollupSet>>,
-    pub(super) tail_sequences: Vec<TailSequences>,
+    pub tail: Vec<TailBatch>,
     pub(super) spans: Arc<SpanCache>,
     pub(super) span_days: u32,
 }
@@ -43,14 +39,8 @@ impl Snapshot {
             |min: i64, max: i64| since.is_none_or(|s| min >= s) && until.is_none_or(|u| max < u);
         let mut tail: Vec<(i64, Arc<Sequences>)> = Vec::new();
         let mut tail_days = std::collections::BTreeSet::new();
-        for (batch, memo) in self.tail.iter().zip(&self.tail_sequences) {
-            let made = if let Some(made) = memo.get() {
-                made
-            } else {
-                let made = tail_sequences(batch)?;
-                memo.get_or_init(|| made)
-            };
-            let Some(days) = made else {
+        for batch in &self.tail {
+            let Some(days) = batch.sequences()? else {
                 return Ok(None);
             };
             for (day, s) in days {
@@ -180,18 +170,18 @@ impl Snapshot {
             .parts
             .iter()
             .map(|p| covered.contains(&p.meta.id))
-            .chain(self.tail_rollups.iter().map(|_| false))
+            .chain(self.tail.iter().map(|_| false))
             .collect();
         Ok(Blocks { succeeded, covered })
     }
 
     /// The rollups of every part and of the tail.
     pub fn rollups(&self) -> Result<Vec<Arc<RollupSet>>, StoreError> {
-        let mut out = Vec::with_capacity(self.parts.len() + self.tail_rollups.len());
+        let mut out = Vec::with_capacity(self.parts.len() + self.tail.len());
         for p in &self.parts {
             out.push(p.rollup()?);
         }
-        out.extend(self.tail_rollups.iter().cloned());
+        out.extend(self.tail.iter().map(|b| b.rollup.clone()));
         Ok(out)
     }
 }
