@@ -17,6 +17,10 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+# The shape of the code: no import cycle between the modules of a crate, no store file over
+# 700 lines (see the script).
+python3 scripts/check_modules.py 2>&1 | tee -a "$log"
+
 # Rust: doc tests, then unit, integration and property tests of every crate.
 cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
 # The SDK's tests run its examples as real host programs: `cargo test` compiles examples but
@@ -43,8 +47,18 @@ export OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally"
 (cd crates/opentally-py && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --locked --quiet)
 "$venv/bin/python" -m pytest crates/opentally-py/tests -q -rA -p no:cacheprovider 2>&1 | tee -a "$log"
 
-# One closing line for the whole run, summed over every cargo test binary and pytest.
+# The Node SDK (sdks/node): compiled by `npm test`, then its tests with Node's own runner, against
+# the CLI binary built above.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "error: npm is not installed" >&2
+  echo "  hint: install Node.js 20 or newer (with npm), then run this again" >&2
+  exit 1
+fi
+(cd sdks/node && npm ci --silent --no-audit --no-fund && OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally" npm test 2>&1) | tee -a "$log"
+
+# One closing line for the whole run, summed over every cargo test binary, pytest and node --test.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     /^# pass [0-9]+$/ { p += $3 } /^# fail [0-9]+$/ { f += $3 } /^# skipped [0-9]+$/ { i += $3 }
      /^(=+ )?[0-9]+ (passed|failed|skipped).* in [0-9.]+s/ {
        for (n = 1; n <= NF; n++) {
          if ($n ~ /^passed/) p += $(n-1); if ($n ~ /^failed/) f += $(n-1); if ($n ~ /^skipped/) i += $(n-1)
