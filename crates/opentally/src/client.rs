@@ -10,133 +10,21 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use opentally_protocol::Timestamp;
 use opentally_protocol::event::{Context, NameVersion};
 
 use crate::config::{Config, Notice};
 use crate::consent::{self, Decision, Mode};
-use crate::identity::{self, InstallId};
+use crate::events::{Counters, Event, Prop, TimedEvent};
 use crate::paths::Paths;
-use crate::transport::{HttpTransport, LocalFile, Outcome, Transport};
-use crate::{environment, fork, spool, wire};
-
-/// A property value. Numbers that could identify (row counts, sizes) should be bucketed into
-/// strings before they get here.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Prop {
-    Str(String),
-    /// A string known for the life of the program (reserved values such as `ok`): no copy.
-    Static(&'static str),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
-
-impl From<&str> for Prop {
-    fn from(v: &str) -> Prop {
-        Prop::Str(v.to_owned())
-    }
-}
-impl From<String> for Prop {
-    fn from(v: String) -> Prop {
-        Prop::Str(v)
-    }
-}
-impl From<i64> for Prop {
-    fn from(v: i64) -> Prop {
-        Prop::Int(v)
-    }
-}
-impl From<i32> for Prop {
-    fn from(v: i32) -> Prop {
-        Prop::Int(i64::from(v))
-    }
-}
-impl From<u32> for Prop {
-    fn from(v: u32) -> Prop {
-        Prop::Int(i64::from(v))
-    }
-}
-impl From<f64> for Prop {
-    fn from(v: f64) -> Prop {
-        Prop::Float(v)
-    }
-}
-impl From<bool> for Prop {
-    fn from(v: bool) -> Prop {
-        Prop::Bool(v)
-    }
-}
-
-impl serde::Serialize for Prop {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Prop::Str(v) => s.serialize_str(v),
-            Prop::Static(v) => s.serialize_str(v),
-            Prop::Int(v) => s.serialize_i64(*v),
-            // JSON has no NaN or infinity; such a value is sent as null (absent).
-            Prop::Float(v) if !v.is_finite() => s.serialize_none(),
-            Prop::Float(v) => s.serialize_f64(*v),
-            Prop::Bool(v) => s.serialize_bool(*v),
-        }
-    }
-}
-
-/// An event a binding collected itself: name, properties, and when it happened.
-pub type TimedEvent = (
-    Cow<'static, str>,
-    Vec<(Cow<'static, str>, Prop)>,
-    SystemTime,
-);
-
-/// One tracked event, as small as it can be on the caller's thread.
-#[derive(Debug)]
-pub(crate) struct Event {
-    pub name: Cow<'static, str>,
-    pub props: Vec<(Cow<'static, str>, Prop)>,
-    pub at: SystemTime,
-}
-
-/// What the client has done, for `status()` and inspect mode.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub queued: AtomicU64,
-    pub sent: AtomicU64,
-    pub dropped: AtomicU64,
-    pub retried: AtomicU64,
-    pub spooled: AtomicU64,
-    pub rejected: AtomicU64,
-}
-
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CounterSnapshot {
-    pub queued: u64,
-    pub sent: u64,
-    pub dropped: u64,
-    pub retried: u64,
-    pub spooled: u64,
-    pub rejected: u64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> CounterSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CounterSnapshot {
-            queued: l(&self.queued),
-            sent: l(&self.sent),
-            dropped: l(&self.dropped),
-            retried: l(&self.retried),
-            spooled: l(&self.spooled),
-            rejected: l(&self.rejected),
-        }
-    }
-}
+use crate::queue::{Core, Shared, lock, new_shared};
+use crate::transport::{HttpTransport, LocalFile, Transport};
+use crate::worker::{Worker, messages_json, spool_write};
+use crate::{environment, fork, identity, spool};
 
 const MODE_OFF: u8 = 0;
 const MODE_LOCAL: u8 = 1;
@@ -147,59 +35,6 @@ fn mode_code(m: Mode) -> u8 {
         Mode::Off => MODE_OFF,
         Mode::Local => MODE_LOCAL,
         Mode::On => MODE_ON,
-    }
-}
-
-#[derive(Debug, Default)]
-struct Queue {
-    events: Vec<Event>,
-    /// Flush requests made and answered; the worker answers every request up to `requested`.
-    requested: u64,
-    answered: u64,
-    deadline: Option<Instant>,
-}
-
-/// The state of one process (a forked child gets a fresh one).
-#[derive(Debug)]
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    answered: Condvar,
-    /// The JSON array of the batch being sent, for the exit flush to spool if time runs out.
-    in_flight: Mutex<Option<Arc<Vec<u8>>>>,
-    /// This process's session id.
-    session: String,
-    /// `context` as JSON with the session and install facts, built by the worker.
-    context_json: OnceLock<String>,
-    started: AtomicBool,
-}
-
-/// Settings and services the worker shares with the client.
-#[derive(Debug)]
-struct Core {
-    batch_size: usize,
-    batch_interval: Duration,
-    request_timeout: Duration,
-    max_attempts: u32,
-    queue_capacity: usize,
-    spool_dir: PathBuf,
-    spool_max_bytes: u64,
-    transport: Arc<dyn Transport>,
-    counters: Counters,
-    inspect: bool,
-    /// Settled when the first event is recorded, so that a client that is never used (or is
-    /// turned off before its first event) writes nothing.
-    install: OnceLock<InstallId>,
-    app: String,
-    app_state: PathBuf,
-    container: bool,
-    context: Context,
-}
-
-impl Core {
-    fn install(&self) -> &InstallId {
-        self.install
-            .get_or_init(|| identity::install_id(&self.app, &self.app_state, self.container, true))
     }
 }
 
@@ -256,19 +91,6 @@ impl Drop for Suppressed {
     fn drop(&mut self) {
         SUPPRESSED.with(|s| s.set(s.get().saturating_sub(1)));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; if something did, the data is still consistent
-    // (a queue of events), and the host must never be failed by telemetry.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn context_json(core: &Core, session: &str) -> String {
-    let mut c = core.context.clone();
-    session.clone_into(&mut c.session);
-    c.ephemeral = core.install().ephemeral;
-    serde_json::to_string(&c).expect("a context serialises")
 }
 
 impl Client {
@@ -418,36 +240,11 @@ impl Client {
     /// Records events that a binding collected itself, each with the time it happened: one lock
     /// for the whole group. Beyond the queue's capacity, the rest are dropped and counted.
     pub fn track_many(&self, events: Vec<TimedEvent>) {
-        if !self.recording() || events.is_empty() {
-            return;
-        }
-        let shared = self.current();
-        let n = events.len() as u64;
-        let (len, kept) = {
-            let mut q = lock(&shared.queue);
-            let room = self.core.queue_capacity.saturating_sub(q.events.len());
-            let kept = events.len().min(room);
-            q.events.extend(
-                events
-                    .into_iter()
-                    .take(kept)
-                    .map(|(name, props, at)| Event { name, props, at }),
-            );
-            (q.events.len(), kept as u64)
-        };
-        self.core.counters.queued.fetch_add(kept, Ordering::Relaxed);
-        if kept < n {
-            self.core
-                .counters
-                .dropped
-                .fetch_add(n - kept, Ordering::Relaxed);
-        }
-        if !shared.started.load(Ordering::Acquire) {
-            self.start_worker(&shared);
-        }
-        if len >= self.core.batch_size {
-            shared.wake.notify_one();
-        }
+        self.enqueue_all(
+            events
+                .into_iter()
+                .map(|(name, props, at)| Event { name, props, at }),
+        );
     }
 
     /// Whether this thread is inside a suppressed scope.
@@ -462,23 +259,38 @@ impl Client {
 
     /// Records a prepared event (the span and the bindings build their own).
     pub(crate) fn enqueue(&self, event: Event) {
-        if SUPPRESSED.with(std::cell::Cell::get) > 0
-            || self.mode.load(Ordering::Relaxed) == MODE_OFF
-        {
+        self.enqueue_all(std::iter::once(event));
+    }
+
+    /// Records prepared events: the one path every `track` takes. Takes the queue's lock once;
+    /// beyond the queue's capacity the rest are dropped and counted.
+    fn enqueue_all<I>(&self, events: I)
+    where
+        I: IntoIterator<Item = Event>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        if !self.recording() {
             return;
         }
+        let events = events.into_iter();
+        let n = events.len();
         let shared = self.current();
-        let len = {
+        let (len, kept) = {
             let mut q = lock(&shared.queue);
-            if q.events.len() >= self.core.queue_capacity {
-                drop(q);
-                self.core.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            q.events.push(event);
-            q.events.len()
+            let kept = n.min(self.core.queue_capacity.saturating_sub(q.events.len()));
+            q.events.extend(events.take(kept));
+            (q.events.len(), kept)
         };
-        self.core.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.core.counters;
+        if kept < n {
+            counters
+                .dropped
+                .fetch_add((n - kept) as u64, Ordering::Relaxed);
+        }
+        if kept == 0 {
+            return;
+        }
+        counters.queued.fetch_add(kept as u64, Ordering::Relaxed);
         if !shared.started.load(Ordering::Acquire) {
             self.start_worker(&shared);
         }
@@ -687,240 +499,4 @@ fn decide(
         off_in_ci: config.off_in_ci,
         in_ci: environment::in_ci(env),
     })
-}
-
-fn new_shared() -> Shared {
-    Shared {
-        queue: Mutex::new(Queue::default()),
-        wake: Condvar::new(),
-        answered: Condvar::new(),
-        in_flight: Mutex::new(None),
-        session: identity::random_uuid(),
-        context_json: OnceLock::new(),
-        started: AtomicBool::new(false),
-    }
-}
-
-/// The JSON array of Segment `track` messages for these events.
-fn messages_json(core: &Core, shared: &Shared, events: &[Event]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.len() * 600);
-    out.push(b'[');
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let since =
-            e.at.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-        let ts = Timestamp::from_unix(
-            i64::try_from(since.as_secs()).unwrap_or(0),
-            since.subsec_nanos(),
-        )
-        .unwrap_or(Timestamp::UNIX_EPOCH);
-        let start = out.len();
-        // Built by hand around the pre-serialised context, which is the same for every event.
-        out.extend_from_slice(b"{\"type\":\"track\",\"event\":");
-        out.extend_from_slice(&serde_json::to_vec(&e.name).expect("a string serialises"));
-        out.extend_from_slice(format!(",\"messageId\":\"{}\",\"anonymousId\":\"{}\",\"timestamp\":\"{ts}\",\"properties\":", uuid::Uuid::now_v7(), core.install().id).as_bytes());
-        // Properties written straight from the event, without building a JSON map first: the
-        // worker shares the host's cores. A repeated key is written twice; readers keep the
-        // last, which is how the reserved properties (added last) win over metadata.
-        out.push(b'{');
-        for (i, (k, v)) in e.props.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, k.as_ref()).expect("writing to memory");
-            out.push(b':');
-            serde_json::to_writer(&mut out, v).expect("writing to memory");
-        }
-        out.push(b'}');
-        out.extend_from_slice(b",\"context\":");
-        out.extend_from_slice(
-            shared
-                .context_json
-                .get_or_init(|| context_json(core, &shared.session))
-                .as_bytes(),
-        );
-        out.push(b'}');
-        if core.inspect {
-            let _ = writeln!(
-                std::io::stderr(),
-                "opentally: {}",
-                String::from_utf8_lossy(&out[start..])
-            );
-        }
-    }
-    out.push(b']');
-    out
-}
-
-/// Writes a batch to the spool and counts its events as spooled.
-fn spool_write(core: &Core, array: &[u8], events: usize) {
-    if spool::write(&core.spool_dir, array, core.spool_max_bytes).is_ok() {
-        let n = if events == 0 {
-            wire::count_messages(array)
-        } else {
-            events as u64
-        };
-        core.counters.spooled.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-struct Worker {
-    core: Arc<Core>,
-    shared: Arc<Shared>,
-}
-
-impl Worker {
-    fn run(self) {
-        let mut spool_checked = false;
-        loop {
-            let (events, ticket, deadline) = self.next_batch();
-            if !events.is_empty() {
-                let array = Arc::new(messages_json(&self.core, &self.shared, &events));
-                *lock(&self.shared.in_flight) = Some(array.clone());
-                let delivered = self.deliver(&array, events.len() as u64, deadline);
-                // If the exit flush ran out of time it took the batch and spooled it; otherwise
-                // it is still ours to keep.
-                let still_ours = lock(&self.shared.in_flight).take().is_some();
-                if !delivered && still_ours {
-                    spool_write(&self.core, &array, events.len());
-                    // Resend it from here too once the collector answers again, not only from
-                    // a later process.
-                    spool_checked = false;
-                }
-            }
-            // Batches a former process could not send go out once this one has sent its own: when
-            // idle, or at the exit flush if time is left.
-            if events.is_empty() && !spool_checked && (deadline.is_some() || ticket == 0) {
-                spool_checked = self.resend_spool(deadline);
-            }
-            if ticket > 0 && !spool_checked && lock(&self.shared.queue).events.is_empty() {
-                spool_checked = self.resend_spool(deadline);
-            }
-            if ticket > 0 {
-                let mut q = lock(&self.shared.queue);
-                if q.events.is_empty() {
-                    q.answered = q.answered.max(ticket);
-                    q.deadline = None;
-                    self.shared.answered.notify_all();
-                }
-            }
-        }
-    }
-
-    /// Waits for a full batch, the batch interval, or a flush request; takes the events.
-    fn next_batch(&self) -> (Vec<Event>, u64, Option<Instant>) {
-        let mut q = lock(&self.shared.queue);
-        let until = Instant::now() + self.core.batch_interval;
-        loop {
-            if q.requested > q.answered {
-                let take = q.events.len().min(self.core.batch_size);
-                let events: Vec<Event> = q.events.drain(..take).collect();
-                return (events, q.requested, q.deadline);
-            }
-            let now = Instant::now();
-            if q.events.len() >= self.core.batch_size || (now >= until && !q.events.is_empty()) {
-                let take = q.events.len().min(self.core.batch_size);
-                return (q.events.drain(..take).collect(), 0, None);
-            }
-            let wait = if now >= until {
-                self.core.batch_interval
-            } else {
-                until - now
-            };
-            q = self
-                .shared
-                .wake
-                .wait_timeout(q, wait)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-            if q.events.is_empty() && q.requested == q.answered && Instant::now() >= until {
-                return (Vec::new(), 0, None);
-            }
-        }
-    }
-
-    /// Sends one batch of `n` messages with retries; false if it could not be delivered (the
-    /// caller spools it).
-    fn deliver(&self, array: &[u8], n: u64, deadline: Option<Instant>) -> bool {
-        for attempt in 0..self.core.max_attempts {
-            let timeout = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(self.core.request_timeout),
-                    _ => return false,
-                },
-                None => self.core.request_timeout,
-            };
-            match self.core.transport.send(&wire::batch_body(array), timeout) {
-                Outcome::Delivered => {
-                    self.core.counters.sent.fetch_add(n, Ordering::Relaxed);
-                    return true;
-                }
-                Outcome::Rejected { .. } => {
-                    // Never retried: resending what the collector refused cannot succeed.
-                    self.core.counters.rejected.fetch_add(n, Ordering::Relaxed);
-                    return true;
-                }
-                Outcome::Retry { after } => {
-                    self.core.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    if attempt + 1 == self.core.max_attempts {
-                        break;
-                    }
-                    let wait = after
-                        .unwrap_or_else(|| backoff(attempt))
-                        .min(Duration::from_secs(30));
-                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                        return false;
-                    }
-                    std::thread::sleep(wait);
-                }
-            }
-        }
-        false
-    }
-
-    /// Sends spooled batches, oldest first; stops at the first that fails. Returns whether the
-    /// spool is empty now.
-    fn resend_spool(&self, deadline: Option<Instant>) -> bool {
-        for (path, _) in spool::files(&self.core.spool_dir) {
-            let Some(array) = std::fs::read(&path).ok().and_then(|b| wire::gunzip(&b)) else {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            };
-            // A spooled batch is counted once, here; a fresh one's count is known.
-            if !self.deliver(&array, wire::count_messages(&array), deadline) {
-                return false;
-            }
-            let _ = std::fs::remove_file(&path);
-        }
-        true
-    }
-}
-
-/// Exponential backoff with jitter: 0.5 s, 1 s, 2 s… each ±50 %.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(500) * 2u32.saturating_pow(attempt.min(6));
-    let mut r = [0u8; 2];
-    let _ = getrandom::fill(&mut r);
-    let jitter = f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX);
-    base.mul_f64(0.5 + jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_jittered() {
-        for attempt in 0..4 {
-            let d = backoff(attempt);
-            let base = 500u64 << attempt;
-            assert!(
-                d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base * 3 / 2),
-                "{attempt}: {d:?}"
-            );
-        }
-    }
 }

@@ -20,22 +20,26 @@ mod client;
 mod config;
 pub mod consent;
 mod environment;
+mod events;
 mod fork;
 pub mod identity;
 mod notice;
 pub mod paths;
+mod queue;
 mod spool;
 pub mod transport;
 pub mod user;
 mod wire;
+mod worker;
 
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-pub use client::{Client, CounterSnapshot, Prop, Suppressed, suppress_begin, suppress_end};
+pub use client::{Client, Suppressed, suppress_begin, suppress_end};
 pub use config::{Config, Notice};
 pub use consent::{Decision, Mode, Source, Verdict};
+pub use events::{CounterSnapshot, Prop, TimedEvent};
 pub use paths::Paths;
 
 static GLOBAL: OnceLock<Client> = OnceLock::new();
@@ -182,7 +186,7 @@ impl Span {
         if let Some(t) = error_type {
             props.push(("error_type".into(), Prop::Str(t.to_owned())));
         }
-        c.enqueue(client::Event {
+        c.enqueue(events::Event {
             name: std::mem::take(&mut self.event),
             props,
             at: SystemTime::now(),

@@ -4,10 +4,9 @@
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use base64_lite::encode as b64;
+use base64::Engine as _;
 
 /// The fate of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +52,10 @@ impl HttpTransport {
         HttpTransport {
             agent,
             url: format!("{}/v1/batch", endpoint.trim_end_matches('/')),
-            authorization: format!("Basic {}", b64(format!("{write_key}:").as_bytes())),
+            authorization: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"))
+            ),
             user_agent: format!("opentally-rust/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -133,14 +135,16 @@ impl Transport for LocalFile {
 }
 
 /// Records every batch it is given (decompressed) and answers with a scripted outcome; for
-/// tests of the client without a network.
+/// tests of the client without a network (feature `test-util`).
+#[cfg(feature = "test-util")]
 #[derive(Debug, Default)]
 pub struct RecordingTransport {
-    pub batches: Mutex<Vec<serde_json::Value>>,
+    pub batches: std::sync::Mutex<Vec<serde_json::Value>>,
     /// Outcomes to give, first to last; `Delivered` once they run out.
-    pub script: Mutex<Vec<Outcome>>,
+    pub script: std::sync::Mutex<Vec<Outcome>>,
 }
 
+#[cfg(feature = "test-util")]
 impl RecordingTransport {
     /// Every message recorded so far, in order.
     pub fn messages(&self) -> Vec<serde_json::Value> {
@@ -153,6 +157,7 @@ impl RecordingTransport {
     }
 }
 
+#[cfg(feature = "test-util")]
 impl Transport for RecordingTransport {
     fn send(&self, body: &[u8], _timeout: Duration) -> Outcome {
         let outcome = {
@@ -169,39 +174,5 @@ impl Transport for RecordingTransport {
             self.batches.lock().expect("not poisoned").push(v);
         }
         outcome
-    }
-}
-
-/// Base64 for one header; a dependency would be more than this.
-mod base64_lite {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(input: &[u8]) -> String {
-        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-        for chunk in input.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn matches_the_standard_alphabet() {
-        assert_eq!(encode(b"otw_k:"), "b3R3X2s6");
-        assert_eq!(encode(b"ab"), "YWI=");
-        assert_eq!(encode(b"a"), "YQ==");
-        assert_eq!(encode(b""), "");
     }
 }
