@@ -424,3 +424,113 @@ fn opt_out_writes_the_user_config_that_the_cli_reads() {
     client.set_user_choice(true).unwrap();
     assert_eq!(client.mode(), Mode::On);
 }
+
+/// The consent table every OpenTally SDK runs (`tests/consent-cases.json`, shared with the
+/// Python and Node suites): each row's mode and deciding source; when off, not one byte sent and
+/// no state file; when local, no connection; when on, the events delivered.
+#[test]
+fn the_shared_consent_table() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/consent-cases.json");
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let app = table["app"].as_str().unwrap();
+    let cases = table["cases"].as_array().unwrap();
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let name = case["name"].as_str().unwrap();
+        let home = Home::new(&format!("table-{i}"));
+        let sink = Sink::start(Behaviour::Accept);
+        let cwd = home.work().join("sub/dir");
+        std::fs::create_dir_all(&cwd).unwrap();
+        for (kind, text) in case["files"].as_object().unwrap() {
+            let path = match kind.as_str() {
+                "policy" => home.policy_file(),
+                "user_config" => home.config_file(),
+                "dotenv" => cwd.join(".env"),
+                "parent_dotenv" => home.work().join(".env"),
+                other => panic!("{name}: unknown file kind {other}"),
+            };
+            write(&path, text.as_str().unwrap());
+        }
+        let mut env: std::collections::HashMap<String, String> = case["env"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        env.insert("OPENTALLY_ENDPOINT".into(), sink.url.clone());
+        let mut config = opentally::Config::new(app, "otw_test", "http://127.0.0.1:9")
+            .state_dir(home.state())
+            .config_file(home.config_file())
+            .policy_file(home.policy_file())
+            .environment(env, Some(cwd));
+        let c = &case["config"];
+        if let Some(on) = c["enabled"].as_bool() {
+            config = config.enabled(on);
+        }
+        match c["default"].as_str() {
+            None | Some("opt-out") => {}
+            Some("opt-in") => config = config.opt_in_default(),
+            Some(other) => panic!("{name}: unknown default {other}"),
+        }
+        if c["off_in_ci"].as_bool() == Some(true) {
+            config = config.off_in_ci();
+        }
+        for v in c["disable_env"].as_array().into_iter().flatten() {
+            config = config.disable_env(v.as_str().unwrap());
+        }
+        for v in c["enable_env"].as_array().into_iter().flatten() {
+            config = config.enable_env(v.as_str().unwrap());
+        }
+        let client = Client::new(config);
+        match case["after_init"].as_str() {
+            None => {}
+            Some("disable") => client.set_enabled(false),
+            Some("enable") => client.set_enabled(true),
+            Some("opt_out") => client.set_user_choice(false).unwrap(),
+            Some("opt_in") => client.set_user_choice(true).unwrap(),
+            Some(other) => panic!("{name}: unknown after_init {other}"),
+        }
+        for _ in 0..5 {
+            client.track("fit", [("method", "cbpe".into())]);
+        }
+        client.flush(Duration::from_secs(5));
+        let decision = client.status().decision;
+        let mode = serde_json::to_value(decision.mode).unwrap();
+        let by = serde_json::to_value(decision.decided_by).unwrap();
+        let expect = &case["expect"];
+        if mode != expect["mode"] || by != expect["decided_by"] {
+            failures.push(format!(
+                "{name}: {mode} by {by}, expected {} by {}",
+                expect["mode"], expect["decided_by"]
+            ));
+            continue;
+        }
+        let bytes = sink.bytes.load(Ordering::SeqCst);
+        let conns = sink.connections.load(Ordering::SeqCst);
+        match decision.mode {
+            Mode::Off => {
+                let files = home.state_files();
+                if bytes != 0 || conns != 0 || !files.is_empty() {
+                    failures.push(format!(
+                        "{name}: off, yet {bytes} bytes, {conns} connections, state files {files:?}"
+                    ));
+                }
+            }
+            Mode::Local => {
+                if conns != 0 {
+                    failures.push(format!("{name}: local, yet {conns} connections"));
+                }
+            }
+            Mode::On => {
+                let got = sink.wait_for(5, Duration::from_secs(5)).len();
+                if got != 5 {
+                    failures.push(format!("{name}: on, yet {got} of 5 events arrived"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
