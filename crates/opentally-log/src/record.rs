@@ -124,7 +124,9 @@ pub fn day_of(t: Timestamp) -> i64 {
 pub struct RecordView<'a> {
     #[serde(borrow)]
     pub project: std::borrow::Cow<'a, str>,
-    pub project_id: i64,
+    /// Absent only in a record no collector wrote; loading does not need it, the dedup replay
+    /// does.
+    pub project_id: Option<i64>,
     pub received_at: Timestamp,
     #[serde(borrow)]
     pub events: Vec<EventView<'a>>,
@@ -255,7 +257,7 @@ mod tests {
         assert_eq!(&out[..6], b"before");
         let back: RecordView<'_> = serde_json::from_slice(&out[6..]).unwrap();
         assert_eq!(back.project, "pro\"ject");
-        assert_eq!(back.project_id, 7);
+        assert_eq!(back.project_id, Some(7));
         assert_eq!(back.received_at, t);
         let ids: Vec<&str> = back.events.iter().map(|e| &*e.message_id).collect();
         assert_eq!(ids, ["m0", "m1", "m2"]);

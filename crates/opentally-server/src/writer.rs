@@ -165,14 +165,19 @@ pub fn start(
         &cfg.log_dir,
         index.checkpoint(),
         |_, payload| match serde_json::from_slice::<RecordView<'_>>(payload) {
-            Ok(rec) => {
+            Ok(RecordView {
+                project_id: Some(project_id),
+                received_at,
+                events,
+                ..
+            }) => {
                 replayed_records += 1;
-                let day = day_of(rec.received_at);
-                for e in &rec.events {
-                    index.insert(day, message_hash(rec.project_id, &e.message_id));
+                let day = day_of(received_at);
+                for e in &events {
+                    index.insert(day, message_hash(project_id, &e.message_id));
                 }
             }
-            Err(_) => bad_records += 1,
+            Ok(_) | Err(_) => bad_records += 1,
         },
     )?;
     if bad_records > 0 {
