@@ -1,9 +1,9 @@
 //! Insights as typed queries (DESIGN §7), each compiled to SQL over the `events` table, so every
 //! backend that speaks this SQL runs the same types.
 //!
-//! [`types`] parses a query; [`sql`] compiles it to SQL over the `events` table; [`rollups`]
-//! answers the standard insights from rollups ([`sketches`] counts their installs) and
-//! [`sequences`] funnels and paths from per-install sequences, when they can; [`InsightQuery::run`]
+//! `types` parses a query; `sql` compiles it to SQL over the `events` table; `rollups`
+//! answers the standard insights from rollups (`sketches` counts their installs) and
+//! `sequences` funnels and paths from per-install sequences, when they can; [`InsightQuery::run`]
 //! picks the cheapest that can.
 
 mod answer;

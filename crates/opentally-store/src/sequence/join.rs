@@ -6,10 +6,10 @@ use crate::sequence::{Names, Run, Sequences};
 /// The sequences of several parts as one file, each install's runs joined into one: what a
 /// walk reads when those parts are all it needs of their days, with one run per install instead
 /// of one per install and part. `parts` in time order, their codes mapped to `names` (see
-/// [`shared_codes`]). With `summary`, each install keeps only what paths read, not its events:
+/// [`shared_codes`](crate::sequence::shared_codes)). With `summary`, each install keeps only what paths read, not its events:
 /// its sessions' keys, each session's first and last event, and the count of each (event, next
 /// event) pair within a session. `None` when an install's runs are not in time
-/// order across the parts (see [`walk`]), a file is malformed, or the result outgrows the
+/// order across the parts (see [`walk`](crate::sequence::walk)), a file is malformed, or the result outgrows the
 /// format.
 pub fn merge(parts: &[(&Sequences, Vec<u32>)], names: &Names, summary: bool) -> Option<Vec<u8>> {
     let mut parts: Vec<(&Sequences, Vec<u32>)> =
@@ -47,7 +47,7 @@ impl Runs for &Sequences {
     }
 }
 
-/// The joined file, as [`merge`] and [`compact`] describe it, not yet given its names (the
+/// The joined file, as [`merge`](crate::sequence::merge) and [`compact`] describe it, not yet given its names (the
 /// parts' codes are mapped to them).
 pub(super) fn join<R: Runs>(
     parts: &mut [(R, Vec<u32>)],

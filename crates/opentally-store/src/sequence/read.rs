@@ -9,7 +9,7 @@ use crate::sequence::summary::{SummaryRun, session_key_at};
 #[derive(Debug)]
 pub struct Sequences {
     pub(super) bytes: Vec<u8>,
-    /// Each install's transitions instead of its events (see [`merge`]).
+    /// Each install's transitions instead of its events (see [`merge`](crate::sequence::merge)).
     pub(super) summary: bool,
     pub(super) names: Vec<String>,
     pub(super) installs: usize,
@@ -212,7 +212,7 @@ impl Sequences {
             [self.body_at + self.offset(i) as usize..self.body_at + self.offset(i + 1) as usize]
     }
 
-    /// Whether the file is a span's summary (see [`merge`]).
+    /// Whether the file is a span's summary (see [`merge`](crate::sequence::merge)).
     pub fn is_summary(&self) -> bool {
         self.summary
     }

@@ -183,7 +183,7 @@ impl Runs for &mut SeqStream {
 }
 
 /// The sequences of several parts of one day, read from their files as they go, as the `.seq`
-/// file of the part that compaction merges them into: as [`merge`] without `summary`, but an
+/// file of the part that compaction merges them into: as [`merge`](crate::sequence::merge) without `summary`, but an
 /// install whose runs overlap in time has its events put in time order and its sessions in the
 /// order first met then. `Ok(None)` when such an install has two events at the same time (only
 /// message ids, which the files do not keep, could order them), a file is malformed, or the

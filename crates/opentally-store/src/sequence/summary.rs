@@ -15,7 +15,7 @@ pub(super) fn summary_code(b: &[u8], codes: &[u32], at: &mut usize) -> Option<u3
     codes.get(usize::try_from(varint(b, at)?).ok()?).copied()
 }
 
-/// One install's run in a span's summary (see [`merge`]), read from its bytes as a walker needs
+/// One install's run in a span's summary (see [`merge`](crate::sequence::merge)), read from its bytes as a walker needs
 /// it: the sessions' keys, the times of the first and last events, and the rest of the body
 /// (each session's first and last name codes, then the transitions), not yet decoded.
 #[derive(Debug, Clone, Copy)]

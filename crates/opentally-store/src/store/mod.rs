@@ -1,9 +1,9 @@
 //! The embedded store: the log loaded into an in-memory tail, sealed into Parquet parts.
 //!
-//! The pipeline, a file each: [`load`] reads the log into the [`tail`]; [`seal`] writes the
-//! tail as [`part`]s; [`compact`] merges a day's small parts ([`merge`] is the streaming merge,
-//! in the row [`order`] every part keeps); [`erase`] rewrites parts for erasure and retention;
-//! a [`snapshot`] is what a query reads; [`cache`] keeps what queries make from parts.
+//! The pipeline, a file each: `load` reads the log into the `tail`; `seal` writes the
+//! tail as `part`s; `compact` merges a day's small parts (`merge` is the streaming merge,
+//! in the row `order` every part keeps); `erase` rewrites parts for erasure and retention;
+//! a `snapshot` is what a query reads; `cache` keeps what queries make from parts.
 
 mod cache;
 mod compact;
