@@ -257,22 +257,32 @@ impl Client {
         SUPPRESSED.with(std::cell::Cell::get) == 0 && self.mode.load(Ordering::Relaxed) != MODE_OFF
     }
 
-    /// Records a prepared event (the span and the bindings build their own).
+    /// Records a prepared event (the span and the bindings build their own): the path every
+    /// single `track` takes, a push under the queue's lock.
     pub(crate) fn enqueue(&self, event: Event) {
-        self.enqueue_all(std::iter::once(event));
-    }
-
-    /// Records prepared events: the one path every `track` takes. Takes the queue's lock once;
-    /// beyond the queue's capacity the rest are dropped and counted.
-    fn enqueue_all<I>(&self, events: I)
-    where
-        I: IntoIterator<Item = Event>,
-        I::IntoIter: ExactSizeIterator,
-    {
         if !self.recording() {
             return;
         }
-        let events = events.into_iter();
+        let shared = self.current();
+        let len = {
+            let mut q = lock(&shared.queue);
+            if q.events.len() >= self.core.queue_capacity {
+                drop(q);
+                self.count(&shared, 0, 0, 1);
+                return;
+            }
+            q.events.push(event);
+            q.events.len()
+        };
+        self.count(&shared, len, 1, 0);
+    }
+
+    /// Records prepared events under one lock (a binding's collected calls); beyond the
+    /// queue's capacity the rest are dropped.
+    fn enqueue_all(&self, events: impl ExactSizeIterator<Item = Event>) {
+        if !self.recording() {
+            return;
+        }
         let n = events.len();
         let shared = self.current();
         let (len, kept) = {
@@ -281,18 +291,29 @@ impl Client {
             q.events.extend(events.take(kept));
             (q.events.len(), kept)
         };
+        self.count(&shared, len, kept, n - kept);
+    }
+
+    /// The accounting of every enqueue, in one place: `queued` events went in (the queue now
+    /// holds `len`), `dropped` did not fit. Starts the worker at the first event and wakes it
+    /// when a batch is full.
+    // Always inlined: callgrind counted 15 more instructions a `track` call (801 → 816) when the
+    // compiler kept it a call.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn count(&self, shared: &Arc<Shared>, len: usize, queued: usize, dropped: usize) {
         let counters = &self.core.counters;
-        if kept < n {
+        if dropped > 0 {
             counters
                 .dropped
-                .fetch_add((n - kept) as u64, Ordering::Relaxed);
+                .fetch_add(dropped as u64, Ordering::Relaxed);
         }
-        if kept == 0 {
+        if queued == 0 {
             return;
         }
-        counters.queued.fetch_add(kept as u64, Ordering::Relaxed);
+        counters.queued.fetch_add(queued as u64, Ordering::Relaxed);
         if !shared.started.load(Ordering::Acquire) {
-            self.start_worker(&shared);
+            self.start_worker(shared);
         }
         if len >= self.core.batch_size {
             shared.wake.notify_one();
