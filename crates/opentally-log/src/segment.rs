@@ -377,7 +377,7 @@ mod tests {
     /// collector answered 503 for synced records and stored their retry twice.
     #[test]
     fn a_failed_rotation_does_not_fail_a_synced_append() {
-        let dir = temp_dir("rotate");
+        let dir = temp_dir("rotate-failed");
         let (mut w, _) = LogWriter::open(&dir, 8, true).unwrap();
         // The next segment's path is taken by a directory: opening it as a file fails.
         fs::create_dir_all(segment_path(&dir, 1)).unwrap();
@@ -447,7 +447,7 @@ mod tests {
 
     #[test]
     fn segments_rotate_and_read_in_order_from_a_position() {
-        let dir = temp_dir("rotate");
+        let dir = temp_dir("rotate-in-order");
         let (mut w, _) = LogWriter::open(&dir, 32, true).unwrap();
         for i in 0..5u8 {
             append(&mut w, &[&[i; 30]]);
