@@ -9,10 +9,12 @@ use opentally_protocol::{Message, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// One log record: the events of one request that were new.
+/// One log record: the events of one request that were new, or one install's erasure.
 ///
 /// Its payload is compact JSON: `{"project":…,"projectId":…,"receivedAt":…,"events":[…]}`, each
-/// event as [`StoredEvent::write_json`] writes it.
+/// event as [`StoredEvent::write_json`] writes it. An erasure is a record with no events and an
+/// `"erase":"<install hash>"` field after them ([`RecordWriter::end_with_erasure`]): whoever reads
+/// the log removes every event of that install in the records before it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRecord {
     pub project: String,
@@ -81,6 +83,14 @@ impl<'a> RecordWriter<'a> {
     pub fn end(self) {
         self.out.extend_from_slice(b"]}");
     }
+
+    /// Ends the record as the erasure of `install` (a keyed install hash): the events of that
+    /// install in earlier records are to be removed.
+    pub fn end_with_erasure(self, install: &str) {
+        self.out.extend_from_slice(b"],\"erase\":");
+        opentally_protocol::json::write_str(self.out, install);
+        self.out.push(b'}');
+    }
 }
 
 /// An event as stored: the message with its ids replaced by the keyed install hash, its
@@ -130,6 +140,9 @@ pub struct RecordView<'a> {
     pub received_at: Timestamp,
     #[serde(borrow)]
     pub events: Vec<EventView<'a>>,
+    /// Set in an erasure record: the install whose events in earlier records are to go.
+    #[serde(borrow, default)]
+    pub erase: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// A [`StoredEvent`] read in place.
@@ -272,6 +285,14 @@ mod tests {
         RecordWriter::begin(&mut empty, "p", 1, t).end();
         let back: RecordView<'_> = serde_json::from_slice(&empty).unwrap();
         assert!(back.events.is_empty());
+        assert_eq!(back.erase, None);
+        // An erasure names its install and carries no event.
+        let mut erasure = Vec::new();
+        RecordWriter::begin(&mut erasure, "p", 1, t).end_with_erasure("ab\"c");
+        let back: RecordView<'_> = serde_json::from_slice(&erasure).unwrap();
+        assert!(back.events.is_empty());
+        assert_eq!(back.erase.as_deref(), Some("ab\"c"));
+        assert_eq!(back.project_id, Some(1));
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Runs one read-only SQL statement over one project's `events` table.
     fn sql(&self, project: &str, statement: String, limits: Limits) -> Answer<Table>;
+
+    /// Every stored event of one install (its keyed hash) in one project, one JSON object a
+    /// line, as `opentally dump` writes them; a [`QueryError::Memory`] past `limits`' memory.
+    fn export(&self, project: &str, install: &str, limits: Limits) -> Answer<Vec<u8>>;
 }
 
 impl Backend for Store {
@@ -39,5 +43,20 @@ impl Backend for Store {
     fn sql(&self, project: &str, statement: String, limits: Limits) -> Answer<Table> {
         let snapshot = self.snapshot(project);
         Box::pin(async move { query::run_sql(&snapshot, &statement, &limits).await })
+    }
+
+    fn export(&self, project: &str, install: &str, limits: Limits) -> Answer<Vec<u8>> {
+        let snapshot = self.snapshot(project);
+        let install = install.to_owned();
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match crate::dump::export(&snapshot, &install, limits.memory_bytes, &mut out) {
+                Ok(_) => Ok(out),
+                Err(crate::dump::ExportError::TooLarge(n)) => Err(QueryError::Memory(format!(
+                    "the install's events take more than {n} bytes as JSON"
+                ))),
+                Err(crate::dump::ExportError::Store(e)) => Err(QueryError::Internal(e.to_string())),
+            }
+        })
     }
 }

@@ -89,3 +89,65 @@ pub fn dump(snapshot: &Snapshot, out: &mut dyn Write) -> Result<u64, StoreError>
     }
     Ok(n)
 }
+
+/// Writes every event of `install` (its keyed hash) in a snapshot, as [`dump`] writes them, and
+/// stops with an error once more than `max_bytes` are written. Parts whose sequences do not name
+/// the install are skipped unread. Returns how many events.
+pub fn export(
+    snapshot: &Snapshot,
+    install: &str,
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<u64, ExportError> {
+    let mut n = 0;
+    let mut write = |b: &RecordBatch, out: &mut Vec<u8>| -> Result<(), ExportError> {
+        let mine = only_install(b, install)?;
+        if mine.num_rows() > 0 {
+            n += write_batch(&mine, out).map_err(StoreError::from)?;
+            if out.len() > max_bytes {
+                return Err(ExportError::TooLarge(max_bytes));
+            }
+        }
+        Ok(())
+    };
+    for p in &snapshot.parts {
+        if !p.may_hold(install)? {
+            continue;
+        }
+        for b in read_part(&p.path)? {
+            write(&b, out)?;
+        }
+    }
+    for b in snapshot.tail.iter().map(|b| &b.rows) {
+        write(b, out)?;
+    }
+    Ok(n)
+}
+
+/// Why an export has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the export is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl From<arrow::error::ArrowError> for ExportError {
+    fn from(e: arrow::error::ArrowError) -> ExportError {
+        ExportError::Store(e.into())
+    }
+}
+
+/// The rows of `batch` whose install is `install`.
+fn only_install(
+    batch: &RecordBatch,
+    install: &str,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let col = batch
+        .column_by_name("install")
+        .expect("an install column")
+        .as_string::<i32>();
+    let keep: arrow::array::BooleanArray = col.iter().map(|v| Some(v == Some(install))).collect();
+    arrow::compute::filter_record_batch(batch, &keep)
+}

@@ -192,6 +192,12 @@ impl Sequences {
         u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
     }
 
+    /// Whether an install with this key has events here.
+    pub fn contains(&self, key: u64) -> bool {
+        let i = self.seek(key);
+        i < self.installs && self.key(i) == key
+    }
+
     /// The first install whose key is at least `key`.
     pub fn seek(&self, key: u64) -> usize {
         let (mut lo, mut hi) = (0, self.installs);

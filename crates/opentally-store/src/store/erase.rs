@@ -23,6 +23,11 @@ impl Store {
     /// Returns how many events were removed. Only the loading process may call this.
     pub fn erase(&self, project: &str, install: &str) -> Result<u64, StoreError> {
         let _one = self.lock_mutations();
+        self.erase_locked(project, install)
+    }
+
+    /// [`Store::erase`], with the mutations lock held.
+    pub(super) fn erase_locked(&self, project: &str, install: &str) -> Result<u64, StoreError> {
         let (parts, mut manifest, tail_pos) = {
             let s = self.read();
             let parts: Vec<Arc<LivePart>> = s
@@ -37,6 +42,9 @@ impl Store {
         let mut replaced: HashSet<u64> = HashSet::new();
         let mut added = Vec::new();
         for p in &parts {
+            if !p.may_hold(install)? {
+                continue;
+            }
             let batch = concat_batches(&schema::schema(), &read_part(&p.path)?)?;
             let (kept, n) = without_install(&batch, install)?;
             if n == 0 {
@@ -49,19 +57,7 @@ impl Store {
             }
         }
         // The tail: filtered in memory; the log keeps the events, so the erasure is recorded.
-        let tail: Vec<TailBatch> = self.read().tail.get(project).cloned().unwrap_or_default();
-        let mut new_tail = Vec::with_capacity(tail.len());
-        let mut tail_removed = 0u64;
-        for b in &tail {
-            let (kept, n) = without_install(&b.rows, install)?;
-            tail_removed += n;
-            // A batch left as it was keeps its rollup and sequences.
-            new_tail.push(if n == 0 {
-                b.clone()
-            } else {
-                TailBatch::new(kept)
-            });
-        }
+        let (new_tail, tail_removed) = self.tail_without(project, install)?;
         removed += tail_removed;
         if tail_removed > 0 || manifest.log < tail_pos {
             manifest.erased.push(crate::manifest::Erasure {
@@ -71,7 +67,7 @@ impl Store {
             });
         }
         let mut s = self.swap_parts(manifest, &replaced, added)?;
-        if tail_removed > 0 {
+        if let Some(new_tail) = new_tail {
             s.tail.insert(project.to_owned(), new_tail);
             self.tail_rows.fetch_sub(
                 usize::try_from(tail_removed).expect("a tail fits in memory"),
@@ -79,6 +75,42 @@ impl Store {
             );
         }
         Ok(removed)
+    }
+
+    /// Removes the events of `install` from the tail alone, for a store that reads the log but
+    /// does not load it (a command's read-only view): the loading process rewrites the parts.
+    pub(super) fn erase_from_tail(&self, project: &str, install: &str) -> Result<u64, StoreError> {
+        let (new_tail, removed) = self.tail_without(project, install)?;
+        if let Some(new_tail) = new_tail {
+            self.write().tail.insert(project.to_owned(), new_tail);
+            self.tail_rows.fetch_sub(
+                usize::try_from(removed).expect("a tail fits in memory"),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(removed)
+    }
+
+    /// The tail of `project` without the events of `install`, and how many those were; `None`
+    /// when it holds none. A batch left as it was keeps its rollup and sequences.
+    fn tail_without(
+        &self,
+        project: &str,
+        install: &str,
+    ) -> Result<(Option<Vec<TailBatch>>, u64), StoreError> {
+        let tail: Vec<TailBatch> = self.read().tail.get(project).cloned().unwrap_or_default();
+        let mut new_tail = Vec::with_capacity(tail.len());
+        let mut removed = 0u64;
+        for b in &tail {
+            let (kept, n) = without_install(&b.rows, install)?;
+            removed += n;
+            new_tail.push(if n == 0 {
+                b.clone()
+            } else {
+                TailBatch::new(kept)
+            });
+        }
+        Ok(((removed > 0).then_some(new_tail), removed))
     }
 
     /// Removes every event of `project`: its parts (their files go once no query holds them),

@@ -13,14 +13,22 @@ use opentally_log::{RecordView, StoredEvent};
 
 impl Store {
     /// Reads log records after the tail's position (and before `until`, when given) into the
-    /// tail; returns how many events were added.
+    /// tail, applying the erasures among them; returns how many events were added.
     pub fn catch_up(&self, until: Option<LogPos>) -> Result<usize, StoreError> {
         let _one = self.lock_mutations();
-        Ok(self.catch_up_locked(until, usize::MAX)?.0)
+        let mut added = 0;
+        loop {
+            let (n, more) = self.catch_up_locked(until, usize::MAX)?;
+            added += n;
+            if !more {
+                return Ok(added);
+            }
+        }
     }
 
-    /// Reads log records into the tail until `until`, or until a record takes it to `most`
-    /// events read; returns how many were added and whether the log holds more before `until`.
+    /// Reads log records into the tail until `until`, until a record takes it to `most` events
+    /// read, or until an erasure, which is applied once the records before it are in the tail;
+    /// returns how many events were added and whether the log may hold more before `until`.
     pub(super) fn catch_up_locked(
         &self,
         until: Option<LogPos>,
@@ -38,6 +46,7 @@ impl Store {
         let mut bad = 0u64;
         let mut read = 0usize;
         let mut stopped = false;
+        let mut erasure: Option<(String, String, LogPos)> = None;
         let end = wal::read_range_while(&self.log_dir, from, until, |pos, payload| {
             match serde_json::from_slice::<RecordView<'_>>(payload) {
                 Ok(rec)
@@ -46,6 +55,16 @@ impl Store {
                         .any(|d| pos < d.before && d.project == rec.project) =>
                 {
                     read += rec.events.len();
+                }
+                Ok(RecordView {
+                    project,
+                    erase: Some(install),
+                    ..
+                }) => {
+                    // Stop here: the records before it go into the tail, then it is applied.
+                    erasure = Some((project.into_owned(), install.into_owned(), pos));
+                    stopped = true;
+                    return ControlFlow::Break(());
                 }
                 Ok(rec) => {
                     if !builders.contains_key(&*rec.project) {
@@ -85,16 +104,35 @@ impl Store {
             .map(|(project, mut b)| (project, TailBatch::new(b.finish())))
             .collect();
         let mut added = 0;
-        let mut state = self.write();
-        for (project, batch) in batches {
-            added += batch.rows.num_rows();
-            state.tail.entry(project).or_default().push(batch);
+        {
+            let mut state = self.write();
+            for (project, batch) in batches {
+                added += batch.rows.num_rows();
+                state.tail.entry(project).or_default().push(batch);
+            }
+            if added > 0 && state.tail_since.is_none() {
+                state.tail_since = Some(Instant::now());
+            }
+            self.tail_rows.fetch_add(added, Ordering::Relaxed);
+            // Up to an erasure, the tail reaches the record before it until it is applied: a
+            // round that fails to apply it reads it again.
+            state.tail_pos = erasure.as_ref().map_or(end, |e| e.2).max(from);
         }
-        if added > 0 && state.tail_since.is_none() {
-            state.tail_since = Some(Instant::now());
+        if let Some((project, install, pos)) = erasure {
+            // Neither the install nor its hash is logged: the erasure is itself a secret.
+            let removed = if self.loading.load(Ordering::Relaxed) {
+                let n = self.erase_locked(&project, &install)?;
+                *self
+                    .erasure_segment
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pos.segment);
+                n
+            } else {
+                self.erase_from_tail(&project, &install)?
+            };
+            tracing::info!(project, events = removed, "erased an install's events");
+            self.write().tail_pos = end.max(from);
         }
-        self.tail_rows.fetch_add(added, Ordering::Relaxed);
-        state.tail_pos = end.max(from);
         // `stopped` only says the log may hold more: a stop on its last record before `until`
         // is found out by the next round, which reads nothing.
         Ok((added, stopped))

@@ -84,6 +84,13 @@ pub struct Store {
     /// without the lock: every ingest request asks, and must never queue behind the loader
     /// waiting to write.
     tail_rows: std::sync::atomic::AtomicUsize,
+    /// Set by [`Store::prepare_loading`]: this process loads the store, so an erasure read
+    /// from the log rewrites parts; otherwise it only leaves the tail.
+    loading: std::sync::atomic::AtomicBool,
+    /// The log segment of the last erasure applied, until a seal reaches past it: the loader
+    /// seals every round until then, so that the segment, which holds the erased events, is
+    /// removed within a round of the collector starting a new one.
+    erasure_segment: std::sync::Mutex<Option<u64>>,
 }
 
 impl Store {
@@ -143,6 +150,8 @@ impl Store {
             loaded_events: std::sync::atomic::AtomicU64::new(0),
             load_rounds: std::sync::atomic::AtomicU64::new(0),
             tail_rows: std::sync::atomic::AtomicUsize::new(0),
+            loading: std::sync::atomic::AtomicBool::new(false),
+            erasure_segment: std::sync::Mutex::new(None),
         })
     }
 
@@ -174,6 +183,7 @@ impl Store {
         if removed > 0 {
             tracing::info!(removed, "removed part files of an unfinished seal");
         }
+        self.loading.store(true, Ordering::Relaxed);
         Ok(removed)
     }
 

@@ -109,6 +109,15 @@ impl LivePart {
         Ok(rows)
     }
 
+    /// Whether the part may hold events of `install`: false only when its sequences, which list
+    /// every install of the part, do not name it (erasure and export skip such parts unread).
+    pub fn may_hold(&self, install: &str) -> Result<bool, StoreError> {
+        Ok(match self.sequences()? {
+            Some(s) => s.is_summary() || s.contains(crate::sequence::install_key(install)),
+            None => true,
+        })
+    }
+
     /// The part's per-install event sequences: kept in memory after the first read while the
     /// store's sequence cache has room, else read from the file each time; `None` for a part
     /// written without them, or whose file is damaged (queries then scan the events, which the

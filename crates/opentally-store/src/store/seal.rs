@@ -25,9 +25,20 @@ impl Store {
         let s = self.read();
         let tail_rows = self.tail_rows();
         tail_rows >= self.options.seal_rows
+            || (self.erasure_segment().is_some() && s.tail_pos != s.manifest.log)
             || s.tail_since
                 .is_some_and(|t| t.elapsed() >= self.options.seal_after)
             || (tail_rows == 0 && s.tail_pos != s.manifest.log)
+    }
+
+    /// The log segment of an applied erasure that no seal has reached past yet: while the
+    /// collector still appends to it, it should start a new one, so that this one (which holds
+    /// the erased events) can be deleted.
+    pub fn erasure_segment(&self) -> Option<u64> {
+        *self
+            .erasure_segment
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes the tail as parts (one per project and day, sorted by event and time), then swaps
@@ -62,6 +73,15 @@ impl Store {
         manifest.erased.retain(|e| e.before > pos);
         manifest.dropped.retain(|d| d.before > pos);
         manifest.store(&self.dir)?;
+        {
+            let mut erasure = self
+                .erasure_segment
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if erasure.is_some_and(|seg| pos.segment > seg) {
+                *erasure = None;
+            }
+        }
         let mut s = self.write();
         s.manifest = manifest;
         for (m, rollup) in new_parts {

@@ -226,6 +226,23 @@ pub fn write_log_in_segments(
     log.position()
 }
 
+/// Appends the erasure of `install` to the log, as the collector writes it.
+pub fn write_erasure(data: &Path, project: &str, install: &str) -> wal::LogPos {
+    let (mut log, _) = LogWriter::open(&data.join("log"), 1 << 20, false).unwrap();
+    let mut framed = Vec::new();
+    wal::frame_with(&mut framed, |out| {
+        opentally_log::RecordWriter::begin(
+            out,
+            project,
+            1,
+            Timestamp::parse("2026-11-20T00:00:00Z").unwrap(),
+        )
+        .end_with_erasure(install);
+    });
+    log.append_durable(&framed).unwrap();
+    log.position()
+}
+
 /// Every row of the hand-built history as a stored event, with its index.
 pub fn events() -> Vec<(usize, StoredEvent)> {
     ROWS.iter()

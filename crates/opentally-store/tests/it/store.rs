@@ -541,6 +541,84 @@ fn erasing_an_install_removes_it_from_parts_tail_and_every_reload() {
     );
 }
 
+/// An erasure written in the log by the collector: loading removes the install's events in the
+/// records before it (from parts and tail), keeps those after it, and a reload after a crash
+/// or a read-only view agrees.
+#[test]
+fn an_erasure_in_the_log_removes_what_came_before_it_and_keeps_what_follows() {
+    let dir = data::temp_dir("erasure-record");
+    let rows = data::events();
+    let installs = |s: &Store| {
+        data::runtime()
+            .block_on(run_sql(
+                &s.snapshot("demo"),
+                "SELECT install, count(*) FROM events GROUP BY install ORDER BY install",
+                &Limits::default(),
+            ))
+            .unwrap()
+            .rows
+    };
+    let load = |s: &Store, until: LogPos| while s.load_step(until, false).unwrap() {};
+    // B's first events are sealed into parts; its last is in the log after them.
+    data::write_log(&dir, "demo", &rows[..8], 4);
+    let s = Store::open_behind(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    s.catch_up(None).unwrap();
+    s.seal().unwrap();
+    data::write_log(&dir, "demo", &rows[8..], 4);
+    data::write_erasure(&dir, "demo", "B");
+    // B again after its erasure (an install that kept its id): this one stays.
+    let mut later = rows.iter().find(|(_, e)| e.install == "B").unwrap().clone();
+    later.1.message_id = "after-the-erasure".into();
+    data::write_log(&dir, "demo", &[later], 1);
+    let end = data::write_erasure(&dir, "other", "B");
+    load(&s, end);
+    let expected = vec![
+        vec![json!("A"), json!(5)],
+        vec![json!("B"), json!(1)],
+        vec![json!("C"), json!(2)],
+        vec![json!("D"), json!(2)],
+    ];
+    assert_eq!(installs(&s), expected);
+    let dumped = |s: &Store| {
+        let mut out = Vec::new();
+        opentally_store::dump::dump(&s.snapshot("demo"), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let b_lines: Vec<String> = dumped(&s)
+        .lines()
+        .filter(|l| l.contains("\"install\":\"B\""))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(b_lines.len(), 1);
+    assert!(b_lines[0].contains("after-the-erasure"));
+    // The loader seals at once past an erasure, so the log holding the events can go.
+    assert_eq!(s.stats().sealed_to, end);
+    // A crash before any seal: a new loader reads the log again and gets the same.
+    drop(s);
+    let s = Store::open_behind(&dir, Options::default()).unwrap();
+    s.prepare_loading().unwrap();
+    load(&s, end);
+    assert_eq!(installs(&s), expected);
+    drop(s);
+    // A read-only view of the same log (parts already rewritten) agrees.
+    let s = Store::open(&dir, Options::default()).unwrap();
+    assert_eq!(installs(&s), expected);
+    // With nothing sealed, a read-only view leaves the erased events out of its tail.
+    let fresh = data::temp_dir("erasure-record-read-only");
+    data::write_log(&fresh, "demo", &rows, 4);
+    data::write_erasure(&fresh, "demo", "A");
+    let s = Store::open(&fresh, Options::default()).unwrap();
+    assert_eq!(
+        installs(&s),
+        vec![
+            vec![json!("B"), json!(3)],
+            vec![json!("C"), json!(2)],
+            vec![json!("D"), json!(2)],
+        ]
+    );
+}
+
 #[test]
 fn the_retention_job_drops_whole_days_past_retention() {
     let dir = data::history("retention");
