@@ -61,6 +61,9 @@ settings! {
     install_events_per_sec: u32 = 100u32;
     /// Burst of events allowed per install above the steady rate.
     install_events_burst: u32 = 5_000u32;
+    /// Erase and export requests allowed per project and minute (a user's rights are asked for
+    /// rarely; each erasure rewrites the parts that hold the install).
+    privacy_requests_per_minute: u32 = 30u32;
     /// Requests that may wait for the log writer before ingest answers 429.
     writer_queue: usize = 1_024usize;
     /// Longest time a request may take, reading its body included, in seconds.
@@ -110,6 +113,7 @@ pub struct Config {
     pub key_requests_per_sec: u32,
     pub install_events_per_sec: u32,
     pub install_events_burst: u32,
+    pub privacy_requests_per_minute: u32,
     pub writer_queue: usize,
     pub request_timeout: std::time::Duration,
     pub header_timeout: std::time::Duration,
@@ -225,6 +229,10 @@ pub fn resolve(file: RawConfig, env: RawConfig, flags: RawConfig) -> Result<Conf
         install_events_burst: positive(
             "install_events_burst",
             r.install_events_burst.expect("defaulted"),
+        )?,
+        privacy_requests_per_minute: positive(
+            "privacy_requests_per_minute",
+            r.privacy_requests_per_minute.expect("defaulted"),
         )?,
         writer_queue: positive("writer_queue", r.writer_queue.expect("defaulted"))?,
         header_timeout: std::time::Duration::from_secs(positive(

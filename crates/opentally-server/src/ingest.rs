@@ -25,7 +25,7 @@ use crate::writer::{Submission, SubmitError, WriteError};
 use opentally_log::StoredEvent;
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_capped(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+pub(crate) async fn read_capped(body: Body, limit: usize) -> Result<Bytes, IngestError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(b) => Ok(b),
         Err(e) => {
@@ -293,6 +293,7 @@ async fn ingest_inner(
         project_id: project.id,
         received_at,
         events,
+        erase: None,
         reply,
     };
     state.writer.submit(submission).map_err(|e| match e {

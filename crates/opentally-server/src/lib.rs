@@ -19,6 +19,8 @@ pub mod lock;
 pub mod meta;
 pub mod metrics;
 pub mod perms;
+pub mod privacy;
+pub mod retention;
 pub mod secret;
 pub mod serve;
 pub mod state;
@@ -72,11 +74,16 @@ impl Loader {
             .name("opentally-loader".into())
             .spawn(move || {
                 lower_priority(nice);
-                store.run_loader(
-                    &|| writer.durable_pos(),
-                    &|| writer.checkpoint_pos(),
-                    &stop_thread,
-                );
+                let durable = || {
+                    let pos = writer.durable_pos();
+                    // An erasure applied from the segment still being appended to: close it,
+                    // so that it (and the erased events in it) can be deleted once sealed.
+                    if store.erasure_segment().is_some_and(|s| s >= pos.segment) {
+                        writer.start_new_segment();
+                    }
+                    pos
+                };
+                store.run_loader(&durable, &|| writer.checkpoint_pos(), &stop_thread);
             })?;
         Ok(Loader {
             stop,
@@ -235,6 +242,9 @@ impl Collector {
             disk_low: AtomicBool::new(false),
             key_limiter: RateLimiter::keyed(key_quota),
             install_limiter: RateLimiter::keyed(install_quota),
+            privacy_limiter: RateLimiter::keyed(Quota::per_minute(nonzero(
+                config.privacy_requests_per_minute,
+            ))),
             config,
         });
         Ok(Collector {
@@ -264,6 +274,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/g", single(MessageType::Group))
         .route("/v1/alias", single(MessageType::Alias))
         .route("/v1/a", single(MessageType::Alias))
+        .route("/v1/privacy/erase", post(privacy::erase))
+        .route("/v1/privacy/export", get(privacy::export))
         .route(
             "/api/v1/projects/{project}/insights/{kind}",
             get(api::insight),

@@ -30,6 +30,9 @@ pub struct ProjectSummary {
     pub retention_days: u32,
 }
 
+/// The longest retention a project may set: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
 /// The secrets of a new project, shown once.
 #[derive(Debug)]
 pub struct NewProject {
@@ -52,6 +55,8 @@ pub enum MetaError {
     Catalog(Vec<CatalogError>),
     #[error("project {0:?} was deleted and its data is still being removed; try again in a minute")]
     DeletionPending(String),
+    #[error("a retention of {0} days is not usable: keep 1 to {MAX_RETENTION_DAYS} days")]
+    BadRetention(u32),
     #[error("metadata database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("cannot create the data dir: {0}")]
@@ -294,6 +299,21 @@ impl MetaStore {
         let n = self.conn().execute(
             "UPDATE projects SET catalog = ?1 WHERE name = ?2",
             params![catalog, name],
+        )?;
+        if n == 0 {
+            return Err(MetaError::NotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Sets how many days of a project's events are kept (1 to [`MAX_RETENTION_DAYS`]).
+    pub fn set_retention_days(&self, name: &str, days: u32) -> Result<(), MetaError> {
+        if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+            return Err(MetaError::BadRetention(days));
+        }
+        let n = self.conn().execute(
+            "UPDATE projects SET retention_days = ?1 WHERE name = ?2",
+            params![days, name],
         )?;
         if n == 0 {
             return Err(MetaError::NotFound(name.to_owned()));

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub events_accepted: Counter,
     pub events_duplicate: Counter,
     pub events_rejected: Family<ReasonLabels, Counter>,
+    /// Install erasures made durable.
+    pub erasures: Counter,
     pub fsync_seconds: Histogram,
     pub group_requests: Histogram,
     pub log_bytes: Counter,
@@ -101,6 +103,12 @@ impl Default for Metrics {
             "Events acknowledged but not yet read from the log by the store's loader",
             store_unloaded_events.clone(),
         );
+        let erasures = Counter::default();
+        registry.register(
+            "erasures",
+            "Install erasures made durable in the log",
+            erasures.clone(),
+        );
         let store_parts = Gauge::default();
         registry.register("store_parts", "Live Parquet parts", store_parts.clone());
         let store_part_bytes = Gauge::default();
@@ -115,6 +123,7 @@ impl Default for Metrics {
             events_accepted,
             events_duplicate,
             events_rejected,
+            erasures,
             fsync_seconds,
             group_requests,
             log_bytes,

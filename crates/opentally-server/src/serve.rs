@@ -50,7 +50,8 @@ pub async fn serve(
 }
 
 /// Once a second: free disk space against the low-water mark, and key changes made by admin
-/// commands. Once a minute: forget rate-limit state of idle installs.
+/// commands. Once a minute: forget rate-limit state of idle installs. Once an hour: each
+/// project's retention.
 async fn upkeep(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
@@ -103,6 +104,18 @@ async fn upkeep(state: Arc<AppState>) {
                     tracing::error!(error = %e, "removing deleted projects' events panicked");
                     deletions = Some(crate::deletion::Deletions::default());
                 }
+            }
+        }
+        // Each project's retention: soon after start, then hourly.
+        if n % 3600 == 5 {
+            let st = state.clone();
+            let today = opentally_log::day_of(opentally_protocol::Timestamp::now());
+            let done = tokio::task::spawn_blocking(move || {
+                crate::retention::enforce(&st.meta, &st.store, today)
+            })
+            .await;
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "the retention job failed; retrying in an hour");
             }
         }
         if n % 60 == 0 {

@@ -20,7 +20,7 @@ use crate::dedup::{DedupIndex, message_hash};
 use crate::encoded::{EncodedEvents, write_record_payload};
 use crate::metrics::Metrics;
 use opentally_log::segment::{self as wal, LogWriter};
-use opentally_log::{RecordView, day_of};
+use opentally_log::{RecordView, RecordWriter, day_of};
 
 /// Accepted events of one request, waiting to be made durable.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct Submission {
     pub project_id: i64,
     pub received_at: Timestamp,
     pub events: EncodedEvents,
+    /// An erasure instead of events: the keyed hash of the install whose events are to go.
+    pub erase: Option<String>,
     pub reply: oneshot::Sender<Result<Committed, WriteError>>,
 }
 
@@ -324,6 +326,12 @@ impl WriterState {
                     write_record_payload(out, &s.project, s.project_id, s.received_at, fresh);
                 });
             }
+            if let Some(install) = &s.erase {
+                wal::frame_with(&mut framed, |out| {
+                    RecordWriter::begin(out, &s.project, s.project_id, s.received_at)
+                        .end_with_erasure(install);
+                });
+            }
             results.push(new);
         }
         let outcome = match lookup_failed {
@@ -465,6 +473,7 @@ mod tests {
                 project_id: 1,
                 received_at: Timestamp::now(),
                 events,
+                erase: None,
                 reply,
             })
             .unwrap();

@@ -6,6 +6,7 @@
 mod ingest;
 mod lifecycle;
 mod privacy;
+mod rights;
 
 use std::path::PathBuf;
 use std::sync::Arc;
