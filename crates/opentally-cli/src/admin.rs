@@ -60,6 +60,14 @@ pub enum ProjectCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Set how many days of a project's events are kept; older days are dropped hourly.
+    SetRetention {
+        name: String,
+        /// Days kept, 1 to 3650 (a new project keeps 365).
+        days: u32,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Set a project's catalog (or remove it with --none: open mode).
     SetCatalog {
         name: String,
@@ -164,6 +172,13 @@ pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         ProjectCommand::Delete { name, yes, data } => {
             drop(out);
             return delete(&name, yes, &data);
+        }
+        ProjectCommand::SetRetention { name, days, data } => {
+            open(&data)?.set_retention_days(&name, days)?;
+            writeln!(
+                out,
+                "{name} keeps {days} days of events; older days are dropped within the hour by the running collector"
+            )?;
         }
         ProjectCommand::SetCatalog {
             name,

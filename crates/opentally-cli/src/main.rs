@@ -71,10 +71,15 @@ enum Command {
     Catalog(CatalogCommand),
     /// Show whether telemetry is on for an app, which source decided, and your install id.
     Status(user::AppArgs),
-    /// Refuse telemetry for one app (--app) or for every app using OpenTally.
-    OptOut(user::AppArgs),
+    /// Refuse telemetry for one app (--app) or for every app using OpenTally; with --forget,
+    /// erase what the app already sent.
+    OptOut(user::OptOutArgs),
     /// Consent to telemetry for one app (--app) or for every app; any refusal elsewhere still wins.
     OptIn(user::AppArgs),
+    /// Erase everything an app's collector stores under your install id, then replace the id.
+    Forget(user::RightsArgs),
+    /// Print everything an app's collector stores under your install id, as JSON.
+    Export(user::RightsArgs),
 }
 
 /// Where the data lives; shared by every command that opens it.
@@ -141,7 +146,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(cmd) => bench::bench(cmd),
         Command::Catalog(CatalogCommand::Check { file }) => catalog_check(&file),
         Command::Status(args) => user::status(&args),
-        Command::OptOut(args) => user::choose(&args, false),
+        Command::OptOut(args) => user::opt_out(&args),
+        Command::Forget(args) => user::forget(&args),
+        Command::Export(args) => user::export(&args),
         Command::OptIn(args) => user::choose(&args, true),
     }
 }

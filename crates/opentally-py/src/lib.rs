@@ -300,6 +300,20 @@ fn opt_in(py: Python<'_>) -> PyResult<()> {
     py.detach(opentally::opt_in).map_err(|e| to_py_err(&e))
 }
 
+/// Erases what the app sent from this machine and replaces the install id.
+#[pyfunction]
+fn forget(py: Python<'_>) -> PyResult<String> {
+    py.detach(opentally::forget)
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+}
+
+/// Everything the app's collector stores under this machine's install id, as JSON text.
+#[pyfunction]
+fn export(py: Python<'_>) -> PyResult<String> {
+    py.detach(opentally::export)
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))
+}
+
 /// The status as text and as JSON, or None before `init`.
 #[pyfunction]
 fn status() -> Option<(String, String)> {
@@ -334,6 +348,17 @@ fn user_command(
         "status" => Ok(opentally::user::status(app.as_deref(), json)),
         "opt-out" => opentally::user::choose(app.as_deref(), false),
         "opt-in" => opentally::user::choose(app.as_deref(), true),
+        "forget" | "export" => {
+            let app = app.as_deref().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "--app is required")
+            })?;
+            if command == "forget" {
+                opentally::user::forget(app)
+            } else {
+                opentally::user::export(app)
+            }
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        }
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("unknown command {other:?}"),
@@ -358,6 +383,8 @@ fn _opentally(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(opt_out, m)?)?;
     m.add_function(wrap_pyfunction!(opt_in, m)?)?;
     m.add_function(wrap_pyfunction!(status, m)?)?;
+    m.add_function(wrap_pyfunction!(forget, m)?)?;
+    m.add_function(wrap_pyfunction!(export, m)?)?;
     m.add_function(wrap_pyfunction!(suppress_begin, m)?)?;
     m.add_function(wrap_pyfunction!(suppress_end, m)?)?;
     m.add_function(wrap_pyfunction!(user_command, m)?)?;

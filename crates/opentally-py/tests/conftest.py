@@ -29,6 +29,7 @@ class Collector:
         out = subprocess.run([BIN, "project", "create", "py", "--json", "--data", str(data)],
                              check=True, capture_output=True, text=True).stdout
         self.key = json.loads(out)["write_key"]
+        self.token = json.loads(out)["admin_token"]
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.proc = subprocess.Popen([BIN, "serve", "--data", str(data), "--listen", "127.0.0.1:%d" % self.port],

@@ -36,6 +36,9 @@ pub const INSTALL_ID_HEADER: &str = "opentally-install-id";
 /// The largest erase request body.
 const MAX_BODY_BYTES: usize = 4 << 10;
 
+/// The longest an export waits for the store to load what the log held when it came.
+const EXPORT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Seconds a client is asked to wait after the privacy rate limit.
 const RETRY_PRIVACY_SECS: u32 = 60;
 
@@ -186,6 +189,13 @@ async fn export_inner(state: &AppState, headers: &HeaderMap) -> Result<Response,
         .to_str()
         .map_err(|_| PrivacyError::BadRequest("the install id is not ASCII text".into()))?;
     let install = checked_install(state, &project, id)?;
+    // Read your writes: what the log held when the export came (events, and an erasure just
+    // answered) is loaded first, for a few seconds at most.
+    let durable = state.writer.durable_pos();
+    let deadline = tokio::time::Instant::now() + EXPORT_CATCH_UP;
+    while state.store.stats().loaded_to < durable && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let answer = state
         .backend
         .export(&project.name, &install, state.config.query_limits);

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -171,6 +171,13 @@ impl Client {
             app_state: app_state.clone(),
             container,
             context,
+            collector: (config.transport.is_none() && mode != Mode::Local).then(|| {
+                crate::rights::SavedCollector {
+                    endpoint: endpoint.clone(),
+                    write_key: write_key.clone(),
+                }
+            }),
+            collector_saved: AtomicBool::new(false),
         });
         let shared = new_shared();
         let client = Client {
@@ -407,6 +414,24 @@ impl Client {
         self.apply(decision);
     }
 
+    /// Erases what this app sent from this machine (see [`crate::user::forget`]) after turning
+    /// telemetry off for the rest of this process: what is queued is dropped, and a batch on the
+    /// wire is given up to two seconds to land first, so that nothing sent under the old install
+    /// id arrives after its erasure. The next process uses the new id.
+    pub fn forget(&self) -> Result<String, crate::rights::RightsError> {
+        self.set_enabled(false);
+        let until = Instant::now() + Duration::from_secs(2);
+        while lock(&self.current().in_flight).is_some() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        crate::user::forget(&self.config.app)
+    }
+
+    /// Every event the app's collector stores under this machine's install id, as JSON.
+    pub fn export(&self) -> Result<String, crate::rights::RightsError> {
+        crate::user::export(&self.config.app)
+    }
+
     /// Persists the user's choice for this app in the user config file, then applies it.
     pub fn set_user_choice(&self, on: bool) -> std::io::Result<()> {
         let mode = if on { Mode::On } else { Mode::Off };
@@ -473,6 +498,7 @@ impl Client {
             counters: self.core.counters.snapshot(),
             spool_files,
             spool_bytes,
+            collector: crate::rights::SavedCollector::load(&self.app_state).map(|c| c.endpoint),
             paths: self.paths.clone(),
             app_state: self.app_state.clone(),
         }

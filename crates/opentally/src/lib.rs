@@ -26,6 +26,7 @@ pub mod identity;
 mod notice;
 pub mod paths;
 mod queue;
+pub mod rights;
 mod spool;
 pub mod transport;
 pub mod user;
@@ -108,6 +109,25 @@ pub fn opt_out() -> std::io::Result<()> {
 /// Saves the user's consent for this app in their config file.
 pub fn opt_in() -> std::io::Result<()> {
     GLOBAL.get().map_or(Ok(()), |c| c.set_user_choice(true))
+}
+
+/// Erases everything the app's collector stores under this machine's install id and replaces
+/// the id (what `opentally forget --app APP` does); telemetry stays off for the rest of this
+/// process. Nothing changes unless the collector confirmed the erasure.
+pub fn forget() -> Result<String, rights::RightsError> {
+    GLOBAL
+        .get()
+        .ok_or(rights::RightsError::NotInitialised)
+        .and_then(Client::forget)
+}
+
+/// Every event the app's collector stores under this machine's install id, as JSON (what
+/// `opentally export --app APP` prints).
+pub fn export() -> Result<String, rights::RightsError> {
+    GLOBAL
+        .get()
+        .ok_or(rights::RightsError::NotInitialised)
+        .and_then(Client::export)
 }
 
 /// What OpenTally is doing in this process and why.
@@ -229,6 +249,9 @@ pub struct Status {
     pub counters: CounterSnapshot,
     pub spool_files: usize,
     pub spool_bytes: u64,
+    /// The collector the app has delivered to from this machine, which `forget` and `export`
+    /// ask; `None` before its first delivery.
+    pub collector: Option<String>,
     pub paths: Paths,
     pub app_state: std::path::PathBuf,
 }
@@ -290,6 +313,13 @@ impl fmt::Display for Status {
             "spool:       {} file(s), {} bytes",
             self.spool_files, self.spool_bytes
         )?;
+        match &self.collector {
+            Some(c) => writeln!(f, "collector:   {c}")?,
+            None => writeln!(
+                f,
+                "collector:   none yet (nothing delivered from this machine)"
+            )?,
+        }
         writeln!(f, "state:       {}", self.app_state.display())?;
         writeln!(f, "user config: {}", self.paths.config_file.display())?;
         write!(f, "policy:      {}", self.paths.policy_file.display())

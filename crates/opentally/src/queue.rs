@@ -56,6 +56,10 @@ pub(crate) struct Core {
     pub(crate) app_state: PathBuf,
     pub(crate) container: bool,
     pub(crate) context: Context,
+    /// The collector the HTTP transport sends to, recorded in the app's state folder after the
+    /// first delivery (for `opentally forget` and `export`); `None` for other transports.
+    pub(crate) collector: Option<crate::rights::SavedCollector>,
+    pub(crate) collector_saved: AtomicBool,
 }
 
 impl Core {

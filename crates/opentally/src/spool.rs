@@ -58,3 +58,10 @@ pub(crate) fn trim(dir: &Path, max: u64) {
         }
     }
 }
+
+/// Deletes every spooled batch (after an erasure: they carry the old install id).
+pub(crate) fn clear(dir: &Path) {
+    for (path, _) in files(dir) {
+        let _ = std::fs::remove_file(path);
+    }
+}

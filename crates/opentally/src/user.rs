@@ -53,3 +53,48 @@ telemetry stays off: {} refuses it",
     }
     Ok(text)
 }
+
+/// `opentally forget --app A`: asks the app's collector to erase everything stored under this
+/// machine's install id, then deletes what is still spooled under it and rotates the id, so the
+/// next one is unrelated. Nothing changes here unless the collector confirmed the erasure, so a
+/// failed attempt can be repeated.
+pub fn forget(app: &str) -> Result<String, crate::rights::RightsError> {
+    use crate::rights::{RightsError, SavedCollector};
+    let status = reader(Some(app)).status();
+    let collector = SavedCollector::load(&status.app_state)
+        .ok_or_else(|| RightsError::NoCollector(app.to_owned()))?;
+    let old = status
+        .install_id
+        .ok_or_else(|| RightsError::NoInstallId(app.to_owned()))?;
+    collector.erase(&old)?;
+    crate::spool::clear(&status.app_state.join("spool"));
+    crate::identity::rotate(&status.app_state)?;
+    SavedCollector::remove(&status.app_state)?;
+    let new = reader(Some(app)).status().install_id;
+    Ok(format!(
+        "{} erased every event of {app} stored under install id {old}.\n\
+         Events not yet sent were deleted, and the install id was replaced: {}.",
+        collector.endpoint,
+        new.map_or_else(
+            || "a new one is made when the app next sends".to_owned(),
+            |id| format!("the new one, {id}, has nothing in common with the old one")
+        ),
+    ))
+}
+
+/// `opentally export --app A`: every event the app's collector stores under this machine's
+/// install id, as pretty JSON.
+pub fn export(app: &str) -> Result<String, crate::rights::RightsError> {
+    use crate::rights::{RightsError, SavedCollector};
+    let status = reader(Some(app)).status();
+    let collector = SavedCollector::load(&status.app_state)
+        .ok_or_else(|| RightsError::NoCollector(app.to_owned()))?;
+    let id = status
+        .install_id
+        .ok_or_else(|| RightsError::NoInstallId(app.to_owned()))?;
+    let text = collector.export(&id)?;
+    Ok(serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text))
+}

@@ -103,6 +103,7 @@ impl Worker {
             match self.core.transport.send(&wire::batch_body(array), timeout) {
                 Outcome::Delivered => {
                     self.core.counters.sent.fetch_add(n, Ordering::Relaxed);
+                    self.save_collector();
                     return true;
                 }
                 Outcome::Rejected { .. } => {
@@ -126,6 +127,16 @@ impl Worker {
             }
         }
         false
+    }
+
+    /// Records, once a process, the collector the app delivered to: what the user's `forget`
+    /// and `export` ask. A failure is not the host's concern; the next process tries again.
+    fn save_collector(&self) {
+        if let Some(c) = &self.core.collector
+            && !self.core.collector_saved.swap(true, Ordering::Relaxed)
+        {
+            let _ = c.save(&self.core.app_state);
+        }
     }
 
     /// Sends spooled batches, oldest first; stops at the first that fails. Returns whether the

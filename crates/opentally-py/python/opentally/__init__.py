@@ -23,7 +23,7 @@ from . import _opentally as _ext
 __version__ = "0.1.0"
 __all__ = [
     "init", "track", "log_usage", "span", "suppressed", "disable", "enable", "opt_out", "opt_in",
-    "status", "flush", "Status", "load_ipython_extension",
+    "forget", "export", "status", "flush", "Status", "load_ipython_extension",
 ]
 
 _flush_timeout = 1.0
@@ -167,6 +167,26 @@ def opt_in():
     """Saves the user's consent for this app; a refusal elsewhere still wins."""
     _ext.opt_in()
     _refresh()
+
+
+def forget():
+    """Erases everything this app's collector stores under this machine's install id, then
+    replaces the id (what `opentally forget --app APP` does). Telemetry stays off for the rest of
+    this process; the next one sends under the new, unrelated id. Returns what was done; raises
+    OSError, changing nothing, when the collector did not confirm the erasure."""
+    del _buf[:]
+    try:
+        return _ext.forget()
+    finally:
+        _refresh()
+
+
+def export():
+    """Every event this app's collector stores under this machine's install id, as a dict
+    ``{"ok": True, "events": [...]}``; raises OSError when the collector cannot be asked."""
+    import json
+
+    return json.loads(_ext.export())
 
 
 class Status:

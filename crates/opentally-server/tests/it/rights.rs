@@ -64,7 +64,7 @@ async fn an_erasure_removes_the_install_from_store_and_log_and_says_nothing_abou
     let (status, _, resp) = h.send(h.batch(&json!({ "batch": batch }))).await;
     assert_eq!((status, &resp["accepted"]), (StatusCode::OK, &json!(8)));
     wait_until(|| {
-        h.state.store().stats().tail_rows + h.state.store().stats().part_rows as usize >= 8
+        h.state.store().stats().tail_rows as u64 + h.state.store().stats().part_rows >= 8
     })
     .await;
     assert_eq!(

@@ -1,0 +1,150 @@
+//! The user's rights over what an app sent: which collector the app sends to (kept in its state
+//! folder once it has delivered there), and the erase and export requests made to that
+//! collector with the install id, which is the credential.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The file in an app's state folder naming its collector.
+const FILE: &str = "collector.json";
+
+/// How long an erase or export request may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The collector an app delivered to from this machine, and the write key it used (a public
+/// value, shipped in the app): what `opentally forget` and `export` need to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedCollector {
+    pub endpoint: String,
+    pub write_key: String,
+}
+
+impl SavedCollector {
+    /// The collector recorded in `app_state`, if any.
+    pub fn load(app_state: &Path) -> Option<SavedCollector> {
+        let bytes = std::fs::read(app_state.join(FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records the collector in `app_state` unless it is already what the file says; written to
+    /// a temporary file and renamed, so a reader never sees half of it.
+    pub(crate) fn save(&self, app_state: &Path) -> std::io::Result<()> {
+        if SavedCollector::load(app_state).as_ref() == Some(self) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(app_state)?;
+        let tmp = app_state.join(format!("{FILE}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(self).expect("serialises"))?;
+        std::fs::rename(&tmp, app_state.join(FILE))
+    }
+
+    /// Forgets the collector (after an erasure: the new install id has sent nothing there).
+    pub(crate) fn remove(app_state: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(app_state.join(FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint.trim_end_matches('/'))
+    }
+
+    fn authorization(&self) -> String {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:", self.write_key))
+        )
+    }
+
+    /// Asks the collector to erase every event stored under `install_id`. The collector answers
+    /// the same whether or not it held any.
+    pub fn erase(&self, install_id: &str) -> Result<(), RightsError> {
+        let body = serde_json::json!({ "installId": install_id }).to_string();
+        let response = agent()
+            .post(&self.url("/v1/privacy/erase"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", &self.authorization())
+            .send(body.as_bytes());
+        self.answer(response).map(|_| ())
+    }
+
+    /// Fetches every event stored under `install_id`, as the collector's JSON answer
+    /// `{"ok": true, "events": […]}`.
+    pub fn export(&self, install_id: &str) -> Result<String, RightsError> {
+        let response = agent()
+            .get(&self.url("/v1/privacy/export"))
+            .header("Authorization", &self.authorization())
+            .header("OpenTally-Install-Id", install_id)
+            .call();
+        self.answer(response)
+    }
+
+    fn answer(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<String, RightsError> {
+        let mut response = response.map_err(|e| RightsError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            message: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| RightsError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: e.to_string(),
+            })?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            // The collector's error body says what was wrong in its `message`.
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+                .unwrap_or(text);
+            Err(RightsError::Refused {
+                endpoint: self.endpoint.clone(),
+                status,
+                message,
+            })
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(TIMEOUT))
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+/// Why an erase or export did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RightsError {
+    #[error("telemetry was not initialised in this process")]
+    NotInitialised,
+    #[error(
+        "no collector is recorded for {0}: it has delivered nothing from this machine, so there is nothing stored to erase or export"
+    )]
+    NoCollector(String),
+    #[error("{0} has no install id on this machine: nothing was sent under one")]
+    NoInstallId(String),
+    #[error("the collector at {endpoint} could not be reached: {message}")]
+    Unreachable { endpoint: String, message: String },
+    #[error("the collector at {endpoint} answered {status}: {message}")]
+    Refused {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot update the app's state folder: {0}")]
+    State(#[from] std::io::Error),
+}
