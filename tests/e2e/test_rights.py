@@ -27,8 +27,11 @@ def erase(server, key, install):
         return r.status
 
 
+IDS = {"erased": "00000000-0000-4000-8000-0000000000e1", "kept": "00000000-0000-4000-8000-0000000000e2"}
+
+
 def track(i, install):
-    return {"type": "track", "event": "fit", "messageId": f"{install}-{i}", "anonymousId": install}
+    return {"type": "track", "event": "fit", "messageId": f"{install}-{i}", "anonymousId": IDS[install]}
 
 
 @pytest.mark.parametrize("sealed", [False, True], ids=["in-the-log", "in-parts"])
@@ -47,7 +50,7 @@ def test_an_erasure_answered_200_survives_kill9(data_dir, project, monkeypatch, 
             while time.monotonic() < deadline and not (manifest.exists() and json.loads(manifest.read_text())["parts"]):
                 time.sleep(0.1)
             assert json.loads(manifest.read_text())["parts"], "the events were sealed into parts"
-        assert erase(server, project, "erased") == 200
+        assert erase(server, project, IDS["erased"]) == 200
         server.kill9()
         server.start()
         deadline = time.monotonic() + 10

@@ -90,6 +90,8 @@ def test_forget_erases_every_event_of_the_install_and_replaces_its_id(tmp_path, 
     status = json.loads(cli(mine, "status", "--app", "rightsapp", "--json").stdout)
     assert status["install_id"] == old
     assert status["collector"] == c.url, "the SDK recorded the collector it delivered to"
+    saved = mine / "state" / "opentally" / "rightsapp" / "collector.json"
+    assert saved.stat().st_mode & 0o777 == 0o600, "where the id is sent is the user's alone"
     exported = json.loads(cli(mine, "export", "--app", "rightsapp", python=python).stdout)
     assert len(exported["events"]) == 7
     assert {e["properties"]["n"] for e in exported["events"]} == set(range(7))
@@ -109,7 +111,7 @@ def test_forget_erases_every_event_of_the_install_and_replaces_its_id(tmp_path, 
     assert new and new != old
     assert privacy(c, "/v1/privacy/export", new)[1]["events"] == []
     # An unknown id gets the answer a known one got.
-    assert privacy(c, "/v1/privacy/erase", old, "POST") == privacy(c, "/v1/privacy/erase", "never-sent", "POST")
+    assert privacy(c, "/v1/privacy/erase", old, "POST") == privacy(c, "/v1/privacy/erase", "00000000-0000-4000-8000-0000000000ff", "POST")
     # The next process sends under the new id.
     p = run_python(mine, SEND.format(key=c.key, url=c.url, n=2))
     assert p.stdout.strip() == new

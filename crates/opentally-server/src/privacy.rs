@@ -3,7 +3,8 @@
 //!
 //! Possession of the install id is the credential: the id is secret to the machine (the SDK
 //! derives it there and sends it only to the app's collector), and the project's write key, which
-//! is public, says whose events it names. Both answers are the same whether or not anything was
+//! is public, says whose events it names. Only UUID-shaped ids are taken, the shape SDKs make:
+//! a `userId` a Segment client sent (an e-mail, say) may be known to others. Both answers are the same whether or not anything was
 //! stored under the id, so neither tells a caller that an id was ever seen. The id is never
 //! logged; only its keyed hash, the form the events are stored under, reaches the durable log.
 //!
@@ -193,7 +194,11 @@ async fn export_inner(state: &AppState, headers: &HeaderMap) -> Result<Response,
     // answered) is loaded first, for a few seconds at most.
     let durable = state.writer.durable_pos();
     let deadline = tokio::time::Instant::now() + EXPORT_CATCH_UP;
-    while state.store.stats().loaded_to < durable && tokio::time::Instant::now() < deadline {
+    while state.store.stats().loaded_to < durable {
+        if tokio::time::Instant::now() >= deadline {
+            // A partial answer would be wrong, not late: say so, and when to ask again.
+            return Err(IngestError::StoreBehind.into());
+        }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let answer = state
@@ -227,11 +232,13 @@ async fn export_inner(state: &AppState, headers: &HeaderMap) -> Result<Response,
 /// The keyed hash of an install id, once the id is one an SDK could have sent and the project's
 /// privacy requests are within their rate.
 fn checked_install(state: &AppState, project: &Project, id: &str) -> Result<String, PrivacyError> {
-    let max = state.config.limits.max_id_chars;
-    if id.trim().is_empty() || id.chars().count() > max {
-        return Err(PrivacyError::BadRequest(format!(
-            "the install id must be 1 to {max} characters"
-        )));
+    // Only ids shaped as SDKs make them (a UUID, 122 random bits) are a credential: a Segment
+    // client's `userId` (an e-mail, a database key) can be known to others, so its events
+    // cannot be fetched or erased by naming it.
+    if uuid::Uuid::try_parse(id).is_err() {
+        return Err(PrivacyError::BadRequest(
+            "the install id must be the UUID the SDK made (`opentally status` shows it)".into(),
+        ));
     }
     if state.privacy_limiter.check_key(&project.id).is_err() {
         return Err(PrivacyError::RateLimited);

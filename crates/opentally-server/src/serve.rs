@@ -110,13 +110,12 @@ async fn upkeep(state: Arc<AppState>) {
         if n % 3600 == 5 {
             let st = state.clone();
             let today = opentally_log::day_of(opentally_protocol::Timestamp::now());
-            let done = tokio::task::spawn_blocking(move || {
-                crate::retention::enforce(&st.meta, &st.store, today)
-            })
-            .await;
-            if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "the retention job failed; retrying in an hour");
-            }
+            // Not awaited: it waits for the store's lock, and the checks above must go on.
+            drop(tokio::task::spawn_blocking(move || {
+                if let Err(e) = crate::retention::enforce(&st.meta, &st.store, today) {
+                    tracing::warn!(error = %e, "the retention job failed; retrying in an hour");
+                }
+            }));
         }
         if n % 60 == 0 {
             state.install_limiter.retain_recent();

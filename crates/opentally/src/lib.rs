@@ -112,8 +112,9 @@ pub fn opt_in() -> std::io::Result<()> {
 }
 
 /// Erases everything the app's collector stores under this machine's install id and replaces
-/// the id (what `opentally forget --app APP` does); telemetry stays off for the rest of this
-/// process. Nothing changes unless the collector confirmed the erasure.
+/// the id (what `opentally forget --app APP` does). Telemetry is off for the rest of this
+/// process either way; the id and the spool are kept unless the collector confirmed the erasure,
+/// so that it can be asked again.
 pub fn forget() -> Result<String, rights::RightsError> {
     GLOBAL
         .get()

@@ -36,8 +36,19 @@ impl SavedCollector {
             return Ok(());
         }
         std::fs::create_dir_all(app_state)?;
-        let tmp = app_state.join(format!("{FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(self).expect("serialises"))?;
+        // Readable by the user alone, and never through a link another user left: it says
+        // where the install id, the credential, is sent.
+        let tmp = app_state.join(format!(
+            "{FILE}.{}.tmp",
+            &crate::identity::random_uuid()[..8]
+        ));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(self).expect("serialises"))?;
+        drop(f);
         std::fs::rename(&tmp, app_state.join(FILE))
     }
 
@@ -100,8 +111,17 @@ impl SavedCollector {
                 endpoint: self.endpoint.clone(),
                 message: e.to_string(),
             })?;
-        if (200..300).contains(&status) {
+        // A confirmation is the collector's own answer, not any 2xx (a proxy's page, say).
+        let confirmed = serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|v| v.get("ok") == Some(&serde_json::Value::Bool(true)));
+        if (200..300).contains(&status) && confirmed {
             Ok(text)
+        } else if (200..300).contains(&status) {
+            Err(RightsError::Refused {
+                endpoint: self.endpoint.clone(),
+                status,
+                message: "the answer is not an OpenTally collector's".into(),
+            })
         } else {
             // The collector's error body says what was wrong in its `message`.
             let message = serde_json::from_str::<serde_json::Value>(&text)

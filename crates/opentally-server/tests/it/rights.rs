@@ -58,9 +58,11 @@ fn log_holds(h: &Harness, text: &str) -> bool {
 async fn an_erasure_removes_the_install_from_store_and_log_and_says_nothing_about_it() {
     let h = Harness::new("rights-erase", None, RawConfig::default());
     let mut batch: Vec<Value> = (0..5)
-        .map(|i| track(&format!("gone-{i}"), "install-1"))
+        .map(|i| track(&format!("gone-{i}"), "00000000-0000-4000-8000-000000000001"))
         .collect();
-    batch.extend((0..3).map(|i| track(&format!("kept-{i}"), "install-2")));
+    batch.extend(
+        (0..3).map(|i| track(&format!("kept-{i}"), "00000000-0000-4000-8000-000000000002")),
+    );
     let (status, _, resp) = h.send(h.batch(&json!({ "batch": batch }))).await;
     assert_eq!((status, &resp["accepted"]), (StatusCode::OK, &json!(8)));
     wait_until(|| {
@@ -68,21 +70,39 @@ async fn an_erasure_removes_the_install_from_store_and_log_and_says_nothing_abou
     })
     .await;
     assert_eq!(
-        exported(&h, "install-1").await,
+        exported(&h, "00000000-0000-4000-8000-000000000001").await,
         ["gone-0", "gone-1", "gone-2", "gone-3", "gone-4"]
     );
-    assert!(exported(&h, "never-seen").await.is_empty());
+    assert!(
+        exported(&h, "00000000-0000-4000-8000-0000000000ff")
+            .await
+            .is_empty()
+    );
     assert!(log_holds(&h, "gone-0"));
 
     // Known or not, an erasure gets the same answer.
-    let known = h.send(erase(&h, &json!({"installId": "install-1"}))).await;
-    let unknown = h.send(erase(&h, &json!({"installId": "never-seen"}))).await;
+    let known = h
+        .send(erase(
+            &h,
+            &json!({"installId": "00000000-0000-4000-8000-000000000001"}),
+        ))
+        .await;
+    let unknown = h
+        .send(erase(
+            &h,
+            &json!({"installId": "00000000-0000-4000-8000-0000000000ff"}),
+        ))
+        .await;
     assert_eq!(known.0, StatusCode::OK, "{}", known.2);
     assert_eq!(known, unknown);
 
     // Applied by the loader, and the log segments that held the events are deleted.
     wait_until(|| !log_holds(&h, "gone-0")).await;
-    assert!(exported(&h, "install-1").await.is_empty());
+    assert!(
+        exported(&h, "00000000-0000-4000-8000-000000000001")
+            .await
+            .is_empty()
+    );
     assert!(!log_holds(&h, "gone-0"), "the erased events left the log");
     let dump = h.dump();
     assert_eq!(dump.len(), 3, "{dump:?}");
@@ -91,11 +111,11 @@ async fn an_erasure_removes_the_install_from_store_and_log_and_says_nothing_abou
             .all(|e| e["messageId"].as_str().unwrap().starts_with("kept-"))
     );
     assert_eq!(
-        exported(&h, "install-2").await,
+        exported(&h, "00000000-0000-4000-8000-000000000002").await,
         ["kept-0", "kept-1", "kept-2"]
     );
     // The raw id never reached the disk, in the request or the erasure.
-    assert!(!log_holds(&h, "install-1"));
+    assert!(!log_holds(&h, "00000000-0000-4000-8000-000000000001"));
 }
 
 #[tokio::test]
@@ -103,11 +123,17 @@ async fn bad_erase_and_export_requests_are_refused_with_a_reason() {
     let h = Harness::new("rights-bad", None, RawConfig::default());
     let cases = [
         (json!({}), StatusCode::BAD_REQUEST, "installId"),
-        (json!({"installId": ""}), StatusCode::BAD_REQUEST, "1 to"),
+        (json!({"installId": ""}), StatusCode::BAD_REQUEST, "UUID"),
         (
             json!({"installId": "x".repeat(1000)}),
             StatusCode::BAD_REQUEST,
-            "1 to",
+            "UUID",
+        ),
+        // A `userId` such as an e-mail may be known to others: it is no credential.
+        (
+            json!({"installId": "carol@example.com"}),
+            StatusCode::BAD_REQUEST,
+            "UUID",
         ),
         (
             json!({"installId": "a", "extra": 1}),
@@ -123,7 +149,9 @@ async fn bad_erase_and_export_requests_are_refused_with_a_reason() {
     let (got, _, resp) = h
         .send(
             post("/v1/privacy/erase")
-                .body(Body::from(r#"{"installId":"a"}"#))
+                .body(Body::from(
+                    r#"{"installId":"00000000-0000-4000-8000-00000000000a"}"#,
+                ))
                 .unwrap(),
         )
         .await;
@@ -135,13 +163,16 @@ async fn bad_erase_and_export_requests_are_refused_with_a_reason() {
         .send(
             post("/v1/privacy/erase")
                 .header("x-write-key", "wrong")
-                .body(Body::from(r#"{"installId":"a"}"#))
+                .body(Body::from(
+                    r#"{"installId":"00000000-0000-4000-8000-00000000000a"}"#,
+                ))
                 .unwrap(),
         )
         .await;
     assert_eq!(got, StatusCode::UNAUTHORIZED);
     // The key may ride in the body, as in a batch.
-    let body = json!({"installId": "a", "writeKey": h.write_key});
+    let body =
+        json!({"installId": "00000000-0000-4000-8000-00000000000a", "writeKey": h.write_key});
     let (got, _, resp) = h
         .send(
             post("/v1/privacy/erase")
@@ -180,10 +211,17 @@ async fn privacy_requests_are_rate_limited_per_project() {
         },
     );
     for _ in 0..2 {
-        let (got, _, _) = h.send(erase(&h, &json!({"installId": "a"}))).await;
+        let (got, _, _) = h
+            .send(erase(
+                &h,
+                &json!({"installId": "00000000-0000-4000-8000-00000000000a"}),
+            ))
+            .await;
         assert_eq!(got, StatusCode::OK);
     }
-    let (got, retry, resp) = h.send(export(&h, "a")).await;
+    let (got, retry, resp) = h
+        .send(export(&h, "00000000-0000-4000-8000-00000000000a"))
+        .await;
     assert_eq!(got, StatusCode::TOO_MANY_REQUESTS, "{resp}");
     assert_eq!(retry.as_deref(), Some("60"));
     // Ingest is not held back by it.
@@ -205,7 +243,7 @@ async fn each_project_keeps_its_retention_as_the_clock_moves() {
     let day = opentally_log::day_of(now);
     let batch: Vec<Value> = (0..3)
         .map(|i| {
-            let mut m = track(&format!("old-{i}"), "install-1");
+            let mut m = track(&format!("old-{i}"), "00000000-0000-4000-8000-000000000001");
             m["timestamp"] = json!(now.to_string());
             m
         })
