@@ -21,7 +21,7 @@ use crate::encoded::EncodedEvents;
 use crate::error::IngestError;
 use crate::meta::Project;
 use crate::metrics::ReasonLabels;
-use crate::writer::{Submission, SubmitError, WriteError};
+use crate::writer::{Committed, Submission, SubmitError, WriteError};
 use opentally_log::StoredEvent;
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
@@ -217,14 +217,7 @@ pub async fn ingest(
             e.into_response()
         }
     };
-    state
-        .metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
+    state.metrics.count_request(route, response.status());
     response
 }
 
@@ -287,26 +280,7 @@ async fn ingest_inner(
         return Ok(response);
     }
     let accepted = events.len();
-    let (reply, wait) = oneshot::channel();
-    let submission = Submission {
-        project: Arc::from(project.name.as_str()),
-        project_id: project.id,
-        received_at,
-        events,
-        erase: None,
-        reply,
-    };
-    state.writer.submit(submission).map_err(|e| match e {
-        SubmitError::Busy => IngestError::Busy,
-        SubmitError::Closed => IngestError::Unavailable("the log writer has stopped".into()),
-    })?;
-    let committed = wait
-        .await
-        .map_err(|_| IngestError::Unavailable("the log writer stopped before answering".into()))?
-        .map_err(|e| match e {
-            WriteError::DiskFull => IngestError::DiskFull,
-            WriteError::Io(msg) => IngestError::Unavailable(msg),
-        })?;
+    let committed = make_durable(state, &project, received_at, events, None).await?;
     let new = committed.new.iter().filter(|n| **n).count();
     response.accepted = accepted;
     response.duplicates = accepted - new;
@@ -316,6 +290,36 @@ async fn ingest_inner(
         .events_duplicate
         .inc_by(response.duplicates as u64);
     Ok(response)
+}
+
+/// Hands a request's events (or, with `erase`, an install's erasure) to the log writer and waits
+/// until they are durable.
+pub(crate) async fn make_durable(
+    state: &AppState,
+    project: &Project,
+    received_at: Timestamp,
+    events: EncodedEvents,
+    erase: Option<String>,
+) -> Result<Committed, IngestError> {
+    let (reply, wait) = oneshot::channel();
+    let submission = Submission {
+        project: Arc::from(project.name.as_str()),
+        project_id: project.id,
+        received_at,
+        events,
+        erase,
+        reply,
+    };
+    state.writer.submit(submission).map_err(|e| match e {
+        SubmitError::Busy => IngestError::Busy,
+        SubmitError::Closed => IngestError::Unavailable("the log writer has stopped".into()),
+    })?;
+    wait.await
+        .map_err(|_| IngestError::Unavailable("the log writer stopped before answering".into()))?
+        .map_err(|e| match e {
+            WriteError::DiskFull => IngestError::DiskFull,
+            WriteError::Io(msg) => IngestError::Unavailable(msg),
+        })
 }
 
 #[cfg(test)]

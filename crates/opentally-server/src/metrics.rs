@@ -40,6 +40,18 @@ pub struct Metrics {
     pub store_part_bytes: Gauge,
 }
 
+impl Metrics {
+    /// Counts one answered request of `route`.
+    pub fn count_request(&self, route: &'static str, status: axum::http::StatusCode) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Metrics {
         let mut registry = Registry::with_prefix("opentally");

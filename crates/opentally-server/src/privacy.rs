@@ -23,12 +23,10 @@ use axum::response::{IntoResponse, Response};
 use opentally_protocol::{ErrorResponse, Timestamp};
 use opentally_store::QueryError;
 use serde::Deserialize;
-use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::error::IngestError;
 use crate::meta::Project;
-use crate::writer::{Submission, SubmitError, WriteError};
 
 /// The header an export names the install id in: never the URL, which proxies and access logs
 /// keep.
@@ -61,13 +59,11 @@ pub enum PrivacyError {
 
 impl IntoResponse for PrivacyError {
     fn into_response(self) -> Response {
+        if let PrivacyError::Ingest(e) = self {
+            return e.into_response();
+        }
         let (status, code, retry) = match &self {
-            PrivacyError::Ingest(_) => {
-                let PrivacyError::Ingest(e) = self else {
-                    unreachable!("matched above")
-                };
-                return e.into_response();
-            }
+            PrivacyError::Ingest(_) => unreachable!("answered above"),
             PrivacyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             PrivacyError::RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -110,7 +106,9 @@ pub async fn erase(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         Ok(()) => Json(serde_json::json!({"ok": true, "message": ERASED})).into_response(),
         Err(e) => e.into_response(),
     };
-    count(&state, "privacy/erase", &response);
+    state
+        .metrics
+        .count_request("privacy/erase", response.status());
     response
 }
 
@@ -139,27 +137,14 @@ async fn erase_inner(
         None => state.authorise(req.write_key.as_deref().ok_or(IngestError::MissingKey)?)?,
     };
     let install = checked_install(state, &project, &req.install_id)?;
-    let (reply, wait) = oneshot::channel();
-    state
-        .writer
-        .submit(Submission {
-            project: Arc::from(project.name.as_str()),
-            project_id: project.id,
-            received_at,
-            events: crate::encoded::EncodedEvents::default(),
-            erase: Some(install),
-            reply,
-        })
-        .map_err(|e| match e {
-            SubmitError::Busy => IngestError::Busy,
-            SubmitError::Closed => IngestError::Unavailable("the log writer has stopped".into()),
-        })?;
-    wait.await
-        .map_err(|_| IngestError::Unavailable("the log writer stopped before answering".into()))?
-        .map_err(|e| match e {
-            WriteError::DiskFull => IngestError::DiskFull,
-            WriteError::Io(msg) => IngestError::Unavailable(msg),
-        })?;
+    crate::ingest::make_durable(
+        state,
+        &project,
+        received_at,
+        crate::encoded::EncodedEvents::default(),
+        Some(install),
+    )
+    .await?;
     state.metrics.erasures.inc();
     tracing::info!(project = %project.name, "install erasure logged");
     Ok(())
@@ -173,7 +158,9 @@ pub async fn export(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    count(&state, "privacy/export", &response);
+    state
+        .metrics
+        .count_request("privacy/export", response.status());
     response
 }
 
@@ -248,15 +235,4 @@ fn checked_install(state: &AppState, project: &Project, id: &str) -> Result<Stri
         project.id,
         id,
     ))
-}
-
-fn count(state: &AppState, route: &'static str, response: &Response) {
-    state
-        .metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
 }

@@ -101,7 +101,7 @@ pub fn export(
 ) -> Result<u64, ExportError> {
     let mut n = 0;
     let mut write = |b: &RecordBatch, out: &mut Vec<u8>| -> Result<(), ExportError> {
-        let mine = only_install(b, install)?;
+        let mine = crate::schema::filter_install(b, install, true)?;
         if mine.num_rows() > 0 {
             n += write_batch(&mine, out).map_err(StoreError::from)?;
             if out.len() > max_bytes {
@@ -137,17 +137,4 @@ impl From<arrow::error::ArrowError> for ExportError {
     fn from(e: arrow::error::ArrowError) -> ExportError {
         ExportError::Store(e.into())
     }
-}
-
-/// The rows of `batch` whose install is `install`.
-fn only_install(
-    batch: &RecordBatch,
-    install: &str,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let col = batch
-        .column_by_name("install")
-        .expect("an install column")
-        .as_string::<i32>();
-    let keep: arrow::array::BooleanArray = col.iter().map(|v| Some(v == Some(install))).collect();
-    arrow::compute::filter_record_batch(batch, &keep)
 }

@@ -455,6 +455,25 @@ impl<'de> serde::de::Visitor<'de> for Pick<'_> {
     }
 }
 
+/// The rows of `batch` whose install is `install` (`of_install`), or all the others: what an
+/// export keeps, and what an erasure keeps.
+pub fn filter_install(
+    batch: &arrow::array::RecordBatch,
+    install: &str,
+    of_install: bool,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::AsArray as _;
+    let col = batch
+        .column_by_name("install")
+        .expect("an install column")
+        .as_string::<i32>();
+    let keep: arrow::array::BooleanArray = col
+        .iter()
+        .map(|v| Some((v == Some(install)) == of_install))
+        .collect();
+    arrow::compute::filter_record_batch(batch, &keep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

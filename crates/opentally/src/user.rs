@@ -59,17 +59,11 @@ telemetry stays off: {} refuses it",
 /// next one is unrelated. Nothing changes here unless the collector confirmed the erasure, so a
 /// failed attempt can be repeated.
 pub fn forget(app: &str) -> Result<String, crate::rights::RightsError> {
-    use crate::rights::{RightsError, SavedCollector};
-    let status = reader(Some(app)).status();
-    let collector = SavedCollector::load(&status.app_state)
-        .ok_or_else(|| RightsError::NoCollector(app.to_owned()))?;
-    let old = status
-        .install_id
-        .ok_or_else(|| RightsError::NoInstallId(app.to_owned()))?;
+    let (status, collector, old) = recorded(app)?;
     collector.erase(&old)?;
     crate::spool::clear(&status.app_state.join("spool"));
     crate::identity::rotate(&status.app_state)?;
-    SavedCollector::remove(&status.app_state)?;
+    crate::rights::SavedCollector::remove(&status.app_state)?;
     let new = reader(Some(app)).status().install_id;
     Ok(format!(
         "{} erased every event of {app} stored under install id {old}.\n\
@@ -85,16 +79,26 @@ pub fn forget(app: &str) -> Result<String, crate::rights::RightsError> {
 /// `opentally export --app A`: every event the app's collector stores under this machine's
 /// install id, as pretty JSON.
 pub fn export(app: &str) -> Result<String, crate::rights::RightsError> {
+    let (_, collector, id) = recorded(app)?;
+    let text = collector.export(&id)?;
+    Ok(serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text))
+}
+
+/// The app's status, the collector it delivered to, and the install id it sent: what `forget`
+/// and `export` ask with.
+fn recorded(
+    app: &str,
+) -> Result<(crate::Status, crate::rights::SavedCollector, String), crate::rights::RightsError> {
     use crate::rights::{RightsError, SavedCollector};
     let status = reader(Some(app)).status();
     let collector = SavedCollector::load(&status.app_state)
         .ok_or_else(|| RightsError::NoCollector(app.to_owned()))?;
     let id = status
         .install_id
+        .clone()
         .ok_or_else(|| RightsError::NoInstallId(app.to_owned()))?;
-    let text = collector.export(&id)?;
-    Ok(serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text))
+    Ok((status, collector, id))
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 
 use crate::manifest::PartMeta;
@@ -197,12 +197,7 @@ pub(super) fn without_install(
     batch: &RecordBatch,
     install: &str,
 ) -> Result<(RecordBatch, u64), StoreError> {
-    let col = batch
-        .column_by_name("install")
-        .expect("an install column")
-        .as_string::<i32>();
-    let keep: arrow::array::BooleanArray = col.iter().map(|v| Some(v != Some(install))).collect();
-    let kept = arrow::compute::filter_record_batch(batch, &keep)?;
+    let kept = schema::filter_install(batch, install, false)?;
     let removed = (batch.num_rows() - kept.num_rows()) as u64;
     Ok((kept, removed))
 }
