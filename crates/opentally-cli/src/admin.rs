@@ -68,6 +68,31 @@ pub enum ProjectCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Stop or sample collection from a range of app versions. Each batch's answer carries the
+    /// rule to the SDKs, which stop sending (--off) or keep a stable fraction of installs
+    /// (--sample); the collector drops what they should not have sent. --on removes the rule.
+    #[command(
+        disable_version_flag = true,
+        group(clap::ArgGroup::new("what").required(true).args(["off", "on", "sample"]))
+    )]
+    SetCollection {
+        name: String,
+        /// The app versions the rule covers, as a range (`<1.3`, `>=2.0, <2.1`); every version
+        /// when absent. Pre-release suffixes are ignored: `1.3.0rc1` counts as 1.3.0.
+        #[arg(long = "version", id = "versions", value_name = "RANGE")]
+        versions: Option<String>,
+        /// Stop collection from these versions; their SDKs clear what they spooled.
+        #[arg(long)]
+        off: bool,
+        /// Remove the rule for these versions: collect as usual.
+        #[arg(long)]
+        on: bool,
+        /// Keep this fraction of installs (above 0, below 1), chosen stably from the install id.
+        #[arg(long)]
+        sample: Option<f64>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Set a project's catalog (or remove it with --none: open mode).
     SetCatalog {
         name: String,
@@ -178,6 +203,47 @@ pub fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             writeln!(
                 out,
                 "{name} keeps {days} days of events; older days are dropped within the hour by the running collector"
+            )?;
+        }
+        ProjectCommand::SetCollection {
+            name,
+            versions,
+            off,
+            on: _,
+            sample,
+            data,
+        } => {
+            let control = if off {
+                Some(opentally_protocol::Control {
+                    collect: false,
+                    sample: None,
+                })
+            } else {
+                sample.map(|rate| opentally_protocol::Control {
+                    collect: true,
+                    sample: Some(rate),
+                })
+            };
+            let rules = open(&data)?.set_collection(&name, versions.as_deref(), control)?;
+            if rules.is_empty() {
+                writeln!(out, "{name} collects from every app version")?;
+            } else {
+                writeln!(
+                    out,
+                    "{name}'s remote controls (the strictest that covers a version wins):"
+                )?;
+                for r in rules {
+                    let what = match r.control.sample {
+                        _ if !r.control.collect => "off".to_owned(),
+                        Some(rate) => format!("sample {rate}"),
+                        None => "on".to_owned(),
+                    };
+                    writeln!(out, "  {:<20} {what}", r.versions)?;
+                }
+            }
+            writeln!(
+                out,
+                "the running collector applies it within a second; SDKs learn it from their next batch"
             )?;
         }
         ProjectCommand::SetCatalog {

@@ -320,3 +320,13 @@ fn catalog_check(file: &PathBuf) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition only when that command is parsed: this checks all of
+    /// them (two arguments with one name, say) before a user finds one.
+    #[test]
+    fn every_command_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod catalog;
 pub mod context;
+pub mod control;
 pub mod event;
 pub mod json;
 pub mod message;
@@ -23,6 +24,7 @@ pub use batch::{
     Batch, BatchError, Item, Limits, ParsedRequest, WriteKey, parse_batch, parse_single,
 };
 pub use catalog::{Catalog, CatalogError, Mode};
+pub use control::Control;
 pub use message::{Map, Message, MessageType};
 pub use reject::{Reason, Rejection};
 pub use response::{BatchResponse, ErrorResponse, ItemRejection};

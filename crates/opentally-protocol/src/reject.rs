@@ -41,11 +41,14 @@ pub enum Reason {
     MissingProperty,
     /// The install sent more than its rate allows.
     RateLimited,
+    /// The project does not collect from this app version, or this install is outside the
+    /// sample it keeps (the operator's remote control; the response's `control` says which).
+    NotCollected,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for metrics that must list each label once).
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::NotAnObject,
         Reason::MessageTooLarge,
         Reason::MissingType,
@@ -62,6 +65,7 @@ impl Reason {
         Reason::InvalidProperty,
         Reason::MissingProperty,
         Reason::RateLimited,
+        Reason::NotCollected,
     ];
 
     /// The snake_case code, as serialised.
@@ -83,6 +87,7 @@ impl Reason {
             Reason::InvalidProperty => "invalid_property",
             Reason::MissingProperty => "missing_property",
             Reason::RateLimited => "rate_limited",
+            Reason::NotCollected => "not_collected",
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::reject::Reason;
 ///
 /// `ok` is true whenever the request was processed; per-message rejections do not make it
 /// false, as clients must not retry them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchResponse {
     pub ok: bool,
     /// Messages stored by this request or already stored (duplicates count as accepted).
@@ -17,6 +17,9 @@ pub struct BatchResponse {
     #[serde(default)]
     pub duplicates: usize,
     pub rejected: Vec<ItemRejection>,
+    /// The operator's remote control for the batch's app version, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::control::Control>,
 }
 
 /// One message that was not accepted.

@@ -42,6 +42,7 @@ impl Fixture {
                 name: "bench".into(),
                 catalog: None,
                 retention_days: 365,
+                collection: std::sync::Arc::from([]),
             },
             mac: install_mac(&[7; 32]),
             limiter: RateLimiter::keyed(Quota::per_second(

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use opentally_protocol::{
-    BatchResponse, ItemRejection, Message, MessageType, ParsedRequest, Reason, Rejection,
+    BatchResponse, Control, ItemRejection, Message, MessageType, ParsedRequest, Reason, Rejection,
     Timestamp, check_message, effective_timestamp, parse_batch, parse_single,
 };
 use tokio::sync::oneshot;
@@ -104,6 +104,8 @@ pub struct Normaliser<'a> {
 pub struct Prepared {
     pub events: EncodedEvents,
     pub rejected: Vec<ItemRejection>,
+    /// The remote control for the request's app version, if one is set.
+    pub control: Option<Control>,
 }
 
 /// Per-request facts that every message of the request shares.
@@ -113,6 +115,8 @@ struct RequestCtx<'a> {
     batch_context: &'a opentally_protocol::Map,
     /// The last install id hashed and its hash: an SDK's batch comes from one install.
     last_install: Option<(String, String)>,
+    /// The last app version looked up in the project's remote controls and its control.
+    last_control: Option<(Option<String>, Option<Control>)>,
 }
 
 impl Normaliser<'_> {
@@ -129,10 +133,12 @@ impl Normaliser<'_> {
             envelope_sent_at: sent_at,
             batch_context: &context,
             last_install: None,
+            last_control: None,
         };
         let mut out = Prepared {
             events: EncodedEvents::with_capacity(items.len()),
             rejected: Vec::new(),
+            control: None,
         };
         for (index, item) in items.into_iter().enumerate() {
             match item.message.and_then(|m| ctx.normalise(m)) {
@@ -145,6 +151,8 @@ impl Normaliser<'_> {
                 }),
             }
         }
+        // An SDK's batch comes from one app version; the last one looked up answers for it.
+        out.control = ctx.last_control.and_then(|(_, c)| c);
         out
     }
 }
@@ -159,6 +167,19 @@ impl RequestCtx<'_> {
         let hash = install_hash(self.n.install_mac, self.n.project.id, install_id);
         self.last_install = Some((install_id.to_owned(), hash.clone()));
         hash
+    }
+
+    /// The project's remote control for this message's app version.
+    fn control(&mut self, m: &Message) -> Option<Control> {
+        let version = crate::control::message_app_version(m);
+        match &self.last_control {
+            Some((v, c)) if v.as_deref() == version => *c,
+            _ => {
+                let c = crate::control::control_for(&self.n.project.collection, version);
+                self.last_control = Some((version.map(str::to_owned), c));
+                c
+            }
+        }
     }
 
     /// Checks one message and turns it into what is stored.
@@ -178,6 +199,19 @@ impl RequestCtx<'_> {
                 "one of `userId` or `anonymousId` is required",
             ));
         };
+        if !self.n.project.collection.is_empty()
+            && let Some(control) = self.control(&m)
+            && !control.admits(install_id)
+        {
+            return Err(Rejection::new(
+                Reason::NotCollected,
+                if control.collect {
+                    "this install is outside the sample the project keeps"
+                } else {
+                    "the project does not collect from this app version"
+                },
+            ));
+        }
         let install = self.install_hash(install_id);
         let limiter_key = xxhash_rust::xxh3::xxh3_128(install.as_bytes());
         if self.n.install_limiter.check_key(&limiter_key).is_err() {
@@ -253,7 +287,11 @@ async fn ingest_inner(
         project = Some(state.authorise(key.expose())?);
     }
     let project = project.expect("set above");
-    let Prepared { events, rejected } = Normaliser {
+    let Prepared {
+        events,
+        rejected,
+        control,
+    } = Normaliser {
         limits,
         project: &project,
         install_mac: &state.install_mac,
@@ -275,6 +313,7 @@ async fn ingest_inner(
         accepted: 0,
         duplicates: 0,
         rejected,
+        control,
     };
     if events.is_empty() {
         return Ok(response);

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod dedup;
 pub mod deletion;
 pub mod dump;

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use opentally_protocol::{Catalog, CatalogError};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::control::{CollectionRule, RuleError};
 use crate::secret::{Secret, SecretKind, hash_secret};
 
 /// A project as the collector uses it.
@@ -18,6 +19,8 @@ pub struct Project {
     /// `None`: open mode, any event accepted.
     pub catalog: Option<Arc<Catalog>>,
     pub retention_days: u32,
+    /// The operator's remote controls (`project set-collection`); usually none.
+    pub collection: Arc<[CollectionRule]>,
 }
 
 /// A row of `project list`.
@@ -57,6 +60,8 @@ pub enum MetaError {
     DeletionPending(String),
     #[error("a retention of {0} days is not usable: keep 1 to {MAX_RETENTION_DAYS} days")]
     BadRetention(u32),
+    #[error(transparent)]
+    BadRule(#[from] RuleError),
     #[error("metadata database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("cannot create the data dir: {0}")]
@@ -82,6 +87,13 @@ CREATE TABLE IF NOT EXISTS projects (
 CREATE TABLE IF NOT EXISTS deletions (
     name TEXT PRIMARY KEY,
     requested_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS collection_rules (
+    project_id INTEGER NOT NULL,
+    versions TEXT NOT NULL,
+    collect INTEGER NOT NULL,
+    sample REAL,
+    PRIMARY KEY (project_id, versions)
 );
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
@@ -200,6 +212,7 @@ impl MetaStore {
             name: name.to_owned(),
             catalog: parsed,
             retention_days: 365,
+            collection: Arc::from([]),
         };
         Ok(NewProject {
             project,
@@ -257,6 +270,10 @@ impl MetaStore {
     pub fn delete_project(&self, name: &str) -> Result<(), MetaError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM collection_rules WHERE project_id IN (SELECT id FROM projects WHERE name = ?1)",
+            [name],
+        )?;
         let n = tx.execute("DELETE FROM projects WHERE name = ?1", [name])?;
         if n == 0 {
             return Err(MetaError::NotFound(name.to_owned()));
@@ -321,6 +338,74 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Sets the remote control for a range of a project's app versions (`None`: every
+    /// version), replacing the one that range had; `control` `None` removes it (collect as usual).
+    /// Returns the project's rules after the change.
+    pub fn set_collection(
+        &self,
+        name: &str,
+        versions: Option<&str>,
+        control: Option<opentally_protocol::Control>,
+    ) -> Result<Vec<CollectionRule>, MetaError> {
+        let rule = CollectionRule::new(
+            versions,
+            control.unwrap_or(opentally_protocol::Control {
+                collect: true,
+                sample: None,
+            }),
+        )?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let id: i64 = tx
+            .query_row("SELECT id FROM projects WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| MetaError::NotFound(name.to_owned()))?;
+        tx.execute(
+            "DELETE FROM collection_rules WHERE project_id = ?1 AND versions = ?2",
+            params![id, rule.versions],
+        )?;
+        if control.is_some() {
+            tx.execute(
+                "INSERT INTO collection_rules (project_id, versions, collect, sample)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id, rule.versions, rule.control.collect, rule.control.sample],
+            )?;
+        }
+        let rules = Self::collection_rules(&tx, id)?;
+        tx.commit()?;
+        Ok(rules)
+    }
+
+    fn collection_rules(
+        conn: &Connection,
+        project_id: i64,
+    ) -> Result<Vec<CollectionRule>, MetaError> {
+        let mut stmt = conn.prepare(
+            "SELECT versions, collect, sample FROM collection_rules WHERE project_id = ?1
+             ORDER BY versions",
+        )?;
+        let rows = stmt.query_map([project_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, Option<f64>>(2)?,
+            ))
+        })?;
+        let mut rules = Vec::new();
+        for row in rows {
+            let (versions, collect, sample) = row?;
+            // Checked when stored: a rule that fails now was edited by hand; refuse the project
+            // rather than collect what the operator stopped.
+            rules.push(CollectionRule::new(
+                Some(&versions),
+                opentally_protocol::Control { collect, sample },
+            )?);
+        }
+        Ok(rules)
+    }
+
     fn project_where(
         &self,
         clause: &str,
@@ -340,11 +425,13 @@ impl MetaStore {
         // A catalog is validated when stored, so a stored one that fails now means the file was
         // edited by hand; refuse the project rather than run it in open mode by accident.
         let catalog = parse_catalog(catalog.as_deref())?;
+        let collection = Self::collection_rules(&conn, id)?.into();
         Ok(Some(Project {
             id,
             name,
             catalog,
             retention_days,
+            collection,
         }))
     }
 

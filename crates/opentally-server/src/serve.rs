@@ -77,7 +77,7 @@ async fn upkeep(state: Arc<AppState>) {
                 }
             }
         }
-        if let Err(e) = state.keys.refresh_if_changed() {
+        if let Err(e) = state.refresh_projects() {
             tracing::warn!(error = %e, "cannot read the project database");
         }
         // Deleted projects' events, once their keys are gone from the cache (just above).

@@ -46,6 +46,12 @@ impl AppState {
         &self.meta
     }
 
+    /// Notices changes another process (an admin command) made to the project database: keys,
+    /// catalogs, remote controls. The upkeep task calls it every second.
+    pub fn refresh_projects(&self) -> Result<(), crate::meta::MetaError> {
+        self.keys.refresh_if_changed()
+    }
+
     /// The collector's counters, as `/metrics` shows them.
     pub fn metrics(&self) -> &metrics::Metrics {
         &self.metrics

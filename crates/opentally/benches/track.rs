@@ -40,7 +40,7 @@ struct NullTransport;
 
 impl opentally::transport::Transport for NullTransport {
     fn send(&self, _body: &[u8], _timeout: Duration) -> opentally::transport::Outcome {
-        opentally::transport::Outcome::Delivered
+        opentally::transport::Outcome::DELIVERED
     }
 }
 

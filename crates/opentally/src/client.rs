@@ -178,6 +178,7 @@ impl Client {
                 }
             }),
             collector_saved: AtomicBool::new(false),
+            holding_back: AtomicBool::new(false),
         });
         let shared = new_shared();
         let client = Client {
@@ -261,7 +262,9 @@ impl Client {
 
     /// Whether an event tracked now on this thread would be recorded.
     pub fn recording(&self) -> bool {
-        SUPPRESSED.with(std::cell::Cell::get) == 0 && self.mode.load(Ordering::Relaxed) != MODE_OFF
+        SUPPRESSED.with(std::cell::Cell::get) == 0
+            && self.mode.load(Ordering::Relaxed) != MODE_OFF
+            && !self.core.holding_back.load(Ordering::Relaxed)
     }
 
     /// Records a prepared event (the span and the bindings build their own): the path every
@@ -361,7 +364,7 @@ impl Client {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("opentally".into())
-            .spawn(move || Worker { core, shared }.run());
+            .spawn(move || Worker::new(core, shared).run());
         // Without a thread (the host is out of threads) events stay queued, then are dropped and
         // counted once the queue is full, and the exit flush spools what is queued.
         drop(spawned);
@@ -499,6 +502,7 @@ impl Client {
             spool_files,
             spool_bytes,
             collector: crate::rights::SavedCollector::load(&self.app_state).map(|c| c.endpoint),
+            control: crate::control::RemoteControl::load(&self.app_state),
             paths: self.paths.clone(),
             app_state: self.app_state.clone(),
         }

@@ -90,6 +90,8 @@ pub struct Counters {
     pub retried: AtomicU64,
     pub spooled: AtomicU64,
     pub rejected: AtomicU64,
+    /// Not sent because the collector's remote control stopped or sampled out this install.
+    pub withheld: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -101,6 +103,7 @@ pub struct CounterSnapshot {
     pub retried: u64,
     pub spooled: u64,
     pub rejected: u64,
+    pub withheld: u64,
 }
 
 impl Counters {
@@ -113,6 +116,7 @@ impl Counters {
             retried: l(&self.retried),
             spooled: l(&self.spooled),
             rejected: l(&self.rejected),
+            withheld: l(&self.withheld),
         }
     }
 }

@@ -19,6 +19,7 @@
 mod client;
 mod config;
 pub mod consent;
+pub mod control;
 mod environment;
 mod events;
 mod fork;
@@ -253,6 +254,8 @@ pub struct Status {
     /// The collector the app has delivered to from this machine, which `forget` and `export`
     /// ask; `None` before its first delivery.
     pub collector: Option<String>,
+    /// The last remote control the collector sent for this app, as remembered here.
+    pub control: Option<control::RemoteControl>,
     pub paths: Paths,
     pub app_state: std::path::PathBuf,
 }
@@ -306,8 +309,8 @@ impl fmt::Display for Status {
         let c = &self.counters;
         writeln!(
             f,
-            "counters:    queued {} sent {} dropped {} retried {} spooled {} rejected {}",
-            c.queued, c.sent, c.dropped, c.retried, c.spooled, c.rejected
+            "counters:    queued {} sent {} dropped {} retried {} spooled {} rejected {} withheld {}",
+            c.queued, c.sent, c.dropped, c.retried, c.spooled, c.rejected, c.withheld
         )?;
         writeln!(
             f,
@@ -320,6 +323,19 @@ impl fmt::Display for Status {
                 f,
                 "collector:   none yet (nothing delivered from this machine)"
             )?,
+        }
+        if let Some(c) = &self.control {
+            let mut line = c.to_string();
+            if c.collect
+                && let (Some(rate), Some(id)) = (c.sample, &self.install_id)
+            {
+                line.push_str(if opentally_protocol::control::sampled_in(id, rate) {
+                    "; this install is in the sample"
+                } else {
+                    "; this install is outside the sample and sends nothing"
+                });
+            }
+            writeln!(f, "control:     {line}")?;
         }
         writeln!(f, "state:       {}", self.app_state.display())?;
         writeln!(f, "user config: {}", self.paths.config_file.display())?;

@@ -77,3 +77,36 @@ fn sanitize(app: &str) -> String {
         })
         .collect()
 }
+
+/// Writes `bytes` to `dir/name` as one step: a temporary file created fresh (never through a
+/// link another user left), readable by the user alone, then renamed over the old one, so a
+/// reader sees the old content or the new, never half.
+pub(crate) fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        "{name}.{}.tmp",
+        &crate::identity::random_uuid()[..8]
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp)?;
+    let written = std::io::Write::write_all(&mut f, bytes);
+    drop(f);
+    match written.and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes `dir/name`; one that is already gone is not an error.
+pub(crate) fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

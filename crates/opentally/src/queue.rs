@@ -60,6 +60,9 @@ pub(crate) struct Core {
     /// first delivery (for `opentally forget` and `export`); `None` for other transports.
     pub(crate) collector: Option<crate::rights::SavedCollector>,
     pub(crate) collector_saved: AtomicBool,
+    /// The collector's remote control stops this install (or samples it out): nothing is
+    /// recorded or sent until the control lifts or is due to be asked again.
+    pub(crate) holding_back: AtomicBool,
 }
 
 impl Core {

@@ -35,29 +35,17 @@ impl SavedCollector {
         if SavedCollector::load(app_state).as_ref() == Some(self) {
             return Ok(());
         }
-        std::fs::create_dir_all(app_state)?;
-        // Readable by the user alone, and never through a link another user left: it says
-        // where the install id, the credential, is sent.
-        let tmp = app_state.join(format!(
-            "{FILE}.{}.tmp",
-            &crate::identity::random_uuid()[..8]
-        ));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        std::io::Write::write_all(&mut f, &serde_json::to_vec(self).expect("serialises"))?;
-        drop(f);
-        std::fs::rename(&tmp, app_state.join(FILE))
+        // Readable by the user alone: it says where the install id, the credential, is sent.
+        crate::paths::write_private(
+            app_state,
+            FILE,
+            &serde_json::to_vec(self).expect("serialises"),
+        )
     }
 
     /// Forgets the collector (after an erasure: the new install id has sent nothing there).
     pub(crate) fn remove(app_state: &Path) -> std::io::Result<()> {
-        match std::fs::remove_file(app_state.join(FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        crate::paths::remove_if_present(&app_state.join(FILE))
     }
 
     fn url(&self, path: &str) -> String {

@@ -9,14 +9,32 @@ use std::time::Duration;
 use base64::Engine as _;
 
 /// The fate of one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The collector has it.
-    Delivered,
+    /// The collector has it; `control` is the remote control its answer carried, if any.
+    Delivered {
+        control: Option<opentally_protocol::Control>,
+    },
     /// Try again later (network error, timeout, 408, 429, 5xx), after `after` if the server said.
     Retry { after: Option<Duration> },
     /// The collector refused it for good (400, 401, 413…): never retried.
     Rejected { status: u16 },
+}
+
+impl Outcome {
+    /// Delivered, and no remote control in the answer.
+    pub const DELIVERED: Outcome = Outcome::Delivered { control: None };
+}
+
+/// The largest answer to a batch read for its remote control; a collector's is a few hundred
+/// bytes.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// The part of a collector's answer the SDK reads.
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    control: Option<opentally_protocol::Control>,
 }
 
 /// A way to deliver a batch. `body` is the gzip-compressed JSON of a Segment batch; `timeout`
@@ -81,10 +99,21 @@ impl Transport for HttpTransport {
             .build()
             .send(body);
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 match status {
-                    200..=299 => Outcome::Delivered,
+                    // An answer that cannot be read (not a collector's, or cut short) carries
+                    // no control: collect as usual.
+                    200..=299 => Outcome::Delivered {
+                        control: resp
+                            .body_mut()
+                            .with_config()
+                            .limit(MAX_ANSWER_BYTES)
+                            .read_to_vec()
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<Answer>(&b).ok())
+                            .and_then(|a| a.control),
+                    },
                     408 | 429 | 500..=599 => Outcome::Retry {
                         after: retry_after(
                             resp.headers()
@@ -128,7 +157,7 @@ impl Transport for LocalFile {
             Ok(())
         };
         match write() {
-            Ok(()) => Outcome::Delivered,
+            Ok(()) => Outcome::DELIVERED,
             Err(_) => Outcome::Retry { after: None },
         }
     }
@@ -163,12 +192,12 @@ impl Transport for RecordingTransport {
         let outcome = {
             let mut script = self.script.lock().expect("not poisoned");
             if script.is_empty() {
-                Outcome::Delivered
+                Outcome::DELIVERED
             } else {
                 script.remove(0)
             }
         };
-        if outcome == Outcome::Delivered
+        if matches!(outcome, Outcome::Delivered { .. })
             && let Some(v) = crate::wire::gunzip(body).and_then(|b| serde_json::from_slice(&b).ok())
         {
             self.batches.lock().expect("not poisoned").push(v);

@@ -2,13 +2,15 @@
 //! messages, delivers them with retries and backoff, spools what cannot be delivered, and resends
 //! the spool once the collector answers.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use opentally_protocol::Timestamp;
+use opentally_protocol::{Control, Timestamp};
 
+use crate::control::RemoteControl;
 use crate::events::Event;
 use crate::queue::{Core, Shared, lock};
 use crate::transport::Outcome;
@@ -17,14 +19,32 @@ use crate::{spool, wire};
 pub(crate) struct Worker {
     pub(crate) core: Arc<Core>,
     pub(crate) shared: Arc<Shared>,
+    /// The remote control remembered in the app's state folder, as last read or written.
+    remembered: RefCell<Option<RemoteControl>>,
 }
 
 impl Worker {
+    pub(crate) fn new(core: Arc<Core>, shared: Arc<Shared>) -> Worker {
+        Worker {
+            core,
+            shared,
+            remembered: RefCell::new(None),
+        }
+    }
+
     pub(crate) fn run(self) {
+        self.recall_control();
         let mut spool_checked = false;
         loop {
             let (events, ticket, deadline) = self.next_batch();
-            if !events.is_empty() {
+            self.recheck_control();
+            if !events.is_empty() && self.core.holding_back.load(Ordering::Relaxed) {
+                // Queued before the control was known: never sent.
+                self.core
+                    .counters
+                    .withheld
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+            } else if !events.is_empty() {
                 let array = Arc::new(messages_json(&self.core, &self.shared, &events));
                 *lock(&self.shared.in_flight) = Some(array.clone());
                 let delivered = self.deliver(&array, events.len() as u64, deadline);
@@ -101,9 +121,10 @@ impl Worker {
                 None => self.core.request_timeout,
             };
             match self.core.transport.send(&wire::batch_body(array), timeout) {
-                Outcome::Delivered => {
+                Outcome::Delivered { control } => {
                     self.core.counters.sent.fetch_add(n, Ordering::Relaxed);
                     self.save_collector();
+                    self.obey(control);
                     return true;
                 }
                 Outcome::Rejected { .. } => {
@@ -139,10 +160,83 @@ impl Worker {
         }
     }
 
+    /// The control a former process remembered: obeyed before anything is sent, if it binds
+    /// this app version still.
+    fn recall_control(&self) {
+        let remembered = RemoteControl::load(&self.core.app_state);
+        let version = self.core.context.app.version.as_deref();
+        if let Some(r) = &remembered
+            && r.binds(version)
+            && !r.control().admits(&self.core.install().id)
+        {
+            self.hold_back();
+        }
+        *self.remembered.borrow_mut() = remembered;
+    }
+
+    /// Once a stop is due to be asked again, lets events through: the next batch asks.
+    fn recheck_control(&self) {
+        if self.core.holding_back.load(Ordering::Relaxed)
+            && self
+                .remembered
+                .borrow()
+                .as_ref()
+                .is_none_or(|r| !r.binds(self.core.context.app.version.as_deref()))
+        {
+            self.core.holding_back.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Follows the control a delivery's answer carried (none: collect as usual) and remembers
+    /// it for the next process.
+    fn obey(&self, control: Option<Control>) {
+        let mut remembered = self.remembered.borrow_mut();
+        let Some(control) = control else {
+            if remembered.take().is_some() {
+                let _ = RemoteControl::remove(&self.core.app_state);
+            }
+            self.core.holding_back.store(false, Ordering::Relaxed);
+            return;
+        };
+        let fresh = RemoteControl::new(self.core.context.app.version.as_deref(), control);
+        if remembered.as_ref().is_none_or(|r| r.stale_against(&fresh)) {
+            // A control that cannot be written still holds for this process.
+            let _ = fresh.save(&self.core.app_state);
+            *remembered = Some(fresh);
+        }
+        drop(remembered);
+        if control.admits(&self.core.install().id) {
+            self.core.holding_back.store(false, Ordering::Relaxed);
+        } else {
+            self.hold_back();
+        }
+    }
+
+    /// Stops this install: nothing more is recorded, and what waits in the queue and the spool
+    /// is dropped (counted as withheld).
+    fn hold_back(&self) {
+        self.core.holding_back.store(true, Ordering::Relaxed);
+        let queued = std::mem::take(&mut lock(&self.shared.queue).events);
+        let spooled: u64 = spool::files(&self.core.spool_dir)
+            .iter()
+            .filter_map(|(path, _)| std::fs::read(path).ok().and_then(|b| wire::gunzip(&b)))
+            .map(|array| wire::count_messages(&array))
+            .sum();
+        spool::clear(&self.core.spool_dir);
+        self.core
+            .counters
+            .withheld
+            .fetch_add(queued.len() as u64 + spooled, Ordering::Relaxed);
+    }
+
     /// Sends spooled batches, oldest first; stops at the first that fails. Returns whether the
     /// spool is empty now.
     pub(crate) fn resend_spool(&self, deadline: Option<Instant>) -> bool {
         for (path, _) in spool::files(&self.core.spool_dir) {
+            if self.core.holding_back.load(Ordering::Relaxed) {
+                // The collector's control, learnt from the batch before, dropped the rest.
+                return true;
+            }
             let Some(array) = std::fs::read(&path).ok().and_then(|b| wire::gunzip(&b)) else {
                 let _ = std::fs::remove_file(&path);
                 continue;

@@ -201,6 +201,8 @@ class Status:
         self.sources = decision["sources"]
         self.install_id = data["install_id"]
         self.counters = data["counters"]
+        # The collector's last remote control for this app, as remembered here (or None).
+        self.control = data.get("control")
 
     def __str__(self):
         return self._text

@@ -200,6 +200,24 @@ async fn every_rejection_reason_is_reported_per_item() {
         "{resp}"
     );
     covered.push(Reason::RateLimited);
+    // NotCollected: a version the operator stopped (tests/it/control.rs has the rest).
+    opentally_server::meta::MetaStore::open(&h.dir.0)
+        .unwrap()
+        .set_collection(
+            "p",
+            Some("<0.2"),
+            Some(opentally_protocol::Control {
+                collect: false,
+                sample: None,
+            }),
+        )
+        .unwrap();
+    h.state.refresh_projects().unwrap();
+    let stopped = with(json!({"messageId": "stopped", "anonymousId": "other",
+                              "context": {"app": {"name": "a", "version": "0.1.0"}}}));
+    let (_, _, resp) = h.send(h.batch(&json!({ "batch": [stopped] }))).await;
+    assert_eq!(resp["rejected"][0]["reason"], "not_collected", "{resp}");
+    covered.push(Reason::NotCollected);
     for reason in Reason::ALL {
         assert!(covered.contains(&reason), "no test case for {reason}");
     }

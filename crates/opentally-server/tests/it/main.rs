@@ -3,6 +3,7 @@
 // Test helpers take settings by value so that each case reads as one expression.
 #![allow(clippy::needless_pass_by_value)]
 
+mod control;
 mod ingest;
 mod lifecycle;
 mod privacy;

@@ -1,6 +1,7 @@
 //! The SDK against real loopback collectors: consent, faults, delivery, fork.
 
 mod consent;
+mod control;
 mod delivery;
 mod faults;
 mod sink;
