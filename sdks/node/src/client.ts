@@ -22,6 +22,7 @@ import { decide, writeUserSetting, type Decision, type Mode, type Source } from 
 import { environment, hardware, inCi, inContainer, osInfo } from "./environment.js";
 import { installId, randomUuid, uuidV7, type InstallId } from "./identity.js";
 import { defaultNotice } from "./notice.js";
+import { admits, binds, loadControl, RECHECK_SECS, removeControl, saveControl, type Control, type RemoteControl } from "./control.js";
 import { appState, pathsFromEnv, type Paths } from "./paths.js";
 import { HttpTransport, LocalFile, unrefTimer, type Transport } from "./transport.js";
 import { VERSION } from "./version.js";
@@ -91,6 +92,8 @@ export interface Counters {
   retried: number;
   spooled: number;
   rejected: number;
+  /** Not sent because the collector's remote control stopped or sampled out this install. */
+  withheld: number;
 }
 
 /** What `status()` shows: every consent source, the decision, the id, the counters and files. */
@@ -105,6 +108,8 @@ export interface Status {
   spoolBytes: number;
   paths: Paths;
   appState: string;
+  /** The last remote control the collector sent for this app, as remembered here. */
+  control: RemoteControl | null;
 }
 
 /** One tracked event, as small as it can be on the caller's stack. */
@@ -208,7 +213,7 @@ export class Client {
   private readonly spoolMaxBytes: number;
   private readonly inspect: boolean;
   private transportCache: Transport | undefined;
-  private readonly counters: Counters = { queued: 0, sent: 0, dropped: 0, retried: 0, spooled: 0, rejected: 0 };
+  private readonly counters: Counters = { queued: 0, sent: 0, dropped: 0, retried: 0, spooled: 0, rejected: 0, withheld: 0 };
   private queue: Event[] = [];
   private timer: NodeJS.Timeout | undefined;
   /** Whether the timer fires on the next turn of the event loop (not after the batch interval). */
@@ -222,6 +227,13 @@ export class Client {
   /** Whether the last run of the send loop delivered every batch it took. */
   private lastOk = true;
   private install: InstallId | undefined;
+  /**
+   * While the collector's remote control stops this install: the time (ms) it is due to be asked
+   * again, before which nothing is recorded; 0 otherwise.
+   */
+  private heldUntil = 0;
+  /** The control remembered in the state folder, once read; `null` for none. */
+  private remembered: RemoteControl | null | undefined;
   private contextJson: string | undefined;
   private readonly session = randomUuid();
   private readonly onExit = (): void => this.exitNow();
@@ -278,6 +290,7 @@ export class Client {
   /** Records an event. Never throws, never waits; off, suppressed or full: nothing (a drop is counted). */
   track(event: string, props?: Props): void {
     if (this.mode === OFF) return;
+    if (this.heldUntil !== 0 && this.held()) return;
     if (suppressionUsed.value && suppression.getStore() === true) return;
     // The properties object is kept as it is, not copied (copying would double the cost of this
     // call): its values are read when the batch is built, on the next turn of the event loop or
@@ -288,6 +301,7 @@ export class Client {
   /** Queues a prepared event (spans build their own properties). */
   enqueue(name: string, props: Props | undefined): void {
     if (this.mode === OFF) return;
+    if (this.heldUntil !== 0 && this.held()) return;
     if (suppressionUsed.value && suppression.getStore() === true) return;
     this.push(String(name), props);
   }
@@ -338,7 +352,8 @@ export class Client {
 
   private async sendAll(deadline: number | undefined): Promise<void> {
     this.lastOk = true;
-    while (this.queue.length > 0 && this.mode !== OFF) {
+    this.recallControl();
+    while (this.queue.length > 0 && this.mode !== OFF && this.heldUntil === 0) {
       const events = this.queue.splice(0, this.batchSize);
       const array = this.messagesJson(events);
       this.inFlight = array;
@@ -376,6 +391,7 @@ export class Client {
       }
       if (outcome.kind === "delivered") {
         this.counters.sent += n;
+        this.obey(outcome.control);
         return true;
       }
       if (outcome.kind === "rejected") {
@@ -475,9 +491,67 @@ export class Client {
     trimSpool(this.spoolDir, this.spoolMaxBytes);
   }
 
+  /** Whether a stop still holds; once it is due to be asked again, lets events through. */
+  private held(): boolean {
+    if (Date.now() < this.heldUntil) return true;
+    this.heldUntil = 0;
+    return false;
+  }
+
+  private appVersion(): string | null {
+    return this.options.version === undefined ? null : String(this.options.version);
+  }
+
+  /** The control a former process remembered, obeyed before anything is sent (read once). */
+  private recallControl(): void {
+    if (this.remembered !== undefined) return;
+    const r = loadControl(this.appStateDir);
+    this.remembered = r ?? null;
+    if (r !== undefined && binds(r, this.appVersion(), Date.now() / 1000) && !admits(r, this.installId().id)) {
+      this.holdBack(r.receivedAt);
+    }
+  }
+
+  /** Follows the control a delivery's answer carried (none: collect as usual) and remembers it. */
+  private obey(control: Control | undefined): void {
+    if (control === undefined) {
+      if (this.remembered) removeControl(this.appStateDir);
+      this.remembered = null;
+      this.heldUntil = 0;
+      return;
+    }
+    const fresh: RemoteControl = { appVersion: this.appVersion(), collect: control.collect, receivedAt: Math.floor(Date.now() / 1000) };
+    if (control.sample !== undefined) fresh.sample = control.sample;
+    const old = this.remembered;
+    if (!old || old.appVersion !== fresh.appVersion || old.collect !== fresh.collect || old.sample !== fresh.sample || fresh.receivedAt - old.receivedAt >= RECHECK_SECS / 2) {
+      saveControl(this.appStateDir, fresh);
+      this.remembered = fresh;
+    }
+    if (admits(control, this.installId().id)) this.heldUntil = 0;
+    else this.holdBack(this.remembered!.receivedAt);
+  }
+
+  /** Stops this install until the control is due to be asked again; drops the queue and the spool. */
+  private holdBack(receivedAt: number): void {
+    this.heldUntil = Math.max((receivedAt + RECHECK_SECS) * 1000, 1);
+    let dropped = this.queue.length;
+    this.queue = [];
+    for (const [file] of spoolFiles(this.spoolDir)) {
+      try {
+        dropped += countMessages(gunzipSync(fs.readFileSync(file)).toString("utf8"));
+      } catch {
+        // Unreadable: removed all the same.
+      }
+      rmQuiet(file);
+    }
+    this.counters.withheld += dropped;
+  }
+
   /** Sends spooled batches, oldest first; stops at the first that fails. True if the spool is empty. */
   private async resendSpool(deadline: number | undefined): Promise<boolean> {
     for (const [file] of spoolFiles(this.spoolDir)) {
+      // The collector's control, learnt from the batch before, dropped the rest.
+      if (this.heldUntil !== 0) return true;
       let array: string;
       try {
         array = gunzipSync(fs.readFileSync(file)).toString("utf8");
@@ -601,6 +675,7 @@ export class Client {
       spoolBytes,
       paths: { ...this.paths },
       appState: this.appStateDir,
+      control: loadControl(this.appStateDir) ?? null,
     };
   }
 

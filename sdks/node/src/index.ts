@@ -19,6 +19,8 @@ export { Client } from "./client.js";
 export type { Counters, Options, Prop, Props, Status } from "./client.js";
 export type { Decision, Mode, Source, SourceReport, Verdict } from "./consent.js";
 export { SOURCE_NAMES } from "./consent.js";
+export type { Control, RemoteControl } from "./control.js";
+export { samplePoint } from "./control.js";
 export type { Paths } from "./paths.js";
 export type { Outcome, Transport } from "./transport.js";
 export { VERSION } from "./version.js";

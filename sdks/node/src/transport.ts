@@ -15,11 +15,16 @@ import * as path from "node:path";
 import * as tls from "node:tls";
 import { gunzipSync } from "node:zlib";
 
+import { parseControl, type Control } from "./control.js";
 import { VERSION } from "./version.js";
+
+/** The largest answer to a batch read for its remote control; a collector's is a few hundred bytes. */
+const MAX_ANSWER_BYTES = 64 * 1024;
 
 /** The fate of one attempt. */
 export type Outcome =
-  | { kind: "delivered" }
+  /** The collector has it; `control` is the remote control its answer carried, if any. */
+  | { kind: "delivered"; control?: Control }
   /** Try again later (network error, timeout, 408, 429, 5xx), after `afterMs` if the server said. */
   | { kind: "retry"; afterMs?: number }
   /** The collector refused it for good (400, 401, 413…): never retried. */
@@ -172,8 +177,23 @@ export class HttpTransport implements Transport {
         connected();
         const outcome = classify(res.statusCode ?? 0, res.headers["retry-after"]);
         res.on("error", () => finish(outcome, false));
-        res.on("end", () => finish(outcome, true));
-        res.resume();
+        if (outcome.kind !== "delivered") {
+          res.on("end", () => finish(outcome, true));
+          res.resume();
+          return;
+        }
+        // A delivery's answer may carry the collector's remote control; one too long to be a
+        // collector's is read to its end and ignored.
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size <= MAX_ANSWER_BYTES) chunks.push(chunk);
+        });
+        res.on("end", () => {
+          const control = size <= MAX_ANSWER_BYTES ? parseControl(Buffer.concat(chunks).toString("utf8")) : undefined;
+          finish(control === undefined ? outcome : { kind: "delivered", control }, true);
+        });
       };
       try {
         if (this.proxy !== undefined && this.url.protocol === "https:") {

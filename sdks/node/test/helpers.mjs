@@ -209,6 +209,7 @@ export async function collector(home) {
   return {
     url,
     key,
+    data,
     /** Every event the collector stored, read back with `opentally dump`. */
     events() {
       return opentally(["dump", "--project", "node", "--data", data])
