@@ -48,6 +48,17 @@ impl SavedCollector {
         crate::paths::remove_if_present(&app_state.join(FILE))
     }
 
+    /// An agent through the proxy and trusted roots the process's environment names, as the
+    /// app's own deliveries use.
+    fn agent(&self) -> ureq::Agent {
+        crate::transport::Network::from_env(&self.endpoint, &|k| std::env::var(k).ok()).agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(TIMEOUT))
+                .max_redirects(0),
+        )
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.endpoint.trim_end_matches('/'))
     }
@@ -64,7 +75,8 @@ impl SavedCollector {
     /// the same whether or not it held any.
     pub fn erase(&self, install_id: &str) -> Result<(), RightsError> {
         let body = serde_json::json!({ "installId": install_id }).to_string();
-        let response = agent()
+        let response = self
+            .agent()
             .post(&self.url("/v1/privacy/erase"))
             .header("Content-Type", "application/json")
             .header("Authorization", &self.authorization())
@@ -75,7 +87,8 @@ impl SavedCollector {
     /// Fetches every event stored under `install_id`, as the collector's JSON answer
     /// `{"ok": true, "events": […]}`.
     pub fn export(&self, install_id: &str) -> Result<String, RightsError> {
-        let response = agent()
+        let response = self
+            .agent()
             .get(&self.url("/v1/privacy/export"))
             .header("Authorization", &self.authorization())
             .header("OpenTally-Install-Id", install_id)
@@ -123,15 +136,6 @@ impl SavedCollector {
             })
         }
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(TIMEOUT))
-        .max_redirects(0)
-        .build()
-        .into()
 }
 
 /// Why an erase or export did not happen.
