@@ -82,9 +82,19 @@ pub struct Catalog {
     /// Dotted context paths kept; everything else in `context` is dropped.
     pub context_keep: Vec<String>,
     pub events: BTreeMap<String, EventSpec>,
+    /// How the app's users turn telemetry off, for the transparency page (`[opt_out]`).
+    pub opt_out: Option<OptOut>,
     /// `context_keep` as the tree of scalar leaves it keeps.
     #[serde(skip)]
     pub(crate) context_allow: ContextAllow,
+}
+
+/// The app as its users meet it: the name its SDK is initialised with (what `opentally opt-out
+/// --app` and `forget --app` take) and the app's own variables that turn telemetry off.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OptOut {
+    pub app: String,
+    pub env: Vec<String>,
 }
 
 /// One event of the catalog.
@@ -143,8 +153,17 @@ struct RawCatalog {
     mode: Option<Spanned<String>>,
     accept: Option<Vec<Spanned<String>>>,
     context: Option<RawContext>,
+    opt_out: Option<RawOptOut>,
     #[serde(default)]
     events: BTreeMap<Spanned<String>, RawEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOptOut {
+    app: Spanned<String>,
+    #[serde(default)]
+    env: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -488,6 +507,32 @@ fn build(raw: RawCatalog, errors: &mut Errors<'_>) -> Catalog {
             .filter_map(|p| check_context_path(p, errors))
             .collect(),
     };
+    let opt_out = raw.opt_out.map(|o| {
+        if !crate::names::is_app_name(o.app.get_ref()) {
+            errors.push(
+                o.app.span(),
+                format!("app name {:?} is not usable", o.app.get_ref()),
+                Some("the name the SDK is initialised with: 1 to 100 letters, digits, `.`, `-` or `_`"),
+            );
+        }
+        for v in &o.env {
+            let name = v.get_ref();
+            let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.len() <= 100;
+            if !ok {
+                errors.push(
+                    v.span(),
+                    format!("{name:?} is not an environment variable name"),
+                    Some("letters, digits and `_`, not starting with a digit"),
+                );
+            }
+        }
+        OptOut {
+            app: o.app.into_inner(),
+            env: o.env.into_iter().map(Spanned::into_inner).collect(),
+        }
+    });
     let mut events = BTreeMap::new();
     for (name, raw_event) in raw.events {
         check_name(&name, "event", errors);
@@ -521,6 +566,7 @@ fn build(raw: RawCatalog, errors: &mut Errors<'_>) -> Catalog {
         context_allow: ContextAllow::from_keep(&context_keep),
         context_keep,
         events,
+        opt_out,
     }
 }
 

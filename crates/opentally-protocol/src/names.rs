@@ -131,3 +131,15 @@ pub fn is_open_property_name(name: &str) -> bool {
         && !is_identifying(name)
         && !has_identifying_word(name)
 }
+
+/// Whether `name` can be an app's name as the SDKs take it (the name of its state folder and its
+/// entry in the user's config file): 1 to 100 ASCII letters, digits, `.`, `-` or `_`, not
+/// starting with a `.`.
+pub fn is_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod lock;
 pub mod meta;
 pub mod metrics;
+pub mod pages;
 pub mod perms;
 pub mod privacy;
 pub mod retention;
@@ -285,6 +286,8 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/projects/{project}/sql",
             post(api::sql).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
         )
+        .route("/p/{project}/privacy", get(pages::transparency))
+        .route("/privacy", get(pages::privacy_model))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

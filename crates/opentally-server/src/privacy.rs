@@ -38,9 +38,6 @@ const MAX_BODY_BYTES: usize = 4 << 10;
 /// The longest an export waits for the store to load what the log held when it came.
 const EXPORT_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Seconds a client is asked to wait after the privacy rate limit.
-const RETRY_PRIVACY_SECS: u32 = 60;
-
 /// What an erasure answers, stored data or not.
 pub const ERASED: &str = "every event stored under this install id is being removed from this \
     collector's log and store; the request is durable and needs no retry";
@@ -52,7 +49,8 @@ pub enum PrivacyError {
     #[error("{0}")]
     BadRequest(String),
     #[error("this project gets more erase and export requests than its rate allows")]
-    RateLimited,
+    /// Over the rate; the next request is allowed after this many seconds.
+    RateLimited(u32),
     #[error(transparent)]
     Query(#[from] QueryError),
 }
@@ -65,11 +63,9 @@ impl IntoResponse for PrivacyError {
         let (status, code, retry) = match &self {
             PrivacyError::Ingest(_) => unreachable!("answered above"),
             PrivacyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
-            PrivacyError::RateLimited => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                Some(RETRY_PRIVACY_SECS),
-            ),
+            PrivacyError::RateLimited(secs) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*secs))
+            }
             PrivacyError::Query(e @ QueryError::Memory(_)) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, e.reason(), None)
             }
@@ -227,8 +223,16 @@ fn checked_install(state: &AppState, project: &Project, id: &str) -> Result<Stri
             "the install id must be the UUID the SDK made (`opentally status` shows it)".into(),
         ));
     }
-    if state.privacy_limiter.check_key(&project.id).is_err() {
-        return Err(PrivacyError::RateLimited);
+    if let Err(not_until) = state.privacy_limiter.check_key(&project.id) {
+        // When the next request will be allowed, rounded up: an SDK waits that long and asks
+        // again (`opentally forget` does, up to 10 s).
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        let secs = u32::try_from(wait.as_secs())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        return Err(PrivacyError::RateLimited(secs));
     }
     Ok(crate::ingest::install_hash(
         &state.install_mac,

@@ -64,9 +64,9 @@ fn main() {
     let install = "e".repeat(32);
     let mut n = 0u64;
     opentally_store::demo::generate(heavy + others, 30, end, 7, &mut |day| {
-        let mut day = day.to_vec();
+        let mut day = day.clone();
         // Every fifth event belongs to the install erased, until it has its share.
-        for e in day.iter_mut() {
+        for e in &mut day {
             if n % 5 == 0 && n / 5 < heavy {
                 e.install.clone_from(&install);
             }

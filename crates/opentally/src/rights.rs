@@ -75,31 +75,32 @@ impl SavedCollector {
     /// the same whether or not it held any.
     pub fn erase(&self, install_id: &str) -> Result<(), RightsError> {
         let body = serde_json::json!({ "installId": install_id }).to_string();
-        let response = self
-            .agent()
-            .post(&self.url("/v1/privacy/erase"))
-            .header("Content-Type", "application/json")
-            .header("Authorization", &self.authorization())
-            .send(body.as_bytes());
+        let agent = self.agent();
+        let response = with_retries(|| {
+            agent
+                .post(&self.url("/v1/privacy/erase"))
+                .header("Content-Type", "application/json")
+                .header("Authorization", &self.authorization())
+                .send(body.as_bytes())
+        });
         self.answer(response).map(|_| ())
     }
 
     /// Fetches every event stored under `install_id`, as the collector's JSON answer
     /// `{"ok": true, "events": […]}`.
     pub fn export(&self, install_id: &str) -> Result<String, RightsError> {
-        let response = self
-            .agent()
-            .get(&self.url("/v1/privacy/export"))
-            .header("Authorization", &self.authorization())
-            .header("OpenTally-Install-Id", install_id)
-            .call();
+        let agent = self.agent();
+        let response = with_retries(|| {
+            agent
+                .get(&self.url("/v1/privacy/export"))
+                .header("Authorization", &self.authorization())
+                .header("OpenTally-Install-Id", install_id)
+                .call()
+        });
         self.answer(response)
     }
 
-    fn answer(
-        &self,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<String, RightsError> {
+    fn answer(&self, response: Answer) -> Result<String, RightsError> {
         let mut response = response.map_err(|e| RightsError::Unreachable {
             endpoint: self.endpoint.clone(),
             message: e.to_string(),
@@ -136,6 +137,33 @@ impl SavedCollector {
             })
         }
     }
+}
+
+type Answer = Result<ureq::http::Response<ureq::Body>, ureq::Error>;
+
+/// Makes a request again while the collector asks for patience (429 or 503 with a
+/// `Retry-After` of at most 10 s), three times at most: a user's erasure should not fail because
+/// others asked at the same moment.
+fn with_retries(send: impl Fn() -> Answer) -> Answer {
+    let mut answer = send();
+    for _ in 0..3 {
+        let wait = match &answer {
+            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|s| *s <= 10)
+                .map(Duration::from_secs),
+            _ => None,
+        };
+        let Some(wait) = wait else {
+            break;
+        };
+        std::thread::sleep(wait);
+        answer = send();
+    }
+    answer
 }
 
 /// Why an erase or export did not happen.

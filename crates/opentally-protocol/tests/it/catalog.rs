@@ -21,6 +21,11 @@ fn the_example_catalog_reads_as_written() {
         }
     );
     assert!(c.events["fit"].properties["method"].required);
+    let opt_out = c.opt_out.as_ref().unwrap();
+    assert_eq!(
+        (opt_out.app.as_str(), opt_out.env.as_slice()),
+        ("demo-ml", &["DEMO_ML_NO_TELEMETRY".to_owned()][..])
+    );
     assert_eq!(
         c.events["cli_run"].properties["config_score"].kind,
         PropertyType::Number {
@@ -52,7 +57,16 @@ fn bad_catalogs_are_reported_with_line_numbers() {
             "unknown top-level key",
             "version = 1\nmodel = \"strict\"\n",
             &[
-                "2:1: unknown field `model`, expected one of `version`, `project`, `description`, `mode`, `accept`, `context`, `events`",
+                "2:1: unknown field `model`, expected one of `version`, `project`, `description`, `mode`, `accept`, `context`, `opt_out`, `events`",
+            ],
+        ),
+        (
+            "opt-out names that an SDK or a shell could not use",
+            "[opt_out]\napp = \"../x\"\nenv = [\"OK_1\", \"1BAD\", \"A-B\"]\n",
+            &[
+                "2:7: app name \"../x\" is not usable",
+                "3:16: \"1BAD\" is not an environment variable name",
+                "3:24: \"A-B\" is not an environment variable name",
             ],
         ),
         (

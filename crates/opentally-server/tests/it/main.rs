@@ -6,6 +6,7 @@
 mod control;
 mod ingest;
 mod lifecycle;
+mod pages;
 mod privacy;
 mod rights;
 

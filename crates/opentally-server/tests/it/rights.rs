@@ -223,7 +223,9 @@ async fn privacy_requests_are_rate_limited_per_project() {
         .send(export(&h, "00000000-0000-4000-8000-00000000000a"))
         .await;
     assert_eq!(got, StatusCode::TOO_MANY_REQUESTS, "{resp}");
-    assert_eq!(retry.as_deref(), Some("60"));
+    // Two a minute: the next is allowed within 30 s, and the answer says when.
+    let secs: u32 = retry.unwrap().parse().unwrap();
+    assert!((1..=30).contains(&secs), "{secs}");
     // Ingest is not held back by it.
     let (got, _, _) = h.send(h.batch(&json!({"batch": [track("m", "a")]}))).await;
     assert_eq!(got, StatusCode::OK);
