@@ -2,13 +2,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 
 use crate::manifest::PartMeta;
 use crate::parquet_io::read_part;
+use crate::rollup::RollupRow;
 use crate::schema;
 use crate::store::order::today;
 use crate::store::part::LivePart;
@@ -41,20 +42,20 @@ impl Store {
         let mut removed = 0u64;
         let mut replaced: HashSet<u64> = HashSet::new();
         let mut added = Vec::new();
-        for p in &parts {
-            if !p.may_hold(install)? {
+        // One id set aside for each part that may be rewritten, so the parts can be rewritten
+        // side by side (an id a part does not use is skipped, never reused).
+        let first_id = manifest.next_part;
+        manifest.next_part += parts.len() as u64;
+        let rewritten = on_every_core(&parts, |i, p| {
+            self.part_without(p, first_id + i as u64, project, install)
+        });
+        for (p, outcome) in parts.iter().zip(rewritten) {
+            let Some((n, written)) = outcome? else {
                 continue;
-            }
-            let batch = concat_batches(&schema::schema(), &read_part(&p.path)?)?;
-            let (kept, n) = without_install(&batch, install)?;
-            if n == 0 {
-                continue;
-            }
+            };
             removed += n;
             replaced.insert(p.meta.id);
-            if kept.num_rows() > 0 {
-                added.push(self.write_part(&mut manifest, project, p.meta.day, &kept)?);
-            }
+            added.extend(written);
         }
         // The tail: filtered in memory; the log keeps the events, so the erasure is recorded.
         let (new_tail, tail_removed) = self.tail_without(project, install)?;
@@ -75,6 +76,32 @@ impl Store {
             );
         }
         Ok(removed)
+    }
+
+    /// One part without the events of `install`: how many it held, and the part written in its
+    /// place as number `id` (none when nothing else was left); `None` when it held none.
+    #[allow(clippy::type_complexity)]
+    fn part_without(
+        &self,
+        p: &LivePart,
+        id: u64,
+        project: &str,
+        install: &str,
+    ) -> Result<Option<(u64, Option<(PartMeta, Vec<RollupRow>)>)>, StoreError> {
+        if !p.may_hold(install)? {
+            return Ok(None);
+        }
+        let batch = concat_batches(&schema::schema(), &read_part(&p.path)?)?;
+        let (kept, n) = without_install(&batch, install)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let written = if kept.num_rows() > 0 {
+            Some(self.write_part(id, project, p.meta.day, &kept)?)
+        } else {
+            None
+        };
+        Ok(Some((n, written)))
     }
 
     /// Removes the events of `install` from the tail alone, for a store that reads the log but
@@ -193,6 +220,41 @@ impl Store {
 }
 
 /// The rows of `batch` whose install is not `install`, and how many were left out.
+/// `f` over every item, on as many threads as there are cores (at most one an item); the
+/// results in the items' order.
+fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(usize, &T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().enumerate().map(|(i, t)| f(i, t)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let (f, next) = (&f, &next);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, f(i, item)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 pub(super) fn without_install(
     batch: &RecordBatch,
     install: &str,

@@ -99,14 +99,16 @@ impl Store {
         Ok(rows)
     }
 
+    /// Writes `batch` (one day's rows) as part number `id`, taken from the manifest by the
+    /// caller, with its rollups and sequences.
     pub(super) fn write_part(
         &self,
-        manifest: &mut Manifest,
+        id: u64,
         project: &str,
         day: i64,
         batch: &RecordBatch,
     ) -> Result<(PartMeta, Vec<RollupRow>), StoreError> {
-        let mut w = self.part_writer(manifest, project, day)?;
+        let mut w = self.part_writer_at(id, project, day)?;
         w.write(batch)?;
         w.finish(
             &self.dir,
@@ -152,6 +154,11 @@ impl Store {
     ) -> Result<PartWriter, StoreError> {
         let id = manifest.next_part;
         manifest.next_part += 1;
+        self.part_writer_at(id, project, day)
+    }
+
+    /// A new part numbered `id` (taken from the manifest by the caller).
+    fn part_writer_at(&self, id: u64, project: &str, day: i64) -> Result<PartWriter, StoreError> {
         let stem = format!("parts/{project}/{day}-{id:08}");
         let path = self.dir.join(format!("{stem}.parquet"));
         fs::create_dir_all(path.parent().expect("a part has a directory"))?;
