@@ -15,6 +15,10 @@ use opentally_log::segment::{self as wal, LogWriter};
 use opentally_protocol::Timestamp;
 use opentally_store::{Options, Store};
 
+/// The collector's allocator (`opentally-cli`'s): an erasure runs in its process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
