@@ -68,3 +68,30 @@ def test_an_erasure_answered_200_survives_kill9(data_dir, project, monkeypatch, 
         assert not log_holds("erased-0"), "the log segments holding the erased events are deleted"
     finally:
         server.stop()
+
+
+def test_each_client_has_its_own_privacy_allowance(data_dir, project, monkeypatch):
+    """One client over its allowance is told when to come back; another (a second loopback
+    address) is not held back by it."""
+    import http.client
+
+    monkeypatch.setenv("OPENTALLY_PRIVACY_REQUESTS_PER_MINUTE", "2")
+    s = Server(data_dir).start()
+    try:
+        def export_from(source):
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30, source_address=(source, 0))
+            try:
+                conn.request("GET", "/v1/privacy/export",
+                             headers={"X-Write-Key": project, "OpenTally-Install-Id": IDS["kept"]})
+                r = conn.getresponse()
+                r.read()
+                return r.status, r.getheader("Retry-After")
+            finally:
+                conn.close()
+
+        assert [export_from("127.0.0.1")[0] for _ in range(2)] == [200, 200]
+        status, retry = export_from("127.0.0.1")
+        assert status == 429 and 1 <= int(retry) <= 30, (status, retry)
+        assert export_from("127.0.0.2")[0] == 200
+    finally:
+        s.stop()

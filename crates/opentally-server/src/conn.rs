@@ -86,6 +86,28 @@ impl Conn {
     }
 }
 
+/// Who sent a request, for per-client rate limits, without the address: a hash of the peer's IP
+/// address keyed with a secret drawn when the process starts, so it means nothing outside this
+/// process and is never written anywhere. Behind a proxy, the proxy is the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(pub u128);
+
+impl ClientKey {
+    fn of(ip: std::net::IpAddr) -> ClientKey {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the OS random source is available");
+            u64::from_le_bytes(b)
+        });
+        let bytes = match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        ClientKey(xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, seed))
+    }
+}
+
 tokio::task_local! {
     /// The connection whose request is being served, for [`checked`].
     static CURRENT: Arc<Conn>;
@@ -185,9 +207,9 @@ pub async fn accept_loop(
             }
         };
         let Some(slot) = slot else { break };
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, ClientKey::of(peer.ip())),
                 Err(e) => {
                     // Out of file descriptors, say: wait instead of spinning on the error.
                     tracing::warn!(error = %e, "cannot accept a connection");
@@ -202,6 +224,7 @@ pub async fn accept_loop(
         let service = Tracked {
             inner: TowerToHyperService::new(router.clone()),
             conn: conn.clone(),
+            client,
         };
         let serving = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -238,6 +261,7 @@ pub async fn accept_loop(
 struct Tracked<S> {
     inner: S,
     conn: Arc<Conn>,
+    client: ClientKey,
 }
 
 impl<S, B> hyper::service::Service<hyper::Request<B>> for Tracked<S>
@@ -249,7 +273,8 @@ where
     type Error = S::Error;
     type Future = std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: hyper::Request<B>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.client);
         self.conn.set(UNCHECKED);
         let conn = self.conn.clone();
         let answer = CURRENT.scope(conn.clone(), self.inner.call(req));

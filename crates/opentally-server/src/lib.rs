@@ -247,6 +247,9 @@ impl Collector {
             privacy_limiter: RateLimiter::keyed(Quota::per_minute(nonzero(
                 config.privacy_requests_per_minute,
             ))),
+            privacy_project_limiter: RateLimiter::keyed(Quota::per_minute(nonzero(
+                config.privacy_requests_per_minute.saturating_mul(10),
+            ))),
             config,
         });
         Ok(Collector {

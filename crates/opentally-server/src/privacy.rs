@@ -25,6 +25,7 @@ use opentally_store::QueryError;
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::conn::ClientKey;
 use crate::error::IngestError;
 use crate::meta::Project;
 
@@ -97,8 +98,14 @@ struct EraseBody {
 }
 
 /// `POST /v1/privacy/erase` with `{"installId": "…"}` and the project's write key.
-pub async fn erase(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let response = match erase_inner(&state, &headers, body).await {
+pub async fn erase(
+    State(state): State<Arc<AppState>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let client = extensions.get::<ClientKey>().copied();
+    let response = match erase_inner(&state, client, &headers, body).await {
         Ok(()) => Json(serde_json::json!({"ok": true, "message": ERASED})).into_response(),
         Err(e) => e.into_response(),
     };
@@ -110,6 +117,7 @@ pub async fn erase(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
 
 async fn erase_inner(
     state: &AppState,
+    client: Option<ClientKey>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), PrivacyError> {
@@ -132,7 +140,7 @@ async fn erase_inner(
         Some(p) => p,
         None => state.authorise(req.write_key.as_deref().ok_or(IngestError::MissingKey)?)?,
     };
-    let install = checked_install(state, &project, &req.install_id)?;
+    let install = checked_install(state, client, &project, &req.install_id)?;
     crate::ingest::make_durable(
         state,
         &project,
@@ -149,8 +157,13 @@ async fn erase_inner(
 /// `GET /v1/privacy/export` with the install id in the `OpenTally-Install-Id` header and the
 /// project's write key in a header: every stored event of the install, as
 /// `{"ok": true, "events": […]}`.
-pub async fn export(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let response = match export_inner(&state, &headers).await {
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+) -> Response {
+    let client = extensions.get::<ClientKey>().copied();
+    let response = match export_inner(&state, client, &headers).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -160,7 +173,11 @@ pub async fn export(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     response
 }
 
-async fn export_inner(state: &AppState, headers: &HeaderMap) -> Result<Response, PrivacyError> {
+async fn export_inner(
+    state: &AppState,
+    client: Option<ClientKey>,
+    headers: &HeaderMap,
+) -> Result<Response, PrivacyError> {
     let key = crate::auth::header_write_key(headers).ok_or(IngestError::MissingKey)?;
     let project = state.authorise(&key)?;
     let id = headers
@@ -172,7 +189,7 @@ async fn export_inner(state: &AppState, headers: &HeaderMap) -> Result<Response,
         })?
         .to_str()
         .map_err(|_| PrivacyError::BadRequest("the install id is not ASCII text".into()))?;
-    let install = checked_install(state, &project, id)?;
+    let install = checked_install(state, client, &project, id)?;
     // Read your writes: what the log held when the export came (events, and an erasure just
     // answered) is loaded first, for a few seconds at most.
     let durable = state.writer.durable_pos();
@@ -214,7 +231,12 @@ async fn export_inner(state: &AppState, headers: &HeaderMap) -> Result<Response,
 
 /// The keyed hash of an install id, once the id is one an SDK could have sent and the project's
 /// privacy requests are within their rate.
-fn checked_install(state: &AppState, project: &Project, id: &str) -> Result<String, PrivacyError> {
+fn checked_install(
+    state: &AppState,
+    client: Option<ClientKey>,
+    project: &Project,
+    id: &str,
+) -> Result<String, PrivacyError> {
     // Only ids shaped as SDKs make them (a UUID, 122 random bits) are a credential: a Segment
     // client's `userId` (an e-mail, a database key) can be known to others, so its events
     // cannot be fetched or erased by naming it.
@@ -223,7 +245,17 @@ fn checked_install(state: &AppState, project: &Project, id: &str) -> Result<Stri
             "the install id must be the UUID the SDK made (`opentally status` shows it)".into(),
         ));
     }
-    if let Err(not_until) = state.privacy_limiter.check_key(&project.id) {
+    // Each client has its own allowance, so that one cannot use up everyone's; the project's,
+    // ten times larger, bounds the work (each erasure rewrites the parts that hold the install).
+    // A request without a peer (the router driven directly, in tests) counts against the
+    // project's alone.
+    let per_client = match client {
+        Some(c) => state.privacy_limiter.check_key(&(project.id, c.0)),
+        None => Ok(()),
+    };
+    if let Err(not_until) =
+        per_client.and_then(|()| state.privacy_project_limiter.check_key(&project.id))
+    {
         // When the next request will be allowed, rounded up: an SDK waits that long and asks
         // again (`opentally forget` does, up to 10 s).
         let wait = not_until.wait_time_from(governor::clock::Clock::now(

@@ -121,6 +121,8 @@ async fn upkeep(state: Arc<AppState>) {
             state.install_limiter.retain_recent();
             state.install_limiter.shrink_to_fit();
             state.key_limiter.retain_recent();
+            state.privacy_limiter.retain_recent();
+            state.privacy_project_limiter.retain_recent();
         }
     }
 }

@@ -23,8 +23,10 @@ pub struct AppState {
     pub(crate) disk_low: AtomicBool,
     pub(crate) key_limiter: DefaultKeyedRateLimiter<i64>,
     pub(crate) install_limiter: DefaultKeyedRateLimiter<u128>,
-    /// Erase and export requests, per project.
-    pub(crate) privacy_limiter: DefaultKeyedRateLimiter<i64>,
+    /// Erase and export requests, per project and client (a keyed hash of the peer address).
+    pub(crate) privacy_limiter: DefaultKeyedRateLimiter<(i64, u128)>,
+    /// Erase and export requests, per project: ten times a client's allowance.
+    pub(crate) privacy_project_limiter: DefaultKeyedRateLimiter<i64>,
     /// The embedded store, loaded from the log by the loader thread.
     pub(crate) store: Arc<opentally_store::Store>,
     /// Where insights and SQL are answered: the embedded store.

@@ -88,6 +88,21 @@ export function proxyFor(target: URL, env: Vars): URL | undefined {
   }
 }
 
+/**
+ * The PEM file of roots to trust named by `OPENTALLY_CA_BUNDLE`, else `SSL_CERT_FILE`; none when
+ * neither is set. A file that cannot be read trusts nothing, so the sends fail (and are counted)
+ * rather than go out with roots the user did not choose.
+ */
+export function caBundle(env: Vars): Buffer | undefined {
+  const file = envVar(env, "OPENTALLY_CA_BUNDLE") ?? envVar(env, "SSL_CERT_FILE");
+  if (file === undefined) return undefined;
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
+
 function basic(user: string, pass: string): string {
   return "Basic " + Buffer.from(`${user}:${pass}`).toString("base64");
 }
@@ -119,13 +134,15 @@ export class HttpTransport implements Transport {
    * One connection kept between batches of a long-running host. Node unrefs an idle kept-alive
    * socket itself, and every socket in use is unref'd below, so the pool never holds the process.
    */
-  private readonly agents = {
+  private agents = {
     http: new http.Agent({ keepAlive: true, maxSockets: 1, timeout: 30_000 }),
     https: new https.Agent({ keepAlive: true, maxSockets: 1, timeout: 30_000 }),
   };
   private readonly url: URL;
   private readonly authorization: string;
   private readonly proxy: URL | undefined;
+  /** The roots trusted for TLS instead of Node's own, as the Rust SDK reads them. */
+  private readonly ca: Buffer | undefined;
 
   constructor(
     endpoint: string,
@@ -136,6 +153,10 @@ export class HttpTransport implements Transport {
     this.url = new URL(endpoint.replace(/\/+$/, "") + "/v1/batch");
     this.authorization = basic(writeKey, "");
     this.proxy = proxyFor(this.url, env);
+    this.ca = caBundle(env);
+    if (this.ca !== undefined) {
+      this.agents.https = new https.Agent({ keepAlive: true, maxSockets: 1, timeout: 30_000, ca: this.ca });
+    }
   }
 
   send(body: Buffer, timeoutMs: number): Promise<Outcome> {
@@ -274,7 +295,7 @@ export class HttpTransport implements Transport {
         return;
       }
       track(socket);
-      const secure = tls.connect({ socket, servername: host });
+      const secure = tls.connect(this.ca === undefined ? { socket, servername: host } : { socket, servername: host, ca: this.ca });
       track(secure);
       secure.once("secureConnect", connected);
       const req = https.request({

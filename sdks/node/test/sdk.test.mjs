@@ -14,7 +14,7 @@ import * as opentally from "../dist/esm/index.js";
 import { Client } from "../dist/esm/index.js";
 import { parseDotenv } from "../dist/esm/consent.js";
 import { parseToml, stringifyToml } from "../dist/esm/toml.js";
-import { bypassesProxy } from "../dist/esm/transport.js";
+import { bypassesProxy, caBundle } from "../dist/esm/transport.js";
 import { BIN, Home, NEEDS_BIN, ROOT, cleanEnv, recordingProxy, runNode, sink, write } from "./helpers.mjs";
 
 function client(home, url, extra = {}) {
@@ -195,6 +195,23 @@ test("NO_PROXY: names, suffixes, ports and *", () => {
   assert.equal(bypassesProxy("127.0.0.1", 8080, "localhost, 127.0.0.1:8080"), true);
   assert.equal(bypassesProxy("anything", 80, "*"), true);
   assert.equal(bypassesProxy("anything", 80, undefined), false);
+});
+
+test("the CA bundle is read as the Rust SDK reads it", () => {
+  const home = new Home("ca");
+  try {
+    const ours = path.join(home.dir, "ours.pem");
+    const system = path.join(home.dir, "system.pem");
+    write(ours, "OURS");
+    write(system, "SYSTEM");
+    assert.equal(caBundle({ OPENTALLY_CA_BUNDLE: ours, SSL_CERT_FILE: system }).toString(), "OURS");
+    assert.equal(caBundle({ SSL_CERT_FILE: system }).toString(), "SYSTEM");
+    assert.equal(caBundle({}), undefined);
+    // A bundle that cannot be read trusts nothing rather than everything Node trusts.
+    assert.equal(caBundle({ OPENTALLY_CA_BUNDLE: path.join(home.dir, "missing.pem") }).length, 0);
+  } finally {
+    home.remove();
+  }
 });
 
 test("HTTP_PROXY carries the batch; NO_PROXY goes around it", async () => {

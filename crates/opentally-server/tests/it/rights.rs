@@ -210,7 +210,9 @@ async fn privacy_requests_are_rate_limited_per_project() {
             ..RawConfig::default()
         },
     );
-    for _ in 0..2 {
+    // Driven without a socket there is no client to tell apart: the project's allowance, ten
+    // times a client's, is what holds (tests/e2e/test_rights.py checks the per-client one).
+    for _ in 0..20 {
         let (got, _, _) = h
             .send(erase(
                 &h,
@@ -223,9 +225,9 @@ async fn privacy_requests_are_rate_limited_per_project() {
         .send(export(&h, "00000000-0000-4000-8000-00000000000a"))
         .await;
     assert_eq!(got, StatusCode::TOO_MANY_REQUESTS, "{resp}");
-    // Two a minute: the next is allowed within 30 s, and the answer says when.
+    // Twenty a minute: the next is allowed within 3 s, and the answer says when.
     let secs: u32 = retry.unwrap().parse().unwrap();
-    assert!((1..=30).contains(&secs), "{secs}");
+    assert!((1..=3).contains(&secs), "{secs}");
     // Ingest is not held back by it.
     let (got, _, _) = h.send(h.batch(&json!({"batch": [track("m", "a")]}))).await;
     assert_eq!(got, StatusCode::OK);
