@@ -174,3 +174,29 @@ def test_an_untrusted_certificate_fails_silently_and_the_batch_waits_in_the_spoo
     assert "handshake refused" in tls.seen
     assert stderr == "", "a failure is never printed outside inspect mode"
     assert c.events() == []
+
+
+def test_a_proxy_that_cannot_be_used_is_never_gone_around(tmp_path, network):
+    """SOCKS is not built in and `ftp://` is no HTTP proxy: nothing goes out, directly or
+    otherwise, nothing is printed, and the batch waits in the spool; `opentally forget` says why
+    instead of crashing."""
+    import subprocess
+
+    from conftest import BIN, child_env
+
+    c, tls, proxy, bundle = network
+    # A first delivery records the collector, for `forget` below.
+    out, _ = send(tmp_path, c, tls, HTTPS_PROXY="http://127.0.0.1:%d" % proxy.port, OPENTALLY_CA_BUNDLE=str(bundle))
+    assert out["counters"]["sent"] == 1
+    seen = list(tls.seen)
+    for value in ("socks5h://127.0.0.1:9", "ftp://127.0.0.1:1"):
+        out, stderr = send(tmp_path, c, tls, ALL_PROXY=value, OPENTALLY_CA_BUNDLE=str(bundle))
+        assert out["counters"]["sent"] == 0 and out["counters"]["spooled"] >= 1, out
+        assert stderr == ""
+    assert tls.seen == seen, "nothing reached the collector around the proxy"
+    assert len(c.events(wait_for=1)) == 1
+    forget = subprocess.run([BIN, "forget", "--app", "netapp"], capture_output=True, text=True, timeout=60,
+                            env=child_env(tmp_path / "home", ALL_PROXY="socks5h://127.0.0.1:9",
+                                          OPENTALLY_CA_BUNDLE=str(bundle)))
+    assert forget.returncode == 2, (forget.returncode, forget.stderr)  # could not run: not a crash (101)
+    assert "cannot be used" in forget.stderr and "panicked" not in forget.stderr

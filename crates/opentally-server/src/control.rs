@@ -3,7 +3,7 @@
 //! answers each batch with the control for its app version and stores only what the control
 //! admits; the SDKs obey the answer so that what would be dropped is not even sent.
 
-use opentally_protocol::{Control, Message};
+use opentally_protocol::{Control, Map, Message};
 
 /// One rule: the app versions it covers and what it asks of them.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +23,10 @@ pub enum RuleError {
     BadRange(String),
     #[error("a sample of {0} is not usable: give a fraction of installs above 0 and below 1")]
     BadSample(f64),
+    #[error(
+        "{0:?} names a pre-release, which no version matches: versions are compared without their pre-release part (1.3.0rc1 counts as 1.3.0)"
+    )]
+    PreRelease(String),
 }
 
 impl CollectionRule {
@@ -34,17 +38,22 @@ impl CollectionRule {
             return Err(RuleError::BadSample(rate));
         }
         let text = versions.map_or(EVERY_VERSION, str::trim);
-        let matcher = if text == EVERY_VERSION {
-            None
-        } else {
-            Some(
-                semver::VersionReq::parse(text)
-                    .map_err(|_| RuleError::BadRange(text.to_owned()))?,
-            )
-        };
+        if text == EVERY_VERSION {
+            return Ok(CollectionRule {
+                versions: text.to_owned(),
+                matcher: None,
+                control,
+            });
+        }
+        let matcher =
+            semver::VersionReq::parse(text).map_err(|_| RuleError::BadRange(text.to_owned()))?;
+        if matcher.comparators.iter().any(|c| !c.pre.is_empty()) {
+            return Err(RuleError::PreRelease(text.to_owned()));
+        }
+        // Written one way whatever the spacing, so `< 1.3` and `<1.3` are one rule.
         Ok(CollectionRule {
-            versions: text.to_owned(),
-            matcher,
+            versions: matcher.to_string(),
+            matcher: Some(matcher),
             control,
         })
     }
@@ -71,7 +80,8 @@ pub fn app_version(text: &str) -> Option<semver::Version> {
         if digits == 0 {
             break;
         }
-        numbers[found] = part[..digits].parse().ok()?;
+        // A number too large for 64 bits is larger than any range names: the largest there is.
+        numbers[found] = part[..digits].parse().unwrap_or(u64::MAX);
         found += 1;
         if digits < part.len() {
             break;
@@ -80,9 +90,18 @@ pub fn app_version(text: &str) -> Option<semver::Version> {
     (found > 0).then(|| semver::Version::new(numbers[0], numbers[1], numbers[2]))
 }
 
-/// The app version a message reports in `context.app.version`.
-pub fn message_app_version(m: &Message) -> Option<&str> {
-    m.context.get("app")?.get("version")?.as_str()
+/// The app version a message reports in `context.app.version` (a number as its text), or else
+/// the one its batch's `context` reports: a message's own `app` block without a version does
+/// not hide the batch's.
+pub fn message_app_version(m: &Message, batch_context: &Map) -> Option<String> {
+    let of = |context: &Map| -> Option<String> {
+        match context.get("app")?.get("version")? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    of(&m.context).or_else(|| of(batch_context))
 }
 
 /// The control for an app version: the strictest of the rules that cover it (a stop beats a
@@ -137,7 +156,12 @@ mod tests {
         assert_eq!(v("0.13.0-beta.1").as_deref(), Some("0.13.0"));
         assert_eq!(v("nightly"), None);
         assert_eq!(v(""), None);
-        assert_eq!(v("99999999999999999999999"), None);
+        assert_eq!(
+            v("1.2.99999999999999999999").as_deref(),
+            Some("1.2.18446744073709551615")
+        );
+        assert_eq!(v("1.2.0.post1").as_deref(), Some("1.2.0"));
+        assert_eq!(v("1.2.1.dev3+g1234abc").as_deref(), Some("1.2.1"));
     }
 
     #[test]
@@ -162,6 +186,14 @@ mod tests {
             CollectionRule::new(Some("less than 2"), OFF),
             Err(RuleError::BadRange(_))
         ));
+        assert!(matches!(
+            CollectionRule::new(Some("=1.2.0-rc1"), OFF),
+            Err(RuleError::PreRelease(_))
+        ));
+        assert_eq!(
+            CollectionRule::new(Some("< 1.3"), OFF).unwrap().versions,
+            CollectionRule::new(Some("<1.3"), OFF).unwrap().versions
+        );
         for rate in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
             assert!(matches!(
                 CollectionRule::new(None, sample(rate)),

@@ -171,12 +171,12 @@ impl RequestCtx<'_> {
 
     /// The project's remote control for this message's app version.
     fn control(&mut self, m: &Message) -> Option<Control> {
-        let version = crate::control::message_app_version(m);
+        let version = crate::control::message_app_version(m, self.batch_context);
         match &self.last_control {
-            Some((v, c)) if v.as_deref() == version => *c,
+            Some((v, c)) if *v == version => *c,
             _ => {
-                let c = crate::control::control_for(&self.n.project.collection, version);
-                self.last_control = Some((version.map(str::to_owned), c));
+                let c = crate::control::control_for(&self.n.project.collection, version.as_deref());
+                self.last_control = Some((version, c));
                 c
             }
         }
@@ -191,15 +191,11 @@ impl RequestCtx<'_> {
         let limits = self.n.limits;
         check_message(&m, limits)?;
         let timestamp = effective_timestamp(&m, self.envelope_sent_at, self.n.received_at, limits)?;
-        // The catalog's checks, then the allow-list of what is ever stored, in every mode.
-        opentally_protocol::privacy::apply(&mut m, self.n.project.catalog.as_deref())?;
-        let Some(install_id) = m.install_id() else {
-            return Err(Rejection::new(
-                Reason::MissingField,
-                "one of `userId` or `anonymousId` is required",
-            ));
-        };
+        // The operator's remote control, for the version the message came with: read before the
+        // allow-list, which may drop or reshape `context` (a version shaped like an address, a
+        // catalog that does not keep `app`).
         if !self.n.project.collection.is_empty()
+            && let Some(install_id) = m.install_id()
             && let Some(control) = self.control(&m)
             && !control.admits(install_id)
         {
@@ -212,6 +208,14 @@ impl RequestCtx<'_> {
                 },
             ));
         }
+        // The catalog's checks, then the allow-list of what is ever stored, in every mode.
+        opentally_protocol::privacy::apply(&mut m, self.n.project.catalog.as_deref())?;
+        let Some(install_id) = m.install_id() else {
+            return Err(Rejection::new(
+                Reason::MissingField,
+                "one of `userId` or `anonymousId` is required",
+            ));
+        };
         let install = self.install_hash(install_id);
         let limiter_key = xxhash_rust::xxh3::xxh3_128(install.as_bytes());
         if self.n.install_limiter.check_key(&limiter_key).is_err() {

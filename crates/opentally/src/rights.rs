@@ -50,13 +50,18 @@ impl SavedCollector {
 
     /// An agent through the proxy and trusted roots the process's environment names, as the
     /// app's own deliveries use.
-    fn agent(&self) -> ureq::Agent {
-        crate::transport::Network::from_env(&self.endpoint, &|k| std::env::var(k).ok()).agent(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(TIMEOUT))
-                .max_redirects(0),
-        )
+    fn agent(&self) -> Result<ureq::Agent, RightsError> {
+        crate::transport::Network::from_env(&self.endpoint, &|k| std::env::var(k).ok())
+            .agent(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(TIMEOUT))
+                    .max_redirects(0),
+            )
+            .map_err(|message| RightsError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message,
+            })
     }
 
     fn url(&self, path: &str) -> String {
@@ -75,7 +80,7 @@ impl SavedCollector {
     /// the same whether or not it held any.
     pub fn erase(&self, install_id: &str) -> Result<(), RightsError> {
         let body = serde_json::json!({ "installId": install_id }).to_string();
-        let agent = self.agent();
+        let agent = self.agent()?;
         let response = with_retries(|| {
             agent
                 .post(&self.url("/v1/privacy/erase"))
@@ -89,7 +94,7 @@ impl SavedCollector {
     /// Fetches every event stored under `install_id`, as the collector's JSON answer
     /// `{"ok": true, "events": […]}`.
     pub fn export(&self, install_id: &str) -> Result<String, RightsError> {
-        let agent = self.agent();
+        let agent = self.agent()?;
         let response = with_retries(|| {
             agent
                 .get(&self.url("/v1/privacy/export"))
@@ -142,22 +147,20 @@ impl SavedCollector {
 type Answer = Result<ureq::http::Response<ureq::Body>, ureq::Error>;
 
 /// Makes a request again while the collector asks for patience (429 or 503 with a
-/// `Retry-After` of at most 10 s), three times at most: a user's erasure should not fail because
-/// others asked at the same moment.
+/// `Retry-After` of at most 10 s), three times at most and only while the whole stays within
+/// [`TIMEOUT`]: a user's erasure should not fail because others asked at the same moment.
 fn with_retries(send: impl Fn() -> Answer) -> Answer {
+    let started = std::time::Instant::now();
     let mut answer = send();
     for _ in 0..3 {
         let wait = match &answer {
-            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => r
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|s| *s <= 10)
-                .map(Duration::from_secs),
+            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => crate::transport::retry_after(
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            )
+            .filter(|w| *w <= Duration::from_secs(10)),
             _ => None,
         };
-        let Some(wait) = wait else {
+        let Some(wait) = wait.filter(|w| started.elapsed() + *w < TIMEOUT) else {
             break;
         };
         std::thread::sleep(wait);

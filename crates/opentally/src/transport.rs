@@ -11,19 +11,29 @@ use base64::Engine as _;
 /// The fate of one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The collector has it; `control` is the remote control its answer carried, if any.
-    Delivered {
-        control: Option<opentally_protocol::Control>,
-    },
+    /// The collector has it; `reply` is what its answer says besides.
+    Delivered { reply: Reply },
     /// Try again later (network error, timeout, 408, 429, 5xx), after `after` if the server said.
     Retry { after: Option<Duration> },
     /// The collector refused it for good (400, 401, 413…): never retried.
     Rejected { status: u16 },
 }
 
+/// What a delivery's answer tells the SDK besides the delivery itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reply {
+    /// Nothing: the local file, or a 2xx answer that is not a collector's (cut short, too long,
+    /// not its JSON, a control out of range). A remembered control stays as it is.
+    Unread,
+    /// The collector's answer, with the remote control it carried (none: collect as usual).
+    Answered(Option<opentally_protocol::Control>),
+}
+
 impl Outcome {
-    /// Delivered, and no remote control in the answer.
-    pub const DELIVERED: Outcome = Outcome::Delivered { control: None };
+    /// Delivered, and the collector's answer carried no remote control.
+    pub const DELIVERED: Outcome = Outcome::Delivered {
+        reply: Reply::Answered(None),
+    };
 }
 
 /// The largest answer to a batch read for its remote control; a collector's is a few hundred
@@ -33,8 +43,22 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// The part of a collector's answer the SDK reads.
 #[derive(serde::Deserialize)]
 struct Answer {
+    ok: bool,
     #[serde(default)]
     control: Option<opentally_protocol::Control>,
+}
+
+/// Reads a delivery's answer: the collector's own (`"ok": true`, a control whose sample is a
+/// fraction), or nothing to learn from.
+pub(crate) fn read_reply(body: &[u8]) -> Reply {
+    match serde_json::from_slice::<Answer>(body) {
+        Ok(Answer { ok: true, control })
+            if control.is_none_or(|c| c.sample.is_none_or(|r| (0.0..=1.0).contains(&r))) =>
+        {
+            Reply::Answered(control)
+        }
+        _ => Reply::Unread,
+    }
 }
 
 /// A way to deliver a batch. `body` is the gzip-compressed JSON of a Segment batch; `timeout`
@@ -45,7 +69,8 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
 /// Segment-compatible HTTP: `POST {endpoint}/v1/batch`, gzip, Basic auth with the write key.
 pub struct HttpTransport {
-    agent: ureq::Agent,
+    /// `None` when the network cannot be used (see [`Network::agent`]): every send fails.
+    agent: Option<ureq::Agent>,
     url: String,
     authorization: String,
     user_agent: String,
@@ -97,15 +122,36 @@ impl Network {
         }
     }
 
-    /// An agent that goes through this network. A proxy or bundle that cannot be used leaves
-    /// the requests to fail (and be retried, spooled and counted), never the host.
+    /// An agent that goes through this network, or why there is none: a proxy that cannot be
+    /// used (not a URL, or not `http://` or `https://`: SOCKS is not built in) is never gone
+    /// around, since the user set it for a reason, so requests fail instead (and are retried,
+    /// spooled and counted: never the host's concern). A CA bundle that cannot be read trusts
+    /// nothing, for the same reason.
     pub(crate) fn agent(
         &self,
         config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
-    ) -> ureq::Agent {
+    ) -> Result<ureq::Agent, String> {
+        let proxy = match self.proxy.as_deref() {
+            None => None,
+            Some(p) => match ureq::Proxy::new(p) {
+                Ok(proxy)
+                    if matches!(
+                        proxy.protocol(),
+                        ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+                    ) =>
+                {
+                    Some(proxy)
+                }
+                _ => {
+                    return Err(format!(
+                        "the proxy {p:?} cannot be used: only http:// and https:// proxies are"
+                    ));
+                }
+            },
+        };
         // Set even when absent, so that ureq does not read the process's variables itself: the
         // client may have been given another environment.
-        let mut config = config.proxy(self.proxy.as_deref().and_then(|p| ureq::Proxy::new(p).ok()));
+        let mut config = config.proxy(proxy);
         if let Some(path) = &self.ca_bundle {
             let certs: Vec<ureq::tls::Certificate<'static>> = std::fs::read(path)
                 .ok()
@@ -124,7 +170,7 @@ impl Network {
                     .build(),
             );
         }
-        config.build().into()
+        Ok(config.build().into())
     }
 }
 
@@ -178,7 +224,7 @@ impl HttpTransport {
                 .max_redirects(0),
         );
         HttpTransport {
-            agent,
+            agent: agent.ok(),
             url: format!("{}/v1/batch", endpoint.trim_end_matches('/')),
             authorization: format!(
                 "Basic {}",
@@ -189,7 +235,8 @@ impl HttpTransport {
     }
 }
 
-fn retry_after(value: Option<&str>) -> Option<Duration> {
+/// A `Retry-After` in seconds (the form collectors use); a date is not read.
+pub(crate) fn retry_after(value: Option<&str>) -> Option<Duration> {
     value
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
@@ -197,8 +244,10 @@ fn retry_after(value: Option<&str>) -> Option<Duration> {
 
 impl Transport for HttpTransport {
     fn send(&self, body: &[u8], timeout: Duration) -> Outcome {
-        let result = self
-            .agent
+        let Some(agent) = &self.agent else {
+            return Outcome::Retry { after: None };
+        };
+        let result = agent
             .post(&self.url)
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
@@ -212,17 +261,13 @@ impl Transport for HttpTransport {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 match status {
-                    // An answer that cannot be read (not a collector's, or cut short) carries
-                    // no control: collect as usual.
                     200..=299 => Outcome::Delivered {
-                        control: resp
+                        reply: resp
                             .body_mut()
                             .with_config()
                             .limit(MAX_ANSWER_BYTES)
                             .read_to_vec()
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<Answer>(&b).ok())
-                            .and_then(|a| a.control),
+                            .map_or(Reply::Unread, |b| read_reply(&b)),
                     },
                     408 | 429 | 500..=599 => Outcome::Retry {
                         after: retry_after(
@@ -267,7 +312,9 @@ impl Transport for LocalFile {
             Ok(())
         };
         match write() {
-            Ok(()) => Outcome::DELIVERED,
+            Ok(()) => Outcome::Delivered {
+                reply: Reply::Unread,
+            },
             Err(_) => Outcome::Retry { after: None },
         }
     }
@@ -343,6 +390,84 @@ mod tests {
         assert!(bypasses_proxy("[::1]", 8080, Some("::1")));
         assert!(bypasses_proxy("anything", 80, Some("*")));
         assert!(!bypasses_proxy("anything", 80, None));
+    }
+
+    #[test]
+    fn only_a_collectors_answer_with_a_fraction_for_a_sample_is_read() {
+        use opentally_protocol::Control;
+        let off = Control {
+            collect: false,
+            sample: None,
+        };
+        assert_eq!(
+            read_reply(br#"{"ok":true,"control":{"collect":false}}"#),
+            Reply::Answered(Some(off))
+        );
+        assert_eq!(
+            read_reply(br#"{"ok":true,"accepted":3}"#),
+            Reply::Answered(None)
+        );
+        for strange in [
+            &br#"{"control":{"collect":false}}"#[..],
+            br#"{"ok":false,"control":{"collect":false}}"#,
+            br#"{"ok":true,"control":{"collect":"no"}}"#,
+            br#"{"ok":true,"control":{"sample":-1e308}}"#,
+            br#"{"ok":true,"control":{"sample":1.5}}"#,
+            b"<html>proxy error</html>",
+            b"",
+        ] {
+            assert_eq!(
+                read_reply(strange),
+                Reply::Unread,
+                "{}",
+                String::from_utf8_lossy(strange)
+            );
+        }
+    }
+
+    #[test]
+    fn a_proxy_that_cannot_be_used_is_never_gone_around() {
+        let builder = || ureq::Agent::config_builder();
+        for p in [
+            "socks5h://127.0.0.1:9050",
+            "socks5://127.0.0.1:1",
+            "ftp://127.0.0.1:1",
+            "http://u:%FF@127.0.0.1:1",
+        ] {
+            let n = Network {
+                proxy: Some(p.into()),
+                ca_bundle: None,
+            };
+            // `%FF` is read by ureq as a byte, so only the schemes are certain to be refused.
+            if !p.starts_with("http://") {
+                assert!(n.agent(builder()).is_err(), "{p}");
+            }
+        }
+        for p in [
+            "http://127.0.0.1:3128",
+            "127.0.0.1:3128",
+            "https://proxy.example.org",
+        ] {
+            let n = Network {
+                proxy: Some(p.into()),
+                ca_bundle: None,
+            };
+            assert!(n.agent(builder()).is_ok(), "{p}");
+        }
+        // Nothing to read from a transport without an agent: every send is retried later.
+        let t = HttpTransport::new(
+            "http://127.0.0.1:9",
+            "k",
+            Duration::from_secs(1),
+            &Network {
+                proxy: Some("socks5h://127.0.0.1:9050".into()),
+                ca_bundle: None,
+            },
+        );
+        assert_eq!(
+            t.send(b"", Duration::from_secs(1)),
+            Outcome::Retry { after: None }
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use opentally_protocol::{Control, Timestamp};
 use crate::control::RemoteControl;
 use crate::events::Event;
 use crate::queue::{Core, Shared, lock};
-use crate::transport::Outcome;
+use crate::transport::{Outcome, Reply};
 use crate::{spool, wire};
 
 pub(crate) struct Worker {
@@ -121,10 +121,12 @@ impl Worker {
                 None => self.core.request_timeout,
             };
             match self.core.transport.send(&wire::batch_body(array), timeout) {
-                Outcome::Delivered { control } => {
+                Outcome::Delivered { reply } => {
                     self.core.counters.sent.fetch_add(n, Ordering::Relaxed);
                     self.save_collector();
-                    self.obey(control);
+                    if let Reply::Answered(control) = reply {
+                        self.obey(control);
+                    }
                     return true;
                 }
                 Outcome::Rejected { .. } => {

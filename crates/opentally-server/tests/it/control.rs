@@ -118,3 +118,51 @@ async fn a_sample_keeps_exactly_the_installs_it_names() {
         "{accepted} of 2000 kept at 25 %"
     );
 }
+
+/// The control reads the version the message came with, before the allow-list reshapes
+/// `context`: versions shaped like addresses, long ones, numbers, a catalog that keeps no `app`,
+/// and a message whose own `app` block has no version all stay under the rule.
+#[tokio::test]
+async fn versions_the_allow_list_would_drop_are_still_controlled() {
+    let catalog = "[context]\nkeep = [\"os\"]\n[events.fit]\n";
+    let h = Harness::new("control-raw", Some(catalog), RawConfig::default());
+    set(
+        &h,
+        Some("<1.3"),
+        Some(Control {
+            collect: false,
+            sample: None,
+        }),
+    );
+    let install = "00000000-0000-4000-8000-000000000003";
+    let long = format!("1.2.0-{}", "x".repeat(80));
+    let versions: Vec<Value> = vec![
+        json!("1.2.0.post1"),
+        json!("1.2.1.dev3+g1234abc"),
+        json!("1.2.0.1"),
+        json!("1.2/beta@x"),
+        json!(long),
+        json!(1.2),
+    ];
+    for (i, version) in versions.iter().enumerate() {
+        let m = json!({"type": "track", "event": "fit", "messageId": format!("v-{i}"),
+                       "anonymousId": install, "context": {"app": {"name": "a", "version": version}}});
+        let (_, _, resp) = h.send(h.batch(&json!({ "batch": [m] }))).await;
+        assert_eq!(
+            resp["rejected"][0]["reason"], "not_collected",
+            "{version}: {resp}"
+        );
+        assert_eq!(resp["control"], json!({"collect": false}), "{version}");
+    }
+    // The batch's version, under a message `app` block that has none.
+    let m = json!({"type": "track", "event": "fit", "messageId": "batch-level",
+                   "anonymousId": install, "context": {"app": {"name": "a"}}});
+    let body = json!({"batch": [m], "context": {"app": {"version": "1.2.0"}}});
+    let (_, _, resp) = h.send(h.batch(&body)).await;
+    assert_eq!(resp["rejected"][0]["reason"], "not_collected", "{resp}");
+    // And a version outside the range is stored, without its `app` (the catalog keeps `os`).
+    let m = json!({"type": "track", "event": "fit", "messageId": "kept",
+                   "anonymousId": install, "context": {"app": {"name": "a", "version": "1.3.0"}}});
+    let (_, _, resp) = h.send(h.batch(&json!({ "batch": [m] }))).await;
+    assert_eq!(resp["accepted"], 1, "{resp}");
+}

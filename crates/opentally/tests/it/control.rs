@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use opentally::Client;
 use opentally::control::RemoteControl;
-use opentally::transport::{Outcome, RecordingTransport};
+use opentally::transport::{Outcome, RecordingTransport, Reply};
 use opentally_protocol::Control;
 
 use crate::Home;
@@ -51,7 +51,9 @@ fn a_stop_withholds_what_follows_clears_the_spool_and_binds_the_next_process() {
     let (c, t) = client(
         &home,
         "1.2.3",
-        vec![Outcome::Delivered { control: Some(OFF) }],
+        vec![Outcome::Delivered {
+            reply: Reply::Answered(Some(OFF)),
+        }],
     );
     c.track("first", []);
     wait(&|| !c.recording());
@@ -115,7 +117,9 @@ fn a_stop_is_asked_again_once_a_day_has_passed() {
     let (c, t) = client(
         &home,
         "1.2.3",
-        vec![Outcome::Delivered { control: Some(OFF) }],
+        vec![Outcome::Delivered {
+            reply: Reply::Answered(Some(OFF)),
+        }],
     );
     c.track("asks", []);
     wait(&|| !t.messages().is_empty());
@@ -138,10 +142,10 @@ fn a_sample_keeps_the_installs_it_names() {
             // The collector says it in every answer.
             vec![
                 Outcome::Delivered {
-                    control: Some(Control {
+                    reply: Reply::Answered(Some(Control {
                         collect: true,
                         sample: Some(0.5),
-                    }),
+                    })),
                 };
                 2
             ],
@@ -169,4 +173,60 @@ fn a_sample_keeps_the_installs_it_names() {
         }
     }
     panic!("40 installs were all on one side of a 50 % sample: {seen:?}");
+}
+
+/// Over real HTTP: the control in a collector's answer stops the client; an answer too long to
+/// be a collector's (or not its JSON) teaches nothing, so a remembered stop stays.
+#[test]
+fn the_control_is_read_from_a_real_answer_and_a_strange_answer_lifts_nothing() {
+    use crate::sink::{Behaviour, Sink};
+    let home = Home::new("control-http");
+    let stop = Sink::start(Behaviour::Answer(
+        r#"{"ok":true,"accepted":1,"duplicates":0,"rejected":[],"control":{"collect":false}}"#,
+    ));
+    let c = Client::new(
+        home.config("demo", &stop.url, &[])
+            .version("1.0.0")
+            .batching(1, Duration::from_millis(20)),
+    );
+    c.track("first", []);
+    wait(&|| !c.recording());
+    assert!(!c.recording());
+    assert_eq!(stop.messages().len(), 1);
+    drop(c);
+
+    // A year later (the stop is due to be asked again), a collector answers with something
+    // that is not its answer: the stop is not lifted by it.
+    let app_state = home.state().join("demo");
+    let mut remembered = RemoteControl::load(&app_state).unwrap();
+    remembered.received_at = 1_000;
+    std::fs::write(
+        app_state.join("control.json"),
+        serde_json::to_vec(&remembered).unwrap(),
+    )
+    .unwrap();
+    let huge: &'static str =
+        Box::leak(format!(r#"{{"ok":true,"pad":"{}"}}"#, "x".repeat(100_000)).into_boxed_str());
+    for answer in [
+        huge,
+        r#"{"control":{"collect":true}}"#,
+        r#"{"ok":true,"control":{"collect":"no"}}"#,
+        r#"{"ok":true,"control":{"sample":-1e308}}"#,
+    ] {
+        let strange = Sink::start(Behaviour::Answer(answer));
+        let c = Client::new(
+            home.config("demo", &strange.url, &[])
+                .version("1.0.0")
+                .batching(1, Duration::from_millis(20)),
+        );
+        c.track("asks", []);
+        assert!(c.flush(Duration::from_secs(5)));
+        assert_eq!(strange.messages().len(), 1, "delivered all the same");
+        assert_eq!(
+            RemoteControl::load(&app_state).map(|r| r.received_at),
+            Some(1_000),
+            "{}",
+            &answer[..answer.len().min(60)]
+        );
+    }
 }

@@ -17,6 +17,9 @@ pub enum Behaviour {
     Slow(Duration),
     /// Reads the request and answers with this status (and `Retry-After: 1` for 429/503).
     Status(u16),
+    /// Keeps the messages and answers 200 with this body (a collector's answer, say with a
+    /// remote control, or something else).
+    Answer(&'static str),
     /// Reads the request and sends half a status line, then closes.
     Truncated,
     /// Reads the request, promises a 100-byte body, sends 10 bytes, closes.
@@ -117,7 +120,7 @@ fn serve(
         }
         bytes.fetch_add(head + content_length as u64, Ordering::SeqCst);
         let response: Vec<u8> = match behaviour {
-            Behaviour::Accept | Behaviour::Slow(_) => {
+            Behaviour::Accept | Behaviour::Slow(_) | Behaviour::Answer(_) => {
                 if let Behaviour::Slow(d) = behaviour {
                     std::thread::sleep(d);
                 }
@@ -129,7 +132,10 @@ fn serve(
                         .unwrap()
                         .extend(v["batch"].as_array().cloned().unwrap_or_default());
                 }
-                ok(r#"{"ok":true}"#)
+                match behaviour {
+                    Behaviour::Answer(text) => ok(text),
+                    _ => ok(r#"{"ok":true}"#),
+                }
             }
             Behaviour::Status(code) => {
                 let retry = if code == 429 || code == 503 {
