@@ -391,7 +391,7 @@ export class Client {
       }
       if (outcome.kind === "delivered") {
         this.counters.sent += n;
-        this.obey(outcome.control);
+        if (outcome.answered === true) this.obey(outcome.control);
         return true;
       }
       if (outcome.kind === "rejected") {

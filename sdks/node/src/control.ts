@@ -50,18 +50,30 @@ export function admits(control: Control, installId: string): boolean {
   return control.collect && (control.sample === undefined || sampledIn(installId, control.sample));
 }
 
-/** Reads the `control` of a collector's answer; anything else is no control. */
-export function parseControl(answer: string): Control | undefined {
+/**
+ * Reads a delivery's answer as the Rust SDK does: the collector's own (`"ok": true`, a control
+ * whose `collect` is a boolean and whose sample is a fraction) is `answered`, with its control;
+ * anything else teaches nothing.
+ */
+export function readReply(answer: string): { kind: "delivered"; answered: boolean; control?: Control } {
+  const unread = { kind: "delivered" as const, answered: false };
+  let v: { ok?: unknown; control?: unknown };
   try {
-    const c = (JSON.parse(answer) as { control?: unknown }).control;
-    if (typeof c !== "object" || c === null) return undefined;
-    const { collect, sample } = c as { collect?: unknown; sample?: unknown };
-    const out: Control = { collect: collect !== false };
-    if (typeof sample === "number" && Number.isFinite(sample)) out.sample = sample;
-    return out;
+    v = JSON.parse(answer) as { ok?: unknown; control?: unknown };
   } catch {
-    return undefined;
+    return unread;
   }
+  if (typeof v !== "object" || v === null || v.ok !== true) return unread;
+  if (v.control === undefined || v.control === null) return { kind: "delivered", answered: true };
+  if (typeof v.control !== "object") return unread;
+  const { collect, sample } = v.control as { collect?: unknown; sample?: unknown };
+  if (collect !== undefined && typeof collect !== "boolean") return unread;
+  const control: Control = { collect: collect !== false };
+  if (sample !== undefined && sample !== null) {
+    if (typeof sample !== "number" || !(sample >= 0 && sample <= 1)) return unread;
+    control.sample = sample;
+  }
+  return { kind: "delivered", answered: true, control };
 }
 
 export function loadControl(appState: string): RemoteControl | undefined {

@@ -15,7 +15,7 @@ import * as path from "node:path";
 import * as tls from "node:tls";
 import { gunzipSync } from "node:zlib";
 
-import { parseControl, type Control } from "./control.js";
+import { readReply, type Control } from "./control.js";
 import { VERSION } from "./version.js";
 
 /** The largest answer to a batch read for its remote control; a collector's is a few hundred bytes. */
@@ -23,8 +23,11 @@ const MAX_ANSWER_BYTES = 64 * 1024;
 
 /** The fate of one attempt. */
 export type Outcome =
-  /** The collector has it; `control` is the remote control its answer carried, if any. */
-  | { kind: "delivered"; control?: Control }
+  /**
+   * The collector has it. `answered`: the answer was the collector's own, read whole, so its
+   * `control` (none: collect as usual) is to be followed; otherwise nothing is learnt from it.
+   */
+  | { kind: "delivered"; answered?: boolean; control?: Control }
   /** Try again later (network error, timeout, 408, 429, 5xx), after `afterMs` if the server said. */
   | { kind: "retry"; afterMs?: number }
   /** The collector refused it for good (400, 401, 413…): never retried. */
@@ -58,7 +61,8 @@ export function bypassesProxy(host: string, port: number, noProxy: string | unde
     if (entry === "*") return true;
     let entryPort: number | undefined;
     const m = /^(.*?):(\d+)$/.exec(entry);
-    if (m && !entry.includes("::")) {
+    // `[::1]:8080` has a port; a bare `::1` has none.
+    if (m && (!entry.includes("::") || entry.startsWith("["))) {
       entry = m[1]!;
       entryPort = Number(m[2]);
     }
@@ -71,8 +75,12 @@ export function bypassesProxy(host: string, port: number, noProxy: string | unde
   return false;
 }
 
-/** The proxy for `target`, from the environment, or none. */
-export function proxyFor(target: URL, env: Vars): URL | undefined {
+/**
+ * The proxy for `target`, from the environment: none, a URL, or `"unusable"` when one is set
+ * that this package cannot use (SOCKS, or not a URL). An unusable proxy is never gone around,
+ * since the user set it for a reason: every send then fails, as the Rust SDK's do.
+ */
+export function proxyFor(target: URL, env: Vars): URL | "unusable" | undefined {
   const port = target.port === "" ? defaultPort(target.protocol) : Number(target.port);
   if (bypassesProxy(target.hostname, port, envVar(env, "NO_PROXY"))) return undefined;
   const raw =
@@ -82,9 +90,9 @@ export function proxyFor(target: URL, env: Vars): URL | undefined {
   if (raw === undefined) return undefined;
   try {
     const u = new URL(raw.includes("://") ? raw : `http://${raw}`);
-    return u.protocol === "http:" || u.protocol === "https:" ? u : undefined;
+    return u.protocol === "http:" || u.protocol === "https:" ? u : "unusable";
   } catch {
-    return undefined;
+    return "unusable";
   }
 }
 
@@ -140,7 +148,7 @@ export class HttpTransport implements Transport {
   };
   private readonly url: URL;
   private readonly authorization: string;
-  private readonly proxy: URL | undefined;
+  private readonly proxy: URL | "unusable" | undefined;
   /** The roots trusted for TLS instead of Node's own, as the Rust SDK reads them. */
   private readonly ca: Buffer | undefined;
 
@@ -160,6 +168,8 @@ export class HttpTransport implements Transport {
   }
 
   send(body: Buffer, timeoutMs: number): Promise<Outcome> {
+    if (this.proxy === "unusable") return Promise.resolve(RETRY);
+    const proxy = this.proxy;
     return new Promise<Outcome>((resolve) => {
       let settled = false;
       const sockets: net.Socket[] = [];
@@ -178,8 +188,10 @@ export class HttpTransport implements Transport {
         }
         resolve(o);
       };
-      // Both bounds cover DNS, the proxy, TCP and TLS as well as the answer.
-      const overall = unrefTimer(() => finish(RETRY, false), Math.max(0, timeoutMs));
+      // Both bounds cover DNS, the proxy, TCP and TLS as well as the answer. Once a 2xx status
+      // has come, the batch is delivered whatever the rest of the answer does.
+      let onTimeout: Outcome = RETRY;
+      const overall = unrefTimer(() => finish(onTimeout, false), Math.max(0, timeoutMs));
       const connect = unrefTimer(() => finish(RETRY, false), Math.max(0, Math.min(this.connectTimeoutMs, timeoutMs)));
       const connected = (): void => clearTimeout(connect);
       const track = (s: net.Socket): void => {
@@ -203,25 +215,24 @@ export class HttpTransport implements Transport {
           res.resume();
           return;
         }
-        // A delivery's answer may carry the collector's remote control; one too long to be a
-        // collector's is read to its end and ignored.
+        // A delivery's answer may carry the collector's remote control. One too long to be a
+        // collector's, or cut short, teaches nothing, and the batch is not sent again.
+        onTimeout = outcome;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (chunk: Buffer) => {
           size += chunk.length;
-          if (size <= MAX_ANSWER_BYTES) chunks.push(chunk);
+          if (size > MAX_ANSWER_BYTES) finish(outcome, false);
+          else chunks.push(chunk);
         });
-        res.on("end", () => {
-          const control = size <= MAX_ANSWER_BYTES ? parseControl(Buffer.concat(chunks).toString("utf8")) : undefined;
-          finish(control === undefined ? outcome : { kind: "delivered", control }, true);
-        });
+        res.on("end", () => finish(readReply(Buffer.concat(chunks).toString("utf8")), true));
       };
       try {
-        if (this.proxy !== undefined && this.url.protocol === "https:") {
+        if (proxy !== undefined && this.url.protocol === "https:") {
           this.tunnel(headers, body, track, connected, onResponse, finish, (r) => (req = r));
           return;
         }
-        const viaProxy = this.proxy;
+        const viaProxy = proxy;
         const target = viaProxy ?? this.url;
         const mod = target.protocol === "https:" ? https : http;
         if (viaProxy !== undefined && viaProxy.username !== "") {
@@ -263,7 +274,7 @@ export class HttpTransport implements Transport {
     finish: (o: Outcome, clean: boolean) => void,
     setReq: (r: http.ClientRequest) => void,
   ): void {
-    const proxy = this.proxy!;
+    const proxy = this.proxy as URL;
     const host = this.url.hostname.replace(/^\[|\]$/g, "");
     const port = this.url.port === "" ? 443 : Number(this.url.port);
     const authority = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;

@@ -7,12 +7,33 @@ import { test } from "node:test";
 import { gzipSync } from "node:zlib";
 
 import { samplePoint } from "../dist/esm/index.js";
+import { readReply } from "../dist/esm/control.js";
 import { BIN, Home, NEEDS_BIN, ROOT, cleanEnv, collector, opentally, runNode, sleep, write } from "./helpers.mjs";
 
 test("sample points are the ones the collector and the Rust SDK compute", () => {
   // opentally_protocol::control's pinned values.
   assert.equal(samplePoint("0f6c2a1e-8c3b-4f5d-9a7e-2b1c3d4e5f60").toFixed(12), "0.942685339496");
   assert.equal(samplePoint("a").toFixed(12), "0.878701247056");
+});
+
+test("only a collector's answer with a fraction for a sample is read, as in the Rust SDK", () => {
+  assert.deepEqual(readReply('{"ok":true,"control":{"collect":false}}'), {
+    kind: "delivered",
+    answered: true,
+    control: { collect: false },
+  });
+  assert.deepEqual(readReply('{"ok":true,"accepted":3}'), { kind: "delivered", answered: true });
+  for (const strange of [
+    '{"control":{"collect":false}}',
+    '{"ok":false,"control":{"collect":false}}',
+    '{"ok":true,"control":{"collect":"no"}}',
+    '{"ok":true,"control":{"sample":-1e308}}',
+    '{"ok":true,"control":{"sample":1.5}}',
+    "<html>proxy error</html>",
+    "",
+  ]) {
+    assert.deepEqual(readReply(strange), { kind: "delivered", answered: false }, strange);
+  }
 });
 
 /** One raw batch from app version `version`; resolves with the collector's answer. */

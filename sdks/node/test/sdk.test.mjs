@@ -14,7 +14,7 @@ import * as opentally from "../dist/esm/index.js";
 import { Client } from "../dist/esm/index.js";
 import { parseDotenv } from "../dist/esm/consent.js";
 import { parseToml, stringifyToml } from "../dist/esm/toml.js";
-import { bypassesProxy, caBundle } from "../dist/esm/transport.js";
+import { bypassesProxy, caBundle, proxyFor } from "../dist/esm/transport.js";
 import { BIN, Home, NEEDS_BIN, ROOT, cleanEnv, recordingProxy, runNode, sink, write } from "./helpers.mjs";
 
 function client(home, url, extra = {}) {
@@ -194,7 +194,19 @@ test("NO_PROXY: names, suffixes, ports and *", () => {
   assert.equal(bypassesProxy("127.0.0.1", 8080, "127.0.0.1:9090"), false);
   assert.equal(bypassesProxy("127.0.0.1", 8080, "localhost, 127.0.0.1:8080"), true);
   assert.equal(bypassesProxy("anything", 80, "*"), true);
+  assert.equal(bypassesProxy("[::1]", 8080, "[::1]:8080"), true);
+  assert.equal(bypassesProxy("[::1]", 8080, "[::1]:9090"), false);
+  assert.equal(bypassesProxy("[::1]", 8080, "::1"), true);
   assert.equal(bypassesProxy("anything", 80, undefined), false);
+});
+
+test("a proxy the package cannot use is never gone around", () => {
+  const target = new URL("https://collector.example.org/v1/batch");
+  assert.equal(proxyFor(target, { ALL_PROXY: "socks5h://127.0.0.1:9050" }), "unusable");
+  assert.equal(proxyFor(target, { HTTPS_PROXY: "ftp://127.0.0.1:1" }), "unusable");
+  assert.equal(proxyFor(target, { HTTPS_PROXY: "http://[bad" }), "unusable");
+  assert.equal(proxyFor(target, { HTTPS_PROXY: "127.0.0.1:3128" })?.href, "http://127.0.0.1:3128/");
+  assert.equal(proxyFor(target, { HTTPS_PROXY: "socks5://x", NO_PROXY: "example.org" }), undefined);
 });
 
 test("the CA bundle is read as the Rust SDK reads it", () => {

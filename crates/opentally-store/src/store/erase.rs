@@ -49,13 +49,34 @@ impl Store {
         let rewritten = on_every_core(&parts, |i, p| {
             self.part_without(p, first_id + i as u64, project, install)
         });
+        let mut failed = None;
         for (p, outcome) in parts.iter().zip(rewritten) {
-            let Some((n, written)) = outcome? else {
-                continue;
-            };
-            removed += n;
-            replaced.insert(p.meta.id);
-            added.extend(written);
+            match outcome {
+                Ok(Some((n, written))) => {
+                    removed += n;
+                    replaced.insert(p.meta.id);
+                    added.extend(written);
+                }
+                Ok(None) => {}
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            // Nothing is swapped in: the parts the other threads wrote go, and the erasure is
+            // tried again from the log.
+            for (meta, _) in &added {
+                for file in [
+                    Some(&meta.file),
+                    meta.rollup.as_ref(),
+                    meta.sequences.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let _ = std::fs::remove_file(self.dir.join(file));
+                }
+            }
+            return Err(e);
         }
         // The tail: filtered in memory; the log keeps the events, so the erasure is recorded.
         let (new_tail, tail_removed) = self.tail_without(project, install)?;
