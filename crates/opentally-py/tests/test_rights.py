@@ -156,3 +156,23 @@ print(opentally.status().mode)
     assert old in lines[2]
     assert lines[-1] == "off", "telemetry stays off for the rest of the process"
     assert privacy(c, "/v1/privacy/export", old) == (200, {"ok": True, "events": []})
+
+
+def test_python_opt_out_with_forget_refuses_then_erases(tmp_path, fresh):
+    c = fresh
+    mine = home_dir(tmp_path, "mine")
+    code = SEND.format(key=c.key, url=c.url, n=2) + """
+import time
+deadline = time.monotonic() + 10
+while len(opentally.export()["events"]) < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+print(opentally.opt_out(forget=True))
+print([s["verdict"] for s in opentally.status().sources if s["source"] == "user_config"][0])
+"""
+    p = run_python(mine, code)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    old = lines[0]
+    assert old in lines[1], lines
+    assert lines[-1] == "off", "the refusal is saved in the user's config file"
+    assert privacy(c, "/v1/privacy/export", old) == (200, {"ok": True, "events": []})

@@ -156,11 +156,16 @@ def enable():
     _refresh()
 
 
-def opt_out():
-    """Saves the user's refusal for this app (what `opentally opt-out --app APP` writes)."""
+def opt_out(forget=False):
+    """Saves the user's refusal for this app (what `opentally opt-out --app APP` writes). With
+    ``forget=True`` it also erases what was already sent and replaces the install id (what
+    `opentally opt-out --app APP --forget` does), returning what was done; the refusal is saved
+    first, and stays if the collector cannot be reached (OSError is raised then)."""
     del _buf[:]
     _ext.opt_out()
     _refresh()
+    if forget:
+        return _forget_sent()
 
 
 def opt_in():
@@ -179,6 +184,9 @@ def forget():
         return _ext.forget()
     finally:
         _refresh()
+
+
+_forget_sent = forget
 
 
 def export():
