@@ -129,7 +129,7 @@ impl Client {
                 &endpoint,
                 &write_key,
                 config.connect_timeout,
-                &crate::transport::Network::from_env(&endpoint, &var),
+                &crate::network::Network::from_env(&endpoint, &var),
             )),
         };
         let context = Context {

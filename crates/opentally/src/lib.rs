@@ -24,6 +24,7 @@ mod environment;
 mod events;
 mod fork;
 pub mod identity;
+pub mod network;
 mod notice;
 pub mod paths;
 mod queue;

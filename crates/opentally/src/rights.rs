@@ -51,7 +51,7 @@ impl SavedCollector {
     /// An agent through the proxy and trusted roots the process's environment names, as the
     /// app's own deliveries use.
     fn agent(&self) -> Result<ureq::Agent, RightsError> {
-        crate::transport::Network::from_env(&self.endpoint, &|k| std::env::var(k).ok())
+        crate::network::Network::from_env(&self.endpoint, &|k| std::env::var(k).ok())
             .agent(
                 ureq::Agent::config_builder()
                     .http_status_as_error(false)
