@@ -67,12 +67,13 @@ impl CollectionRule {
     }
 }
 
-/// Reads an app version as the rules compare it: a leading `v` dropped, up to three numbers
-/// (missing ones are 0), and what follows them ignored, so `1.3`, `v1.3.0` and Python's
-/// `1.3.0rc1` all count as 1.3.0. `None` for a version without a leading number, which only
+/// Reads an app version as the rules compare it: from its first digit, up to three numbers
+/// (missing ones are 0), and what follows them ignored, so `1.3`, `v1.3.0`, `release-1.3` and
+/// Python's `1.3.0rc1` all count as 1.3.0. `None` for a version without a digit, which only
 /// rules for every version cover.
 pub fn app_version(text: &str) -> Option<semver::Version> {
-    let text = text.trim().trim_start_matches(['v', 'V']);
+    // From the first digit: `v1.3`, `=1.2.0`, `release-1.2.0` are read as their numbers.
+    let text = &text[text.find(|c: char| c.is_ascii_digit())?..];
     let mut numbers = [0u64; 3];
     let mut found = 0;
     for part in text.split('.').take(3) {
@@ -96,7 +97,7 @@ pub fn app_version(text: &str) -> Option<semver::Version> {
 pub fn message_app_version(m: &Message, batch_context: &Map) -> Option<String> {
     let of = |context: &Map| -> Option<String> {
         match context.get("app")?.get("version")? {
-            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
             serde_json::Value::Number(n) => Some(n.to_string()),
             _ => None,
         }
@@ -112,22 +113,25 @@ pub fn control_for(rules: &[CollectionRule], version: Option<&str>) -> Option<Co
         .iter()
         .filter(|r| r.covers(version.as_ref()))
         .map(|r| r.control)
-        .reduce(|a, b| {
-            if !a.collect || !b.collect {
-                Control {
-                    collect: false,
-                    sample: None,
-                }
-            } else {
-                Control {
-                    collect: true,
-                    sample: match (a.sample, b.sample) {
-                        (Some(x), Some(y)) => Some(x.min(y)),
-                        (x, y) => x.or(y),
-                    },
-                }
-            }
-        })
+        .reduce(strictest)
+}
+
+/// The stricter of two controls: a stop beats a sample, a smaller sample a larger one.
+pub fn strictest(a: Control, b: Control) -> Control {
+    if !a.collect || !b.collect {
+        Control {
+            collect: false,
+            sample: None,
+        }
+    } else {
+        Control {
+            collect: true,
+            sample: match (a.sample, b.sample) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +159,9 @@ mod tests {
         assert_eq!(v("2024.10.1.post2").as_deref(), Some("2024.10.1"));
         assert_eq!(v("0.13.0-beta.1").as_deref(), Some("0.13.0"));
         assert_eq!(v("nightly"), None);
+        assert_eq!(v("=1.2.0").as_deref(), Some("1.2.0"));
+        assert_eq!(v("release-1.2.0").as_deref(), Some("1.2.0"));
+        assert_eq!(v("^1.2").as_deref(), Some("1.2.0"));
         assert_eq!(v(""), None);
         assert_eq!(
             v("1.2.99999999999999999999").as_deref(),

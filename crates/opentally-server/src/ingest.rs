@@ -117,6 +117,8 @@ struct RequestCtx<'a> {
     last_install: Option<(String, String)>,
     /// The last app version looked up in the project's remote controls and its control.
     last_control: Option<(Option<String>, Option<Control>)>,
+    /// The strictest control of the request's messages: the one its answer carries.
+    batch_control: Option<Control>,
 }
 
 impl Normaliser<'_> {
@@ -134,6 +136,7 @@ impl Normaliser<'_> {
             batch_context: &context,
             last_install: None,
             last_control: None,
+            batch_control: None,
         };
         let mut out = Prepared {
             events: EncodedEvents::with_capacity(items.len()),
@@ -151,8 +154,7 @@ impl Normaliser<'_> {
                 }),
             }
         }
-        // An SDK's batch comes from one app version; the last one looked up answers for it.
-        out.control = ctx.last_control.and_then(|(_, c)| c);
+        out.control = ctx.batch_control;
         out
     }
 }
@@ -172,14 +174,21 @@ impl RequestCtx<'_> {
     /// The project's remote control for this message's app version.
     fn control(&mut self, m: &Message) -> Option<Control> {
         let version = crate::control::message_app_version(m, self.batch_context);
-        match &self.last_control {
+        let control = match &self.last_control {
             Some((v, c)) if *v == version => *c,
             _ => {
                 let c = crate::control::control_for(&self.n.project.collection, version.as_deref());
                 self.last_control = Some((version, c));
                 c
             }
+        };
+        if let Some(c) = control {
+            self.batch_control = Some(match self.batch_control {
+                Some(b) => crate::control::strictest(b, c),
+                None => c,
+            });
         }
+        control
     }
 
     /// Checks one message and turns it into what is stored.

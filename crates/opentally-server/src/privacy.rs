@@ -49,7 +49,9 @@ pub enum PrivacyError {
     Ingest(#[from] IngestError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("this project gets more erase and export requests than its rate allows")]
+    #[error(
+        "too many erase and export requests, from this client or for this project: try again in {0} s"
+    )]
     /// Over the rate; the next request is allowed after this many seconds.
     RateLimited(u32),
     #[error(transparent)]

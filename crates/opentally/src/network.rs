@@ -62,8 +62,18 @@ impl Network {
                     Some(proxy)
                 }
                 _ => {
+                    // Named without the credentials it may hold.
+                    let shown = match p.split_once("://") {
+                        Some((scheme, rest)) => {
+                            format!(
+                                "{scheme}://{}",
+                                rest.rsplit_once('@').map_or(rest, |(_, h)| h)
+                            )
+                        }
+                        None => p.rsplit_once('@').map_or(p, |(_, h)| h).to_owned(),
+                    };
                     return Err(format!(
-                        "the proxy {p:?} cannot be used: only http:// and https:// proxies are"
+                        "the proxy {shown:?} cannot be used: only http:// and https:// proxies are"
                     ));
                 }
             },
@@ -190,6 +200,17 @@ mod tests {
             };
             assert!(n.agent(builder()).is_ok(), "{p}");
         }
+        // The reason names the proxy without its credentials.
+        let err = Network {
+            proxy: Some("socks5://user:secret@127.0.0.1:1".into()),
+            ca_bundle: None,
+        }
+        .agent(builder())
+        .unwrap_err();
+        assert!(
+            err.contains("socks5://127.0.0.1:1") && !err.contains("secret"),
+            "{err}"
+        );
         // Nothing to read from a transport without an agent: every send is retried later.
         let t = HttpTransport::new(
             "http://127.0.0.1:9",

@@ -45,18 +45,25 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 struct Answer {
     ok: bool,
     #[serde(default)]
-    control: Option<opentally_protocol::Control>,
+    control: Option<serde_json::Value>,
 }
 
-/// Reads a delivery's answer: the collector's own (`"ok": true`, a control whose sample is a
-/// fraction), or nothing to learn from.
+/// Reads a delivery's answer: the collector's own (`"ok": true`, a control that is an object
+/// whose sample is a fraction), or nothing to learn from.
 pub(crate) fn read_reply(body: &[u8]) -> Reply {
-    match serde_json::from_slice::<Answer>(body) {
-        Ok(Answer { ok: true, control })
-            if control.is_none_or(|c| c.sample.is_none_or(|r| (0.0..=1.0).contains(&r))) =>
-        {
-            Reply::Answered(control)
+    let Ok(Answer { ok: true, control }) = serde_json::from_slice::<Answer>(body) else {
+        return Reply::Unread;
+    };
+    let control = match control {
+        None | Some(serde_json::Value::Null) => return Reply::Answered(None),
+        // An object only: serde would read an array as the struct's fields in order.
+        Some(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value::<opentally_protocol::Control>(v)
         }
+        Some(_) => return Reply::Unread,
+    };
+    match control {
+        Ok(c) if c.sample.is_none_or(|r| (0.0..=1.0).contains(&r)) => Reply::Answered(Some(c)),
         _ => Reply::Unread,
     }
 }
@@ -262,6 +269,9 @@ mod tests {
             br#"{"ok":true,"control":{"collect":"no"}}"#,
             br#"{"ok":true,"control":{"sample":-1e308}}"#,
             br#"{"ok":true,"control":{"sample":1.5}}"#,
+            br#"{"ok":true,"control":[]}"#,
+            br#"{"ok":true,"control":[false]}"#,
+            br#"{"ok":true,"control":{"collect":false},"control":{"collect":true}}"#,
             b"<html>proxy error</html>",
             b"",
         ] {

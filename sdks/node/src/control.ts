@@ -65,7 +65,7 @@ export function readReply(answer: string): { kind: "delivered"; answered: boolea
   }
   if (typeof v !== "object" || v === null || v.ok !== true) return unread;
   if (v.control === undefined || v.control === null) return { kind: "delivered", answered: true };
-  if (typeof v.control !== "object") return unread;
+  if (typeof v.control !== "object" || Array.isArray(v.control)) return unread;
   const { collect, sample } = v.control as { collect?: unknown; sample?: unknown };
   if (collect !== undefined && typeof collect !== "boolean") return unread;
   const control: Control = { collect: collect !== false };

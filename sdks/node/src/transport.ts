@@ -174,7 +174,10 @@ export class HttpTransport implements Transport {
       let settled = false;
       const sockets: net.Socket[] = [];
       let req: http.ClientRequest | undefined;
-      const onSocketError = (): void => finish(RETRY, false);
+      // What an error or the overall timeout means: a retry, until a 2xx status has come; from
+      // then on the batch is delivered whatever the rest of the answer does.
+      let onTimeout: Outcome = RETRY;
+      const onSocketError = (): void => finish(onTimeout, false);
       /** `clean`: the answer was read whole, so its connection may serve the next batch. */
       const finish = (o: Outcome, clean: boolean): void => {
         if (settled) return;
@@ -188,9 +191,7 @@ export class HttpTransport implements Transport {
         }
         resolve(o);
       };
-      // Both bounds cover DNS, the proxy, TCP and TLS as well as the answer. Once a 2xx status
-      // has come, the batch is delivered whatever the rest of the answer does.
-      let onTimeout: Outcome = RETRY;
+      // Both bounds cover DNS, the proxy, TCP and TLS as well as the answer.
       const overall = unrefTimer(() => finish(onTimeout, false), Math.max(0, timeoutMs));
       const connect = unrefTimer(() => finish(RETRY, false), Math.max(0, Math.min(this.connectTimeoutMs, timeoutMs)));
       const connected = (): void => clearTimeout(connect);
@@ -226,10 +227,12 @@ export class HttpTransport implements Transport {
           else chunks.push(chunk);
         });
         res.on("end", () => finish(readReply(Buffer.concat(chunks).toString("utf8")), true));
+        // Closed before its end: delivered, and nothing learnt (a no-op once it ended).
+        res.on("close", () => finish(outcome, false));
       };
       try {
         if (proxy !== undefined && this.url.protocol === "https:") {
-          this.tunnel(headers, body, track, connected, onResponse, finish, (r) => (req = r));
+          this.tunnel(headers, body, track, connected, onResponse, finish, (r) => (req = r), () => finish(onTimeout, false));
           return;
         }
         const viaProxy = proxy;
@@ -256,7 +259,8 @@ export class HttpTransport implements Transport {
           else connected();
         });
         req.on("response", onResponse);
-        req.on("error", () => finish(RETRY, false));
+        // After a 2xx status an error (an answer cut short) is still a delivery.
+        req.on("error", () => finish(onTimeout, false));
         req.end(body);
       } catch {
         finish(RETRY, false);
@@ -273,6 +277,7 @@ export class HttpTransport implements Transport {
     onResponse: (res: http.IncomingMessage) => void,
     finish: (o: Outcome, clean: boolean) => void,
     setReq: (r: http.ClientRequest) => void,
+    failed: () => void,
   ): void {
     const proxy = this.proxy as URL;
     const host = this.url.hostname.replace(/^\[|\]$/g, "");
@@ -320,7 +325,7 @@ export class HttpTransport implements Transport {
       });
       setReq(req);
       req.on("response", onResponse);
-      req.on("error", () => finish(RETRY, false));
+      req.on("error", failed);
       req.end(body);
     });
     connectReq.end();

@@ -29,6 +29,7 @@ test("only a collector's answer with a fraction for a sample is read, as in the 
     '{"ok":true,"control":{"collect":"no"}}',
     '{"ok":true,"control":{"sample":-1e308}}',
     '{"ok":true,"control":{"sample":1.5}}',
+    '{"ok":true,"control":[]}',
     "<html>proxy error</html>",
     "",
   ]) {

@@ -141,6 +141,8 @@ async fn versions_the_allow_list_would_drop_are_still_controlled() {
         json!("1.2.1.dev3+g1234abc"),
         json!("1.2.0.1"),
         json!("1.2/beta@x"),
+        json!("=1.2.0"),
+        json!("release-1.2.0"),
         json!(long),
         json!(1.2),
     ];
@@ -154,12 +156,29 @@ async fn versions_the_allow_list_would_drop_are_still_controlled() {
         );
         assert_eq!(resp["control"], json!({"collect": false}), "{version}");
     }
-    // The batch's version, under a message `app` block that has none.
-    let m = json!({"type": "track", "event": "fit", "messageId": "batch-level",
-                   "anonymousId": install, "context": {"app": {"name": "a"}}});
-    let body = json!({"batch": [m], "context": {"app": {"version": "1.2.0"}}});
-    let (_, _, resp) = h.send(h.batch(&body)).await;
-    assert_eq!(resp["rejected"][0]["reason"], "not_collected", "{resp}");
+    // The batch's version, under a message `app` block that has none or an empty one.
+    for (i, app) in [json!({"name": "a"}), json!({"name": "a", "version": ""})]
+        .iter()
+        .enumerate()
+    {
+        let m = json!({"type": "track", "event": "fit", "messageId": format!("batch-level-{i}"),
+                       "anonymousId": install, "context": {"app": app}});
+        let body = json!({"batch": [m], "context": {"app": {"version": "1.2.0"}}});
+        let (_, _, resp) = h.send(h.batch(&body)).await;
+        assert_eq!(resp["rejected"][0]["reason"], "not_collected", "{resp}");
+    }
+    // A batch of two versions is answered with the stricter control, whatever the order.
+    let mixed = json!({"batch": [
+        {"type": "track", "event": "fit", "messageId": "mixed-old", "anonymousId": install,
+         "context": {"app": {"version": "1.2.0"}}},
+        {"type": "track", "event": "fit", "messageId": "mixed-new", "anonymousId": install,
+         "context": {"app": {"version": "9.0.0"}}}]});
+    let (_, _, resp) = h.send(h.batch(&mixed)).await;
+    assert_eq!(
+        (resp["accepted"].as_u64(), &resp["control"]),
+        (Some(1), &json!({"collect": false})),
+        "{resp}"
+    );
     // And a version outside the range is stored, without its `app` (the catalog keeps `os`).
     let m = json!({"type": "track", "event": "fit", "messageId": "kept",
                    "anonymousId": install, "context": {"app": {"name": "a", "version": "1.3.0"}}});
