@@ -10,8 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use opentally_log::LogRecord;
-use opentally_log::segment::{self as wal, LogWriter};
+use opentally_log::segment::LogWriter;
 use opentally_protocol::Timestamp;
 use opentally_store::{Options, Store};
 
@@ -67,8 +66,7 @@ fn main() {
     let end = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let install = "e".repeat(32);
     let mut n = 0u64;
-    opentally_store::demo::generate(heavy + others, 30, end, 7, &mut |day| {
-        let mut day = day.clone();
+    opentally_store::demo::generate(heavy + others, 30, end, 7, &mut |mut day| {
         // Every fifth event belongs to the install erased, until it has its share.
         for e in &mut day {
             if n % 5 == 0 && n / 5 < heavy {
@@ -76,17 +74,7 @@ fn main() {
             }
             n += 1;
         }
-        for chunk in day.chunks(100) {
-            let rec = LogRecord {
-                project: "bench".into(),
-                project_id: 1,
-                received_at: chunk[0].timestamp,
-                events: chunk.to_vec(),
-            };
-            let mut framed = Vec::new();
-            wal::frame_with(&mut framed, |out| rec.write(out));
-            log.append_durable(&framed).unwrap();
-        }
+        opentally_store::demo::append_to_log(&mut log, "bench", &day, 100).unwrap();
     });
     drop(log);
     let store = Store::open(&dir, Options::default()).unwrap();

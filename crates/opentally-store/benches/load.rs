@@ -8,7 +8,6 @@
 
 use std::time::Instant;
 
-use opentally_log::LogRecord;
 use opentally_log::segment::{self as wal, LogPos, LogWriter};
 use opentally_protocol::Timestamp;
 use opentally_store::{Options, Store};
@@ -27,18 +26,8 @@ fn main() {
     let end = Timestamp::parse("2026-11-25T00:00:00Z").unwrap();
     let mut written = 0u64;
     opentally_store::demo::generate(events, 30, end, 7, &mut |day| {
-        for chunk in day.chunks(100) {
-            let rec = LogRecord {
-                project: "bench".into(),
-                project_id: 1,
-                received_at: chunk[0].timestamp,
-                events: chunk.to_vec(),
-            };
-            let mut framed = Vec::new();
-            wal::frame_with(&mut framed, |out| rec.write(out));
-            log.append_durable(&framed).unwrap();
-            written += chunk.len() as u64;
-        }
+        opentally_store::demo::append_to_log(&mut log, "bench", &day, 100).unwrap();
+        written += day.len() as u64;
     });
     drop(log);
     let log_bytes: u64 = std::fs::read_dir(dir.join("log"))

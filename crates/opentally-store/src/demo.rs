@@ -5,7 +5,8 @@
 use opentally_protocol::{Message, MessageType, Timestamp};
 use serde_json::{Map, Value, json};
 
-use opentally_log::StoredEvent;
+use opentally_log::segment::{self as wal, LogWriter};
+use opentally_log::{LogRecord, StoredEvent};
 
 /// SplitMix64: small, fast and good enough to draw demo data from.
 #[derive(Debug, Clone)]
@@ -260,6 +261,29 @@ fn context(inst: &Install, version: &str, session: &str) -> Map<String, Value> {
         unreachable!("json! of an object")
     };
     m
+}
+
+/// Appends `events` to `log` as the collector writes them, durably: records of up to
+/// `per_record` events of `project` (id 1), each received at its first event's time. For the
+/// benchmarks that load or erase a generated history.
+pub fn append_to_log(
+    log: &mut LogWriter,
+    project: &str,
+    events: &[StoredEvent],
+    per_record: usize,
+) -> std::io::Result<()> {
+    for chunk in events.chunks(per_record.max(1)) {
+        let rec = LogRecord {
+            project: project.into(),
+            project_id: 1,
+            received_at: chunk[0].timestamp,
+            events: chunk.to_vec(),
+        };
+        let mut framed = Vec::new();
+        wal::frame_with(&mut framed, |out| rec.write(out));
+        log.append_durable(&framed)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,16 +45,11 @@ impl RemoteControl {
 
     /// The control remembered in `app_state`, if any.
     pub fn load(app_state: &Path) -> Option<RemoteControl> {
-        let bytes = std::fs::read(app_state.join(FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::paths::read_json(app_state, FILE)
     }
 
     pub(crate) fn save(&self, app_state: &Path) -> std::io::Result<()> {
-        crate::paths::write_private(
-            app_state,
-            FILE,
-            &serde_json::to_vec(self).expect("serialises"),
-        )
+        crate::paths::write_json(app_state, FILE, self)
     }
 
     pub(crate) fn remove(app_state: &Path) -> std::io::Result<()> {

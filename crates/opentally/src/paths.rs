@@ -78,6 +78,24 @@ fn sanitize(app: &str) -> String {
         .collect()
 }
 
+/// The JSON file `dir/name` read as a `T`; `None` when it is missing or unreadable.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(dir.join(name)).ok()?).ok()
+}
+
+/// `value` written as JSON to `dir/name` with [`write_private`].
+pub(crate) fn write_json<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> std::io::Result<()> {
+    write_private(
+        dir,
+        name,
+        &serde_json::to_vec(value).expect("a state file serialises"),
+    )
+}
+
 /// Writes `bytes` to `dir/name` as one step: a temporary file created fresh (never through a
 /// link another user left), readable by the user alone, then renamed over the old one, so a
 /// reader sees the old content or the new, never half.

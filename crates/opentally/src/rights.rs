@@ -25,8 +25,7 @@ pub struct SavedCollector {
 impl SavedCollector {
     /// The collector recorded in `app_state`, if any.
     pub fn load(app_state: &Path) -> Option<SavedCollector> {
-        let bytes = std::fs::read(app_state.join(FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::paths::read_json(app_state, FILE)
     }
 
     /// Records the collector in `app_state` unless it is already what the file says; written to
@@ -36,11 +35,7 @@ impl SavedCollector {
             return Ok(());
         }
         // Readable by the user alone: it says where the install id, the credential, is sent.
-        crate::paths::write_private(
-            app_state,
-            FILE,
-            &serde_json::to_vec(self).expect("serialises"),
-        )
+        crate::paths::write_json(app_state, FILE, self)
     }
 
     /// Forgets the collector (after an erasure: the new install id has sent nothing there).

@@ -9,6 +9,11 @@ use serde_json::{Value, json};
 
 use crate::{Harness, wait_until};
 
+const OFF: Control = Control {
+    collect: false,
+    sample: None,
+};
+
 fn track(id: &str, install: &str, version: &str) -> Value {
     json!({"type": "track", "event": "fit", "messageId": id, "anonymousId": install,
            "context": {"app": {"name": "demo", "version": version}}})
@@ -27,14 +32,7 @@ fn set(h: &Harness, versions: Option<&str>, control: Option<Control>) {
 #[tokio::test]
 async fn a_stopped_version_is_refused_and_told_and_others_are_kept() {
     let h = Harness::new("control-stop", None, RawConfig::default());
-    set(
-        &h,
-        Some("<1.3"),
-        Some(Control {
-            collect: false,
-            sample: None,
-        }),
-    );
+    set(&h, Some("<1.3"), Some(OFF));
     let install = "00000000-0000-4000-8000-000000000001";
     let old =
         json!({"batch": [track("old-1", install, "1.2.9"), track("old-2", install, "1.2.9")]});
@@ -126,14 +124,7 @@ async fn a_sample_keeps_exactly_the_installs_it_names() {
 async fn versions_the_allow_list_would_drop_are_still_controlled() {
     let catalog = "[context]\nkeep = [\"os\"]\n[events.fit]\n";
     let h = Harness::new("control-raw", Some(catalog), RawConfig::default());
-    set(
-        &h,
-        Some("<1.3"),
-        Some(Control {
-            collect: false,
-            sample: None,
-        }),
-    );
+    set(&h, Some("<1.3"), Some(OFF));
     let install = "00000000-0000-4000-8000-000000000003";
     let long = format!("1.2.0-{}", "x".repeat(80));
     let versions: Vec<Value> = vec![
