@@ -56,6 +56,20 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 (cd sdks/node && npm ci --silent --no-audit --no-fund && OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally" npm test 2>&1) | tee -a "$log"
 
+# The dashboard in a real browser: Debian's chromium, driven by Playwright (playwright-core, which
+# downloads no browser of its own), against the CLI binary built above.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "error: /usr/bin/chromium is missing" >&2
+    echo "  hint: sudo apt-get install chromium, then run this again" >&2
+    exit 1
+  fi
+fi
+(cd tests/browser && npm ci --silent --no-audit --no-fund && OPENTALLY_BIN="$CARGO_TARGET_DIR/debug/opentally" npm test 2>&1) | tee -a "$log"
+
 # One closing line for the whole run, summed over every cargo test binary, pytest and node --test.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      /^# pass [0-9]+$/ { p += $3 } /^# fail [0-9]+$/ { f += $3 } /^# skipped [0-9]+$/ { i += $3 }

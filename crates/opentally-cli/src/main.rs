@@ -256,6 +256,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 "  curl -sS 'http://{addr}/api/v1/projects/{}/insights/active?since=30d' -H 'authorization: Bearer {}'",
                 d.name, d.admin_token
             )?;
+            writeln!(out, "the dashboard (sign in with the admin token above):\n  http://{addr}/dashboard")?;
             writeln!(out, "what its users are told (public, no login):\n  http://{addr}/p/{}/privacy", d.name)?;
         }
         drop(out);

@@ -332,7 +332,16 @@ async fn ingest_inner(
         return Ok(response);
     }
     let accepted = events.len();
+    // A copy for the live view, only while a maintainer watches this project.
+    let live = state
+        .dashboard
+        .live
+        .watching(project.id)
+        .then(|| events.clone());
     let committed = make_durable(state, &project, received_at, events, None).await?;
+    if let Some(copy) = live {
+        state.dashboard.live.push(project.id, &copy, &committed.new);
+    }
     let new = committed.new.iter().filter(|n| **n).count();
     response.accepted = accepted;
     response.duplicates = accepted - new;

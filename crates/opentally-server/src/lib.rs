@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod dashboard;
 pub mod dedup;
 pub mod deletion;
 pub mod dump;
@@ -250,6 +251,7 @@ impl Collector {
             privacy_project_limiter: RateLimiter::keyed(Quota::per_minute(nonzero(
                 config.privacy_requests_per_minute.saturating_mul(10),
             ))),
+            dashboard: dashboard::DashboardState::default(),
             config,
         });
         Ok(Collector {
@@ -291,6 +293,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/p/{project}/privacy", get(pages::transparency))
         .route("/privacy", get(pages::privacy_model))
+        .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -440,7 +440,15 @@ impl MetaStore {
     }
 
     pub fn project_by_admin_token(&self, token: &str) -> Result<Option<Project>, MetaError> {
-        self.project_where("admin_token_hash = ?1", &hash_secret(token).as_slice())
+        self.project_by_admin_token_hash(&hash_secret(token))
+    }
+
+    /// The project whose admin token hashes to `hash` (a dashboard session keeps the hash only).
+    pub fn project_by_admin_token_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<Project>, MetaError> {
+        self.project_where("admin_token_hash = ?1", &hash.as_slice())
     }
 
     pub fn project_by_name(&self, name: &str) -> Result<Option<Project>, MetaError> {

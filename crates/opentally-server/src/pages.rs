@@ -18,7 +18,7 @@ use crate::meta::Project;
 const PRIVACY_MODEL: &str = include_str!("../../../PRIVACY.md");
 
 /// Readable on a phone, light or dark as the reader's system is; no web font, no script.
-const STYLE: &str = "
+pub(crate) const STYLE: &str = "
 :root { color-scheme: light dark; --muted: #666; --line: #ddd; --code: #f4f4f4; }
 @media (prefers-color-scheme: dark) { :root { --muted: #aaa; --line: #444; --code: #2a2a2a; } }
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 48rem; margin: 0 auto; padding: 1rem; }
@@ -44,18 +44,25 @@ fn page(title: &str, body: &Markup) -> Response {
             body { (body) }
         }
     };
+    // Nothing on these pages is loaded from anywhere else, and nothing may frame them.
+    html_response(
+        markup,
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    )
+}
+
+/// An HTML document with the security headers every page of the server carries: its content
+/// security policy `csp`, no MIME sniffing, no referrer.
+pub(crate) fn html_response(markup: Markup, csp: &'static str) -> Response {
     let mut response = markup.into_string().into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    // Nothing on these pages is loaded from anywhere else, and nothing may frame them.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

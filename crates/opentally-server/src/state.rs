@@ -35,6 +35,8 @@ pub struct AppState {
     pub(crate) loaded_at_start: u64,
     /// Runs insights and SQL on threads of their own, a few at a time.
     pub(crate) queries: opentally_store::guard::QueryRunner,
+    /// The dashboard's sessions and live feed.
+    pub(crate) dashboard: crate::dashboard::DashboardState,
 }
 
 impl AppState {

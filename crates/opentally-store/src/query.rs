@@ -56,7 +56,7 @@ impl Limits {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     #[error("{0}")]
     BadQuery(String),

@@ -4,6 +4,7 @@
 #![allow(clippy::needless_pass_by_value)]
 
 mod control;
+mod dashboard;
 mod ingest;
 mod lifecycle;
 mod pages;
@@ -55,6 +56,7 @@ pub struct Harness {
     pub state: Arc<AppState>,
     pub collector: Option<Collector>,
     pub write_key: String,
+    pub admin_token: String,
     pub dir: TempDir,
 }
 
@@ -79,6 +81,7 @@ impl Harness {
             state: collector.state.clone(),
             collector: Some(collector),
             write_key: created.write_key.expose().to_owned(),
+            admin_token: created.admin_token.expose().to_owned(),
             dir,
         }
     }
