@@ -123,6 +123,7 @@ async fn upkeep(state: Arc<AppState>) {
             state.key_limiter.retain_recent();
             state.privacy_limiter.retain_recent();
             state.privacy_project_limiter.retain_recent();
+            state.dashboard.sessions.prune();
         }
     }
 }

@@ -133,6 +133,11 @@ impl Table {
                 }
                 match v {
                     Value::Null => {}
+                    // Text that a spreadsheet would run as a formula (event names and property
+                    // values come from clients) is kept as text with a leading `'`.
+                    Value::String(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => {
+                        field(&mut out, &format!("'{s}"));
+                    }
                     Value::String(s) => field(&mut out, s),
                     other => field(&mut out, &other.to_string()),
                 }
@@ -439,4 +444,27 @@ fn json_values(a: &ArrayRef) -> Result<Vec<Value>, QueryError> {
         }
     };
     Ok(vals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+    use serde_json::json;
+
+    #[test]
+    fn csv_quotes_and_keeps_formulas_as_text() {
+        let t = Table {
+            columns: vec!["event".into(), "n".into()],
+            rows: vec![
+                vec![json!("=HYPERLINK(\"http://x\",\"a\")"), json!(-3)],
+                vec![json!("a,b"), json!(null)],
+                vec![json!("@sum"), json!(1.5)],
+            ],
+            truncated: false,
+        };
+        assert_eq!(
+            t.to_csv(),
+            "event,n\n\"'=HYPERLINK(\"\"http://x\"\",\"\"a\"\")\",-3\n\"a,b\",\n'@sum,1.5\n"
+        );
+    }
 }

@@ -27,8 +27,11 @@ const SESSION_COOKIE: &str = "ot_session";
 const LOGIN_COOKIE: &str = "ot_login";
 /// How long a session lasts from sign-in.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at most; past it, the oldest are dropped.
+/// Sessions kept at most; past it, sign-in is refused until some expire.
 const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one project kept at most; past it, that project's oldest is dropped (never
+/// another project's).
+const MAX_PER_PROJECT: usize = 50;
 /// Wrong tokens a client may give per minute; past them, its sign-ins are refused for a minute.
 pub const LOGINS_PER_MINUTE: u32 = 10;
 /// Clients kept as locked out at most (a flood of addresses clears the oldest).
@@ -85,17 +88,25 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Opens a session for the token with hash `token_hash`; returns the cookie's value.
-    fn open(&self, token_hash: [u8; 32]) -> String {
+    /// Opens a session for the token with hash `token_hash`; returns the cookie's value, or
+    /// `None` when the server holds as many sessions as it may.
+    fn open(&self, token_hash: [u8; 32]) -> Option<String> {
         let id = random_hex();
         let now = Instant::now();
         let mut map = self.lock();
         map.retain(|_, s| s.expires > now);
-        while map.len() >= MAX_SESSIONS {
-            let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) else {
+        loop {
+            let same = map.iter().filter(|(_, s)| s.token_hash == token_hash);
+            if same.clone().count() < MAX_PER_PROJECT {
+                break;
+            }
+            let Some(oldest) = same.min_by_key(|(_, s)| s.expires).map(|(k, _)| *k) else {
                 break;
             };
             map.remove(&oldest);
+        }
+        if map.len() >= MAX_SESSIONS {
+            return None;
         }
         map.insert(
             hash_secret(&id),
@@ -105,7 +116,17 @@ impl Sessions {
                 expires: now + LIFETIME,
             },
         );
-        id
+        Some(id)
+    }
+
+    /// Forgets wrong-token counts and lock-outs that no longer matter (the upkeep's minute tick).
+    pub fn prune(&self) {
+        self.failures.retain_recent();
+        let now = Instant::now();
+        self.locked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, until| *until > now);
     }
 
     fn get(&self, id: &str) -> Option<Session> {
@@ -329,24 +350,17 @@ pub async fn login_post(
     }
     let client = extensions.get::<ClientKey>().map_or(0, |c| c.0);
     let sessions = &state.dashboard.sessions;
-    if sessions.is_locked(client) {
-        let mut r = login_page(
-            &headers,
-            &next,
-            Some(&format!(
-                "Too many sign-in attempts with a wrong token from this address (at most {LOGINS_PER_MINUTE} a minute). Wait a minute, then try again."
-            )),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
-    }
     let token = form.token.trim();
     let hash = hash_secret(token);
     match state.meta.project_by_admin_token_hash(&hash) {
         Ok(Some(_)) if !token.is_empty() => {
-            let id = state.dashboard.sessions.open(hash);
+            let Some(id) = state.dashboard.sessions.open(hash) else {
+                return super::error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too many sessions",
+                    "This server holds as many dashboard sessions as it may. Try again later.",
+                );
+            };
             let mut r = Redirect::to(&next).into_response();
             let h = r.headers_mut();
             h.append(
@@ -360,6 +374,21 @@ pub async fn login_post(
             r
         }
         Ok(_) => {
+            // A locked-out client's wrong tokens are answered 429; a right token still signs
+            // in, so that one client cannot lock out everyone behind the same address.
+            if sessions.is_locked(client) {
+                let mut r = login_page(
+                    &headers,
+                    &next,
+                    Some(&format!(
+                        "Too many sign-in attempts with a wrong token from this address (at most {LOGINS_PER_MINUTE} a minute). Wait a minute, then try again."
+                    )),
+                    StatusCode::TOO_MANY_REQUESTS,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return r;
+            }
             sessions.failed(client);
             login_page(
                 &headers,
@@ -443,14 +472,32 @@ mod tests {
     #[test]
     fn sessions_expire_and_stay_bounded() {
         let s = Sessions::default();
-        let id = s.open([1; 32]);
+        let id = s.open([1; 32]).unwrap();
         assert!(s.get(&id).is_some());
         assert!(s.get("not-a-session").is_none());
         s.lock().get_mut(&hash_secret(&id)).unwrap().expires = Instant::now();
         assert!(s.get(&id).is_none(), "an expired session is gone");
-        for _ in 0..MAX_SESSIONS + 5 {
-            s.open([2; 32]);
+        let first = s.open([2; 32]).unwrap();
+        for _ in 0..MAX_PER_PROJECT + 5 {
+            s.open([2; 32]).unwrap();
         }
-        assert_eq!(s.len(), MAX_SESSIONS);
+        assert_eq!(
+            s.len(),
+            MAX_PER_PROJECT,
+            "a project's oldest sessions go first"
+        );
+        assert!(s.get(&first).is_none());
+        let mut n = 3u16;
+        while s.len() < MAX_SESSIONS {
+            let mut h = [0; 32];
+            h[..2].copy_from_slice(&n.to_le_bytes());
+            s.open(h).unwrap();
+            n += 1;
+        }
+        assert!(
+            s.open([1; 32]).is_none(),
+            "past the bound, no session is opened"
+        );
+        assert_eq!(s.len(), MAX_SESSIONS, "and none is dropped for it");
     }
 }

@@ -1059,7 +1059,10 @@ pub async fn export(
     let fail = |status: StatusCode, msg: String| {
         (
             status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
             msg + "\n",
         )
             .into_response()
