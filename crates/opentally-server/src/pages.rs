@@ -32,23 +32,28 @@ th, td { text-align: left; vertical-align: top; padding: 0.3em 0.6em 0.3em 0; bo
 ";
 
 fn page(title: &str, body: &Markup) -> Response {
-    let markup = html! {
+    // Nothing on these pages is loaded from anywhere else, and nothing may frame them.
+    html_response(
+        shell(title, "", body),
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    )
+}
+
+/// The document every page of the server is: readable on a phone, [`STYLE`] and `more_style`
+/// inline, `body` as given.
+pub(crate) fn shell(title: &str, more_style: &str, body: &Markup) -> Markup {
+    html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) (PreEscaped(more_style)) }
             }
             body { (body) }
         }
-    };
-    // Nothing on these pages is loaded from anywhere else, and nothing may frame them.
-    html_response(
-        markup,
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-    )
+    }
 }
 
 /// An HTML document with the security headers every page of the server carries: its content

@@ -17,10 +17,10 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, html};
 
 use crate::AppState;
-use crate::pages::{STYLE, html_response};
+use crate::pages::{html_response, shell};
 
 /// What the dashboard keeps in memory: sessions and the live feed.
 #[derive(Debug, Default)]
@@ -97,21 +97,11 @@ async fn script() -> Response {
 
 /// A whole dashboard document: `nav` (when signed in) above `body`.
 pub(crate) fn document(title: &str, nav: Option<Markup>, body: &Markup) -> Response {
-    let markup = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · OpenTally" }
-                style { (PreEscaped(STYLE)) (PreEscaped(DASHBOARD_STYLE)) }
-            }
-            body {
-                @if let Some(n) = nav { (n) }
-                (body)
-            }
-        }
+    let body = html! {
+        @if let Some(n) = nav { (n) }
+        (body)
     };
+    let markup = shell(&format!("{title} · OpenTally"), DASHBOARD_STYLE, &body);
     let mut r = html_response(markup, CSP);
     r.headers_mut().insert(
         header::CACHE_CONTROL,

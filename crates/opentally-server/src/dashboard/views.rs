@@ -54,6 +54,13 @@ fn filters(pairs: &[(String, String)]) -> Vec<(String, String)> {
     out
 }
 
+/// [`filters`] without the interval, for insights that have none of their own.
+fn range_filters(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut f = filters(pairs);
+    f.retain(|(k, _)| k != "interval");
+    f
+}
+
 fn with(mut base: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     for (k, v) in extra {
         base.retain(|(bk, _)| bk != k);
@@ -415,7 +422,7 @@ fn panel_markup(
     }
 }
 
-const PAGES: [(&str, &str); 8] = [
+const PAGES: [(&str, &str); 7] = [
     ("/dashboard", "Overview"),
     ("/dashboard/environment", "Environment"),
     ("/dashboard/retention", "Retention"),
@@ -423,7 +430,6 @@ const PAGES: [(&str, &str); 8] = [
     ("/dashboard/paths", "Paths"),
     ("/dashboard/friction", "Friction"),
     ("/dashboard/live", "Live"),
-    ("/dashboard/event", ""),
 ];
 
 fn nav(signed: &Signed, current: &str, range: &[(String, String)]) -> Markup {
@@ -431,8 +437,8 @@ fn nav(signed: &Signed, current: &str, range: &[(String, String)]) -> Markup {
     html! {
         nav {
             strong { (signed.project.name) }
-            @for (path, name) in PAGES.iter().filter(|(_, n)| !n.is_empty()) {
-                @if *path == current {
+            @for (path, name) in PAGES {
+                @if path == current {
                     a href=(format!("{path}?{q}")) aria-current="page" { (name) }
                 } @else {
                     a href=(format!("{path}?{q}")) { (name) }
@@ -476,11 +482,12 @@ fn filter_form(action: &str, pairs: &[(String, String)], extra: &Markup) -> Mark
     }
 }
 
-/// A page: where it is, its title, its form and what stands above its panels.
+/// A page: where it is, its title, its own fields in the filter form and what stands above its
+/// panels.
 struct Page<'a> {
     current: &'a str,
     title: &'a str,
-    form: Markup,
+    fields: Markup,
     before: Markup,
 }
 
@@ -496,7 +503,7 @@ async fn render(
     let body = html! {
         main {
             h1 { (page.title) }
-            (page.form)
+            (filter_form(page.current, pairs, &page.fields))
             (page.before)
             @for (p, a) in panels.iter().zip(&answers) { (panel_markup(p, a, &range)) }
         }
@@ -641,7 +648,7 @@ pub async fn overview(
         Page {
             current: "/dashboard",
             title: "Overview",
-            form: filter_form("/dashboard", &pairs, &html! {}),
+            fields: html! {},
             before: html! {},
         },
         &panels,
@@ -692,7 +699,7 @@ pub async fn environment(State(state): State<Arc<AppState>>, signed: Signed, uri
         Page {
             current: "/dashboard/environment",
             title: "Environment",
-            form: filter_form("/dashboard/environment", &pairs, &html! {}),
+            fields: html! {},
             before: html! {},
         },
         &panels,
@@ -806,7 +813,6 @@ pub async fn event(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri)
             }
         }
     };
-    let form = filter_form("/dashboard/event", &pairs, &extra);
     render(
         &state,
         &signed,
@@ -814,7 +820,7 @@ pub async fn event(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri)
         Page {
             current: "/dashboard/event",
             title: &format!("Event {event}"),
-            form,
+            fields: extra,
             before: html! {},
         },
         &panels,
@@ -825,8 +831,7 @@ pub async fn event(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri)
 /// `GET /dashboard/retention`: weekly cohorts and how many come back.
 pub async fn retention(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri) -> Response {
     let pairs = pairs(&uri);
-    let f = with(filters(&pairs), &[]);
-    let f: Vec<_> = f.into_iter().filter(|(k, _)| k != "interval").collect();
+    let f = range_filters(&pairs);
     let panels = [Panel::new(
         "Retention by weekly cohort (% of the cohort active in each later week)",
         "retention",
@@ -840,7 +845,7 @@ pub async fn retention(State(state): State<Arc<AppState>>, signed: Signed, uri: 
         Page {
             current: "/dashboard/retention",
             title: "Retention",
-            form: filter_form("/dashboard/retention", &pairs, &html! {}),
+            fields: html! {},
             before: html! {},
         },
         &panels,
@@ -857,11 +862,7 @@ pub async fn funnel(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri
         label { "steps, in order" input name="steps" value=(steps) size="30" placeholder="import,fit,plot" required; }
         label { "within" input name="window" value=(window) size="5" placeholder="1d"; }
     };
-    let form = filter_form("/dashboard/funnel", &pairs, &extra);
-    let f: Vec<_> = filters(&pairs)
-        .into_iter()
-        .filter(|(k, _)| k != "interval")
-        .collect();
+    let f: Vec<_> = range_filters(&pairs);
     let panels: Vec<Panel> = if steps.is_empty() {
         Vec::new()
     } else {
@@ -884,7 +885,7 @@ pub async fn funnel(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri
         Page {
             current: "/dashboard/funnel",
             title: "Funnel",
-            form,
+            fields: extra,
             before: hint,
         },
         &panels,
@@ -898,11 +899,7 @@ pub async fn paths(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri)
     let event = one(&pairs, "event").unwrap_or("").to_owned();
     let extra =
         html! { label { "after event" input name="event" value=(event) size="16" required; } };
-    let form = filter_form("/dashboard/paths", &pairs, &extra);
-    let f: Vec<_> = filters(&pairs)
-        .into_iter()
-        .filter(|(k, _)| k != "interval")
-        .collect();
+    let f: Vec<_> = range_filters(&pairs);
     let panels: Vec<Panel> = if event.is_empty() {
         Vec::new()
     } else {
@@ -925,7 +922,7 @@ pub async fn paths(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri)
         Page {
             current: "/dashboard/paths",
             title: "Paths",
-            form,
+            fields: extra,
             before: hint,
         },
         &panels,
@@ -936,10 +933,7 @@ pub async fn paths(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri)
 /// `GET /dashboard/friction`: where users get stuck.
 pub async fn friction(State(state): State<Arc<AppState>>, signed: Signed, uri: Uri) -> Response {
     let pairs = pairs(&uri);
-    let f: Vec<_> = filters(&pairs)
-        .into_iter()
-        .filter(|(k, _)| k != "interval")
-        .collect();
+    let f: Vec<_> = range_filters(&pairs);
     let panels = [
         Panel::new(
             "Error rate by version",
@@ -979,7 +973,7 @@ pub async fn friction(State(state): State<Arc<AppState>>, signed: Signed, uri: U
         Page {
             current: "/dashboard/friction",
             title: "Where users get stuck",
-            form: filter_form("/dashboard/friction", &pairs, &html! {}),
+            fields: html! {},
             before: html! {},
         },
         &panels,
